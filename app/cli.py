@@ -1,0 +1,138 @@
+"""The ``dropship`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+
+from app.settings import Settings
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _require_schema(settings: Settings) -> None:
+    from app.migrate import SchemaOutOfDate, check_schema
+
+    try:
+        asyncio.run(check_schema(settings.database_url))
+    except SchemaOutOfDate as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """dropship: Shopify orders in, supplier purchase orders out."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--workers",
+    "processes",
+    default=1,
+    show_default=True,
+    type=int,
+    help="HTTP server processes (needs DROPSHIP_REDIS_URL when more than 1).",
+)
+def serve(host: str, port: int, processes: int) -> None:
+    """Run the HTTP API (and, without DROPSHIP_REDIS_URL, the workers in-process)."""
+    import uvicorn
+
+    settings = _settings()
+    _require_schema(settings)
+    if processes > 1 and settings.embedded_broker:
+        raise click.ClickException(
+            "--workers > 1 needs DROPSHIP_REDIS_URL: the in-process broker lives in one process"
+        )
+    mode = "in-process workers" if settings.embedded_broker else "workers via Redis"
+    click.echo(f"dropship serving on http://{host}:{port} ({mode}; database {_redact(settings)})")
+    uvicorn.run(
+        "app.asgi:create",
+        factory=True,
+        host=host,
+        port=port,
+        workers=processes,
+        access_log=False,
+        log_config=None,
+        loop="uvloop",
+        http="httptools",
+        proxy_headers=True,
+        timeout_graceful_shutdown=20,
+    )
+
+
+@main.command()
+def worker() -> None:
+    """Run Dramatiq workers, the outbox relay and the scheduler against DROPSHIP_REDIS_URL."""
+    from app.logging import configure_logging
+    from workers.runtime import run_worker
+
+    settings = _settings()
+    if settings.embedded_broker:
+        raise click.ClickException(
+            "DROPSHIP_REDIS_URL is not set: without Redis, `dropship serve` runs the workers itself"
+        )
+    _require_schema(settings)
+    configure_logging(settings)
+    click.echo(f"dropship worker: {settings.worker_threads} threads, broker {settings.redis_url}")
+    asyncio.run(run_worker(settings))
+
+
+@main.command()
+def migrate() -> None:
+    """Bring the database schema up to date (alembic upgrade head)."""
+    from app import migrate as m
+
+    settings = _settings()
+    m.upgrade(settings.database_url)
+    click.echo(
+        f"database {_redact(settings)} is at revision {m.head_revision(settings.database_url)}"
+    )
+
+
+@main.group()
+def merchant() -> None:
+    """Manage merchants."""
+
+
+@merchant.command("create")
+@click.option("--shop", required=True, help="the store's *.myshopify.com domain")
+@click.option("--email", required=True, help="where the merchant gets alerts")
+def merchant_create(shop: str, email: str) -> None:
+    """Create a merchant without the OAuth install; prints its API token once."""
+    from app.db import Database
+    from app.merchants.service import MerchantError, create_merchant
+
+    settings = _settings()
+    _require_schema(settings)
+
+    async def run() -> tuple[str, str, str]:
+        db = Database(settings.database_url)
+        try:
+            async with db.transaction() as session:
+                m, token = await create_merchant(session, shop, email)
+                return str(m.id), m.shop_domain, token
+        finally:
+            await db.dispose()
+
+    try:
+        merchant_id, domain, token = asyncio.run(run())
+    except MerchantError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"merchant {domain} created (id {merchant_id})")
+    click.echo(f"API token (shown once, store it now): {token}")
+
+
+def _redact(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

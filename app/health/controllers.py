@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from litestar import Request, get
+from litestar.response import Response
+from sqlalchemy import text
+
+from app.services import Services
+
+
+@get("/health/live", tags=["health"], summary="The process is up")
+async def live() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/health/ready", tags=["health"], summary="Database and broker reachable")
+async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    services: Services = request.app.state.services
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(2):
+            async with services.db.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    if services.settings.redis_url:
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(services.settings.redis_url, socket_timeout=2)
+        try:
+            await client.ping()
+            checks["broker"] = "ok"
+        except Exception as exc:
+            checks["broker"] = f"unreachable: {type(exc).__name__}"
+        finally:
+            await client.aclose()
+    else:
+        runtime = getattr(request.app.state, "workers", None)
+        checks["broker"] = "ok (in-process)" if runtime is not None else "no workers in process"
+    ok = all(v.startswith("ok") for v in checks.values())
+    return Response(
+        {"status": "ok" if ok else "unavailable", "checks": checks},
+        status_code=200 if ok else 503,
+    )

@@ -1,0 +1,132 @@
+"""Merchants: creation, API tokens, the uninstall, and the shop lookup used on the hot path."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import Database, utcnow
+from app.merchants.models import ApiToken, Merchant, MerchantStatus
+from app.security import hash_token, new_token
+
+_SHOP_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,60}\.myshopify\.com$")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$|^[^@\s]+@localhost$")
+MERCHANT_TOKEN_PREFIX = "dsm"  # noqa: S105 (a label, not a secret)
+
+
+class MerchantError(ValueError):
+    """A merchant operation refused for a reason the caller can act on."""
+
+
+def normalize_shop_domain(shop: str) -> str:
+    """``My-Store.myshopify.com`` -> ``my-store.myshopify.com``; anything else is refused."""
+    domain = shop.strip().lower()
+    if not _SHOP_RE.match(domain):
+        raise MerchantError(f"shop must be a *.myshopify.com domain, got {shop!r}")
+    return domain
+
+
+def validate_email(email: str) -> str:
+    email = email.strip()
+    if not _EMAIL_RE.match(email):
+        raise MerchantError(f"not an email address: {email!r}")
+    return email
+
+
+async def get_by_shop(session: AsyncSession, shop_domain: str) -> Merchant | None:
+    merchant: Merchant | None = await session.scalar(
+        select(Merchant).where(Merchant.shop_domain == shop_domain)
+    )
+    return merchant
+
+
+async def create_merchant(session: AsyncSession, shop: str, email: str) -> tuple[Merchant, str]:
+    """Create an active merchant and its first API token (returned in clear, once)."""
+    domain = normalize_shop_domain(shop)
+    email = validate_email(email)
+    if await get_by_shop(session, domain) is not None:
+        raise MerchantError(f"a merchant for {domain} already exists")
+    merchant = Merchant(shop_domain=domain, email=email, status=MerchantStatus.ACTIVE, settings={})
+    session.add(merchant)
+    await session.flush()
+    token = await issue_token(session, merchant.id)
+    return merchant, token
+
+
+async def issue_token(session: AsyncSession, merchant_id: uuid.UUID, name: str = "default") -> str:
+    token = new_token(MERCHANT_TOKEN_PREFIX)
+    session.add(
+        ApiToken(merchant_id=merchant_id, token_hash=hash_token(token), prefix=token[:8], name=name)
+    )
+    await session.flush()
+    return token
+
+
+async def authenticate(session: AsyncSession, token: str) -> Merchant | None:
+    """The active merchant owning this bearer token, or None."""
+    merchant: Merchant | None = await session.scalar(
+        select(Merchant)
+        .join(ApiToken, ApiToken.merchant_id == Merchant.id)
+        .where(
+            ApiToken.token_hash == hash_token(token),
+            ApiToken.revoked_at.is_(None),
+            Merchant.status == MerchantStatus.ACTIVE,
+        )
+    )
+    return merchant
+
+
+async def deactivate(session: AsyncSession, merchant: Merchant) -> None:
+    """``app/uninstalled``: stop acting for the shop and forget its Shopify token.
+
+    Orders, timelines and accounting stay: the merchant may reinstall, and records that must be
+    kept are not ours to delete (customer data goes only on ``shop/redact``).
+    """
+    merchant.status = MerchantStatus.INACTIVE
+    merchant.shopify_token_encrypted = None
+    merchant.shopify_scopes = None
+    merchant.uninstalled_at = utcnow()
+    await session.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class ShopEntry:
+    merchant_id: uuid.UUID
+    active: bool
+
+
+class MerchantDirectory:
+    """shop domain -> merchant, cached for a few seconds for the webhook hot path.
+
+    A deactivation takes effect within ``ttl`` seconds; webhooks for an inactive shop that slip
+    through are ignored by the worker anyway.
+    """
+
+    def __init__(self, db: Database, ttl: float = 5.0) -> None:
+        self.db = db
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, ShopEntry | None]] = {}
+
+    async def lookup(self, shop_domain: str) -> ShopEntry | None:
+        now = time.monotonic()
+        hit = self._cache.get(shop_domain)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        async with self.db.sessionmaker() as session:
+            row = (
+                await session.execute(
+                    select(Merchant.id, Merchant.status).where(Merchant.shop_domain == shop_domain)
+                )
+            ).first()
+        entry = None if row is None else ShopEntry(row[0], row[1] == MerchantStatus.ACTIVE)
+        # Unknown shops are cached briefly too, so a flood of them cannot hammer the database.
+        self._cache[shop_domain] = (now + (self.ttl if entry else 1.0), entry)
+        return entry
+
+    def forget(self, shop_domain: str) -> None:
+        self._cache.pop(shop_domain, None)

@@ -1,0 +1,26 @@
+"""Every table, imported in one place for Alembic's autogenerate and for tests."""
+
+from app.db import Base
+from app.idempotency.models import IdempotencyRecord
+from app.jobs.models import OutboxMessage, PeriodicRun
+from app.merchants.models import ApiToken, Merchant
+from app.orders.models import Customer, ExceptionCase, Order, OrderEvent, OrderLine
+from app.suppliers.models import Supplier, SupplierProduct
+from app.webhooks.models import WebhookDelivery
+
+__all__ = [
+    "ApiToken",
+    "Base",
+    "Customer",
+    "ExceptionCase",
+    "IdempotencyRecord",
+    "Merchant",
+    "Order",
+    "OrderEvent",
+    "OrderLine",
+    "OutboxMessage",
+    "PeriodicRun",
+    "Supplier",
+    "SupplierProduct",
+    "WebhookDelivery",
+]

@@ -1,0 +1,253 @@
+"""Wire shapes of the merchant order API. Ids from Shopify are strings on the wire (64-bit safe
+for every JSON client); money is a decimal string with its currency."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from app.orders.drafts import ADDRESS_FIELDS, CustomerDraft, LineDraft, OrderDraft
+from app.orders.models import Order, OrderEvent, OrderLine, OrderSource
+
+Currency = Annotated[str, Meta(pattern="^[A-Z]{3}$", description="ISO 4217 code")]
+CountryCode = Annotated[str, Meta(pattern="^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
+NonNegative = Annotated[Decimal, Meta(ge=0)]
+ShortText = Annotated[str, Meta(min_length=1, max_length=255)]
+
+
+class AddressIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: ShortText
+    address1: ShortText
+    city: ShortText
+    country_code: CountryCode
+    address2: str | None = None
+    company: str | None = None
+    province: str | None = None
+    province_code: str | None = None
+    zip: str | None = None
+    phone: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    country: str | None = None
+
+
+class LineIn(msgspec.Struct, forbid_unknown_fields=True):
+    sku: ShortText
+    quantity: Annotated[int, Meta(gt=0, le=100_000)]
+    price: NonNegative
+    title: str | None = None
+
+
+class OrderIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A manual order. ``reference`` is your own id for it: unique per merchant, so entering the
+    same order twice is refused instead of duplicated."""
+
+    currency: Currency
+    lines: Annotated[list[LineIn], Meta(min_length=1, max_length=500)]
+    shipping_address: AddressIn
+    reference: ShortText | None = None
+    email: str | None = None
+    shipping_price: NonNegative = Decimal("0")
+    tax: NonNegative = Decimal("0")
+    discount: NonNegative = Decimal("0")
+    shipping_method: str | None = None
+    financial_status: Annotated[str, Meta(max_length=32)] = "paid"
+    note: str | None = None
+
+    def to_draft(self, source: str = OrderSource.MANUAL) -> OrderDraft:
+        subtotal = sum((ln.price * ln.quantity for ln in self.lines), Decimal("0"))
+        addr = msgspec.structs.asdict(self.shipping_address)
+        return OrderDraft(
+            source=source,
+            name=self.reference or "manual",
+            currency=self.currency,
+            subtotal_price=subtotal,
+            total_tax=self.tax,
+            total_shipping=self.shipping_price,
+            total_discounts=self.discount,
+            total_price=subtotal + self.tax + self.shipping_price - self.discount,
+            lines=[
+                LineDraft(
+                    title=ln.title or ln.sku, quantity=ln.quantity, price=ln.price, sku=ln.sku
+                )
+                for ln in self.lines
+            ],
+            financial_status=self.financial_status,
+            email=self.email,
+            customer=CustomerDraft(email=self.email) if self.email else None,
+            shipping_address={k: addr.get(k) for k in ADDRESS_FIELDS},
+            shipping_method=self.shipping_method,
+            note=self.note,
+            external_ref=self.reference,
+        )
+
+
+class LineOut(msgspec.Struct):
+    id: uuid.UUID
+    sku: str | None
+    title: str
+    variant_title: str | None
+    quantity: int
+    price: Decimal
+    total_discount: Decimal
+    shopify_line_id: str | None
+    variant_id: str | None
+    product_id: str | None
+
+    @classmethod
+    def of(cls, ln: OrderLine) -> LineOut:
+        return cls(
+            id=ln.id,
+            sku=ln.sku,
+            title=ln.title,
+            variant_title=ln.variant_title,
+            quantity=ln.quantity,
+            price=ln.price,
+            total_discount=ln.total_discount,
+            shopify_line_id=_s(ln.shopify_line_id),
+            variant_id=_s(ln.variant_id),
+            product_id=_s(ln.product_id),
+        )
+
+
+class EventOut(msgspec.Struct):
+    at: datetime
+    type: str
+    message: str
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, ev: OrderEvent) -> EventOut:
+        return cls(at=ev.created_at, type=ev.type, message=ev.message, data=ev.data)
+
+
+class OrderSummary(msgspec.Struct):
+    id: uuid.UUID
+    name: str
+    status: str
+    status_reason: str | None
+    source: str
+    shopify_order_id: str | None
+    reference: str | None
+    currency: str
+    total_price: Decimal
+    financial_status: str | None
+    placed_at: datetime
+    created_at: datetime
+
+    @classmethod
+    def of(cls, o: Order) -> OrderSummary:
+        return cls(
+            id=o.id,
+            name=o.name,
+            status=o.status,
+            status_reason=o.status_reason,
+            source=o.source,
+            shopify_order_id=_s(o.shopify_order_id),
+            reference=o.external_ref,
+            currency=o.currency,
+            total_price=o.total_price,
+            financial_status=o.financial_status,
+            placed_at=o.placed_at,
+            created_at=o.created_at,
+        )
+
+
+class OrderDetail(msgspec.Struct):
+    id: uuid.UUID
+    name: str
+    status: str
+    status_reason: str | None
+    source: str
+    shopify_order_id: str | None
+    shopify_gid: str | None
+    reference: str | None
+    order_number: int | None
+    email: str | None
+    currency: str
+    subtotal_price: Decimal
+    total_tax: Decimal
+    total_shipping: Decimal
+    total_discounts: Decimal
+    total_price: Decimal
+    financial_status: str | None
+    stripe_payment_reference: str | None
+    shipping_address: dict[str, Any] | None
+    shipping_method: str | None
+    note: str | None
+    placed_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    cancelled_at: datetime | None
+    cancel_requested_at: datetime | None
+    tracking_url: str
+    lines: list[LineOut]
+    timeline: list[EventOut]
+
+    @classmethod
+    def of(cls, o: Order, public_url: str) -> OrderDetail:
+        return cls(
+            id=o.id,
+            name=o.name,
+            status=o.status,
+            status_reason=o.status_reason,
+            source=o.source,
+            shopify_order_id=_s(o.shopify_order_id),
+            shopify_gid=o.shopify_gid,
+            reference=o.external_ref,
+            order_number=o.order_number,
+            email=o.email,
+            currency=o.currency,
+            subtotal_price=o.subtotal_price,
+            total_tax=o.total_tax,
+            total_shipping=o.total_shipping,
+            total_discounts=o.total_discounts,
+            total_price=o.total_price,
+            financial_status=o.financial_status,
+            stripe_payment_reference=o.stripe_payment_reference,
+            shipping_address=o.shipping_address,
+            shipping_method=o.shipping_method,
+            note=o.note,
+            placed_at=o.placed_at,
+            created_at=o.created_at,
+            updated_at=o.updated_at,
+            cancelled_at=o.cancelled_at,
+            cancel_requested_at=o.cancel_requested_at,
+            tracking_url=f"{public_url.rstrip('/')}/track/{o.tracking_token}",
+            lines=[LineOut.of(ln) for ln in o.lines],
+            timeline=[EventOut.of(e) for e in sorted(o.events, key=lambda e: (e.created_at, e.id))],
+        )
+
+
+class ExceptionOut(msgspec.Struct):
+    id: uuid.UUID
+    kind: str
+    reason: str
+    order_id: uuid.UUID | None
+    created_at: datetime
+    resolved_at: datetime | None
+    data: dict[str, Any]
+
+
+class ImportRow(msgspec.Struct):
+    row: int
+    status: str  # created | duplicate | rejected
+    reference: str | None = None
+    order_id: uuid.UUID | None = None
+    reason: str | None = None
+
+
+class ImportReport(msgspec.Struct):
+    created: int
+    duplicate: int
+    rejected: int
+    rows: list[ImportRow]
+
+
+def _s(value: int | None) -> str | None:
+    return None if value is None else str(value)

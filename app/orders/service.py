@@ -1,0 +1,335 @@
+"""Order rules: creating orders from drafts, applying updates and cancellations, the timeline.
+
+Every state change writes an ``OrderEvent`` in the same transaction, so the timeline is never
+behind the order. Services flush; the caller's transaction commits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from app.db import utcnow
+from app.jobs.outbox import enqueue
+from app.orders.drafts import CustomerDraft, LineDraft, OrderDraft
+from app.orders.models import (
+    Customer,
+    ExceptionCase,
+    Order,
+    OrderEvent,
+    OrderLine,
+    OrderSource,
+    OrderStatus,
+)
+from app.security import new_public_token
+
+VALIDATE_ACTOR = "order.validate"
+
+
+class OrderConflict(Exception):
+    """The order's state forbids the operation (HTTP 409)."""
+
+
+def record(
+    session: AsyncSession, order: Order, type_: str, message: str, **data: Any
+) -> OrderEvent:
+    """Append an entry to the order's timeline."""
+    event = OrderEvent(
+        order_id=order.id, merchant_id=order.merchant_id, type=type_, message=message, data=data
+    )
+    session.add(event)
+    return event
+
+
+def set_status(
+    session: AsyncSession, order: Order, status: str, reason: str | None, **data: Any
+) -> None:
+    previous = order.status
+    order.status = status
+    order.status_reason = reason
+    order.updated_at = utcnow()
+    record(
+        session,
+        order,
+        f"status.{status}",
+        f"{previous} -> {status}" + (f": {reason}" if reason else ""),
+        previous=previous,
+        **data,
+    )
+
+
+def open_exception(
+    session: AsyncSession, order: Order, kind: str, reason: str, **data: Any
+) -> ExceptionCase:
+    case = ExceptionCase(
+        merchant_id=order.merchant_id, order_id=order.id, kind=kind, reason=reason, data=data
+    )
+    session.add(case)
+    return case
+
+
+async def upsert_customer(
+    session: AsyncSession, merchant_id: uuid.UUID, draft: CustomerDraft | None, email: str | None
+) -> Customer | None:
+    if draft is None and not email:
+        return None
+    draft = draft or CustomerDraft(email=email)
+    query = select(Customer).where(Customer.merchant_id == merchant_id)
+    if draft.shopify_customer_id is not None:
+        query = query.where(Customer.shopify_customer_id == draft.shopify_customer_id)
+    elif draft.email:
+        query = query.where(Customer.email == draft.email, Customer.shopify_customer_id.is_(None))
+    else:
+        return None
+    customer = await session.scalar(query.limit(1))
+    if customer is None:
+        customer = Customer(merchant_id=merchant_id, shopify_customer_id=draft.shopify_customer_id)
+        try:
+            async with session.begin_nested():
+                session.add(customer)
+                await session.flush()
+        except IntegrityError:  # created concurrently by another delivery
+            customer = await session.scalar(query.limit(1))
+            if customer is None:
+                raise
+    for attr in ("email", "first_name", "last_name", "phone"):
+        value = getattr(draft, attr)
+        if value is not None and customer.redacted_at is None:
+            setattr(customer, attr, value)
+    return customer
+
+
+def _line(order: Order, position: int, d: LineDraft) -> OrderLine:
+    return OrderLine(
+        order_id=order.id,
+        merchant_id=order.merchant_id,
+        position=position,
+        shopify_line_id=d.shopify_line_id,
+        sku=d.sku,
+        variant_id=d.variant_id,
+        product_id=d.product_id,
+        title=d.title,
+        variant_title=d.variant_title,
+        quantity=d.quantity,
+        price=d.price,
+        total_discount=d.total_discount,
+        requires_shipping=d.requires_shipping,
+    )
+
+
+async def find_existing(
+    session: AsyncSession, merchant_id: uuid.UUID, draft: OrderDraft
+) -> Order | None:
+    query = select(Order).where(Order.merchant_id == merchant_id)
+    if draft.shopify_order_id is not None:
+        query = query.where(Order.shopify_order_id == draft.shopify_order_id)
+    elif draft.external_ref is not None:
+        query = query.where(Order.external_ref == draft.external_ref)
+    else:
+        return None
+    order: Order | None = await session.scalar(query.options(selectinload(Order.lines)))
+    return order
+
+
+@dataclass
+class Intake:
+    order: Order
+    created: bool
+
+
+async def create_order(session: AsyncSession, merchant_id: uuid.UUID, draft: OrderDraft) -> Intake:
+    """Create the order unless it exists (same Shopify id or merchant reference).
+
+    Safe under concurrency: the unique constraints decide, inside a savepoint, and the loser
+    gets the winner's order back with ``created=False``.
+    """
+    existing = await find_existing(session, merchant_id, draft)
+    if existing is not None:
+        return Intake(existing, False)
+    customer = await upsert_customer(session, merchant_id, draft.customer, draft.email)
+    status = OrderStatus.CANCELLED if draft.cancelled_at else OrderStatus.RECEIVED
+    order = Order(
+        merchant_id=merchant_id,
+        source=draft.source,
+        shopify_order_id=draft.shopify_order_id,
+        shopify_gid=draft.shopify_gid,
+        external_ref=draft.external_ref,
+        name=draft.name,
+        order_number=draft.order_number,
+        customer_id=customer.id if customer else None,
+        email=draft.email,
+        currency=draft.currency,
+        subtotal_price=draft.subtotal_price,
+        total_tax=draft.total_tax,
+        total_shipping=draft.total_shipping,
+        total_discounts=draft.total_discounts,
+        total_price=draft.total_price,
+        financial_status=draft.financial_status,
+        status=status,
+        shipping_address=draft.shipping_address,
+        billing_address=draft.billing_address,
+        shipping_method=draft.shipping_method,
+        stripe_payment_reference=draft.stripe_payment_reference,
+        note=draft.note,
+        source_updated_at=draft.source_updated_at,
+        placed_at=draft.placed_at or utcnow(),
+        cancelled_at=draft.cancelled_at,
+        tracking_token=new_public_token(),
+    )
+    try:
+        async with session.begin_nested():
+            session.add(order)
+            await session.flush()
+    except IntegrityError:
+        existing = await find_existing(session, merchant_id, draft)
+        if existing is None:
+            raise
+        return Intake(existing, False)
+    for position, line in enumerate(draft.lines):
+        session.add(_line(order, position, line))
+    record(
+        session,
+        order,
+        "order.received",
+        f"order {order.name} received from {draft.source}",
+        source=draft.source,
+        shopify_order_id=draft.shopify_order_id,
+        total_price=str(draft.total_price),
+        currency=draft.currency,
+        lines=len(draft.lines),
+    )
+    if status == OrderStatus.CANCELLED:
+        record(session, order, "status.cancelled", "order arrived already cancelled")
+    else:
+        await enqueue(session, VALIDATE_ACTOR, order.id)
+    await session.flush()
+    return Intake(order, True)
+
+
+def _changed_fields(order: Order, draft: OrderDraft) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for attr in (
+        "email",
+        "financial_status",
+        "shipping_address",
+        "billing_address",
+        "shipping_method",
+        "note",
+        "subtotal_price",
+        "total_tax",
+        "total_shipping",
+        "total_discounts",
+        "total_price",
+    ):
+        new = getattr(draft, attr)
+        if getattr(order, attr) != new:
+            changes[attr] = new
+    old_lines = [
+        (ln.shopify_line_id, ln.sku, ln.variant_id, ln.quantity, ln.price) for ln in order.lines
+    ]
+    if old_lines != [d.signature() for d in draft.lines]:
+        changes["lines"] = draft.lines
+    return changes
+
+
+async def apply_update(session: AsyncSession, order: Order, draft: OrderDraft) -> str:
+    """Apply a newer version of the order (``orders/updated``). Returns what happened.
+
+    A replay older than what we hold never overwrites it. Changes to an order not yet handed to
+    suppliers are applied and the order is validated again; later, they are recorded for a person.
+    """
+    if (
+        draft.source_updated_at is not None
+        and order.source_updated_at is not None
+        and draft.source_updated_at <= order.source_updated_at
+    ):
+        return "stale"
+    if draft.cancelled_at is not None and order.status != OrderStatus.CANCELLED:
+        order.source_updated_at = draft.source_updated_at
+        return await cancel_order(session, order, reason="cancelled in Shopify")
+    changes = _changed_fields(order, draft)
+    order.source_updated_at = draft.source_updated_at or order.source_updated_at
+    if not changes:
+        return "unchanged"
+    names = sorted(changes)
+    if order.status not in OrderStatus.UNROUTED:
+        record(
+            session,
+            order,
+            "order.update_ignored",
+            f"changes to {', '.join(names)} arrived after the order left intake",
+            fields=names,
+        )
+        open_exception(
+            session,
+            order,
+            "update_after_routing",
+            f"order changed in Shopify after routing ({', '.join(names)}): check with suppliers",
+            fields=names,
+        )
+        return "recorded"
+    for attr, value in changes.items():
+        if attr != "lines":
+            setattr(order, attr, value)
+    if "lines" in changes:
+        for line in list(order.lines):
+            await session.delete(line)
+        await session.flush()
+        order.lines.clear()
+        for position, d in enumerate(draft.lines):
+            line = _line(order, position, d)
+            session.add(line)
+    order.updated_at = utcnow()
+    record(session, order, "order.updated", f"updated: {', '.join(names)}", fields=names)
+    if order.status != OrderStatus.RECEIVED:
+        set_status(session, order, OrderStatus.RECEIVED, "changed; validating again")
+    await enqueue(session, VALIDATE_ACTOR, order.id)
+    await session.flush()
+    return "updated"
+
+
+async def cancel_order(session: AsyncSession, order: Order, *, reason: str) -> str:
+    """Cancel an order still in intake; once routed, record the request for the cancellation
+    flow (suppliers must be asked first)."""
+    if order.status == OrderStatus.CANCELLED:
+        return "already_cancelled"
+    if order.status in OrderStatus.UNROUTED:
+        order.cancelled_at = utcnow()
+        set_status(session, order, OrderStatus.CANCELLED, reason)
+        await session.flush()
+        return "cancelled"
+    if order.cancel_requested_at is None:
+        order.cancel_requested_at = utcnow()
+        record(session, order, "order.cancel_requested", f"cancellation requested: {reason}")
+        open_exception(session, order, "cancel_after_routing", f"cancellation requested: {reason}")
+        await session.flush()
+        return "cancel_requested"
+    return "already_requested"
+
+
+async def get_order(
+    session: AsyncSession, merchant_id: uuid.UUID, order_id: uuid.UUID, *, full: bool = True
+) -> Order | None:
+    query = select(Order).where(Order.id == order_id, Order.merchant_id == merchant_id)
+    if full:
+        query = query.options(selectinload(Order.lines), selectinload(Order.events))
+    order: Order | None = await session.scalar(query)
+    return order
+
+
+__all__ = [
+    "OrderConflict",
+    "OrderSource",
+    "apply_update",
+    "cancel_order",
+    "create_order",
+    "get_order",
+    "record",
+    "set_status",
+]

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import uuid
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from app.merchants.models import Merchant
+from app.orders.models import Order, OrderStatus
+from app.orders.validation import validate
+from workers.registry import TaskContext, task
+
+log = structlog.get_logger(__name__)
+
+
+@task("order.validate")
+async def validate_order(ctx: TaskContext, order_id: str) -> None:
+    """Validate an order in ``received``; any other status means it was already done: no-op."""
+    async with ctx.db.transaction() as session:
+        query = (
+            select(Order).where(Order.id == uuid.UUID(order_id)).options(selectinload(Order.lines))
+        )
+        if ctx.db.dialect == "postgresql":
+            query = query.with_for_update(of=Order)
+        order = await session.scalar(query)
+        if order is None or order.status != OrderStatus.RECEIVED:
+            return
+        merchant = await session.get(Merchant, order.merchant_id)
+        verdict = await validate(session, order, merchant.settings if merchant else {})
+        log.info("order.validated", order_id=order_id, status=verdict.status)

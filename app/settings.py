@@ -1,0 +1,93 @@
+"""Typed settings, read once from the environment (prefix ``DROPSHIP_``).
+
+Nothing else in the code base reads the environment: the one ``Settings`` object is built by the
+CLI (or a test) and passed down explicitly.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SHOPIFY_API_VERSION = "2025-10"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DROPSHIP_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///var/dropship.db"
+    redis_url: str | None = None
+    secret_key: str | None = Field(default=None, repr=False)
+    public_url: str = "http://127.0.0.1:8000"
+
+    shopify_api_key: str | None = None
+    shopify_api_secret: str | None = Field(default=None, repr=False)
+    shopify_old_api_secret: str | None = Field(default=None, repr=False)
+    shopify_api_version: str = DEFAULT_SHOPIFY_API_VERSION
+    shopify_admin_url: str = "https://{shop}/admin/api/{version}"
+
+    stripe_api_base: str | None = None
+    stripe_webhook_secret: str | None = Field(default=None, repr=False)
+
+    smtp_url: str | None = None
+    mail_from: str = "orders@localhost"
+
+    # Not in the public contract: operator knobs with safe defaults.
+    var_dir: Path = Path("var")
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+    env: Literal["development", "production", "test"] = "development"
+    #: Largest number of webhooks written in one group commit.
+    ingest_batch_max: int = 256
+    #: Seconds between outbox relay polls when it is idle.
+    relay_interval: float = 0.2
+    #: Work older than this with no progress is re-enqueued by the sweeper (seconds).
+    stale_after: int = 300
+    worker_threads: int = 8
+
+    @field_validator(
+        "redis_url",
+        "smtp_url",
+        "stripe_api_base",
+        "secret_key",
+        "shopify_api_key",
+        "shopify_api_secret",
+        "shopify_old_api_secret",
+        "stripe_webhook_secret",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def embedded_broker(self) -> bool:
+        """No Redis configured: ``serve`` runs the workers in-process."""
+        return self.redis_url is None
+
+    def resolved_secret_key(self) -> str:
+        """The secret key; in development one is generated once into ``var/``.
+
+        Production (``DROPSHIP_ENV=production``) refuses to start without an explicit key, so a
+        restarted container never silently loses the ability to decrypt stored credentials.
+        """
+        if self.secret_key:
+            return self.secret_key
+        if self.env == "production":
+            raise RuntimeError("DROPSHIP_SECRET_KEY must be set in production")
+        path = self.var_dir / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key

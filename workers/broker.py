@@ -1,0 +1,140 @@
+"""Broker set-up: Redis when ``DROPSHIP_REDIS_URL`` is set, else Dramatiq's in-process stub.
+
+Retries are for transient trouble only (a dropped database connection, a timeout). A business
+conflict is a decision recorded by the task, never a retry (see STYLE.md on Polar #13272).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import dramatiq
+import structlog
+from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import AsyncIO, CurrentMessage
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from app.db import Database
+from app.security import SecretBox
+from app.settings import Settings
+from workers.registry import TaskContext, TaskSpec, load_tasks
+
+log = structlog.get_logger(__name__)
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    ConnectionError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    OSError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    # Application code may mark its own exceptions retryable.
+    return bool(getattr(exc, "retryable", False))
+
+
+def _retry_policy(max_retries: int) -> Any:
+    def retry_when(retries: int, exc: BaseException) -> bool:
+        return retries <= max_retries and is_transient(exc)
+
+    return retry_when
+
+
+class _Runtime:
+    """The per-process task context, created lazily inside the worker's event loop."""
+
+    def __init__(self) -> None:
+        self.settings: Settings | None = None
+        self._ctx: TaskContext | None = None
+        self._lock = threading.Lock()
+
+    def configure(self, settings: Settings) -> None:
+        self.settings = settings
+        self._ctx = None
+
+    def context(self) -> TaskContext:
+        if self._ctx is None:
+            with self._lock:
+                if self._ctx is None:
+                    if self.settings is None:
+                        raise RuntimeError("workers.broker.configure_runtime() was not called")
+                    s = self.settings
+                    self._ctx = TaskContext(
+                        settings=s,
+                        db=Database(s.database_url, pool_size=5),
+                        box=SecretBox(s.resolved_secret_key()),
+                    )
+        return self._ctx
+
+    async def dispose(self) -> None:
+        if self._ctx is not None:
+            await self._ctx.db.dispose()
+            self._ctx = None
+
+
+RUNTIME = _Runtime()
+
+
+class _DisposeDatabase(dramatiq.Middleware):
+    """Close the worker loop's connection pool before the loop stops."""
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        thread = get_event_loop_thread()
+        if thread is not None:
+            try:
+                thread.run_coroutine(RUNTIME.dispose())
+            except Exception:  # shutting down: log, do not mask the shutdown
+                log.exception("worker.dispose_failed")
+
+
+def _make_actor_fn(spec: TaskSpec) -> Any:
+    async def run(*args: Any) -> Any:
+        ctx = RUNTIME.context()
+        structlog.contextvars.bind_contextvars(task=spec.name)
+        try:
+            return await spec.fn(ctx, *args)
+        finally:
+            structlog.contextvars.unbind_contextvars("task")
+
+    run.__name__ = spec.fn.__name__
+    run.__qualname__ = spec.fn.__qualname__
+    return run
+
+
+def build_broker(settings: Settings) -> dramatiq.Broker:
+    """Create the broker, declare every task on it and make it Dramatiq's global broker."""
+    broker: dramatiq.Broker
+    if settings.redis_url:
+        broker = RedisBroker(url=settings.redis_url)  # type: ignore[no-untyped-call]
+    else:
+        broker = StubBroker()
+        broker.emit_after("process_boot")
+    broker.add_middleware(AsyncIO())
+    broker.add_middleware(CurrentMessage())
+    broker.add_middleware(_DisposeDatabase())
+    dramatiq.set_broker(broker)
+    RUNTIME.configure(settings)
+    declare: Any = dramatiq.actor
+    for spec in load_tasks().values():
+        declare(
+            _make_actor_fn(spec),
+            actor_name=spec.name,
+            queue_name=spec.queue,
+            broker=broker,
+            max_retries=spec.max_retries,
+            min_backoff=1_000,
+            max_backoff=300_000,
+            time_limit=spec.time_limit_ms,
+            retry_when=_retry_policy(spec.max_retries),
+        )
+    return broker

@@ -1,0 +1,52 @@
+"""Housekeeping that makes the system self-healing.
+
+The sweeper re-enqueues work that should have progressed but did not: a webhook accepted but not
+processed (its job was lost with a Redis that had no persistence, say), an order still waiting
+for validation. Tasks are idempotent, so a spurious re-enqueue costs only a no-op run.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import delete, select
+
+from app.db import utcnow
+from app.jobs.models import PeriodicRun
+from app.jobs.outbox import enqueue
+from app.orders.models import Order, OrderStatus
+from app.webhooks.models import WebhookDelivery
+from workers.registry import TaskContext, task
+
+log = structlog.get_logger(__name__)
+
+
+@task("maintenance.sweep", max_retries=0)
+async def sweep(ctx: TaskContext) -> None:
+    cutoff = utcnow() - timedelta(seconds=ctx.settings.stale_after)
+    async with ctx.db.transaction() as session:
+        deliveries = (
+            await session.scalars(
+                select(WebhookDelivery.id)
+                .where(WebhookDelivery.processed_at.is_(None), WebhookDelivery.received_at < cutoff)
+                .limit(5000)
+            )
+        ).all()
+        for delivery_id in deliveries:
+            await enqueue(session, "webhook.process", delivery_id)
+        orders = (
+            await session.scalars(
+                select(Order.id)
+                .where(Order.status == OrderStatus.RECEIVED, Order.updated_at < cutoff)
+                .limit(5000)
+            )
+        ).all()
+        for order_id in orders:
+            await enqueue(session, "order.validate", order_id)
+        await session.execute(
+            delete(PeriodicRun).where(PeriodicRun.created_at < utcnow() - timedelta(days=2))
+        )
+    result = {"webhooks": len(deliveries), "orders": len(orders)}
+    if deliveries or orders:
+        log.info("maintenance.sweep", **result)

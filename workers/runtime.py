@@ -1,0 +1,74 @@
+"""Running the workers: Dramatiq worker threads, the outbox relay and the scheduler.
+
+``dropship worker`` runs this against Redis; ``dropship serve`` without Redis runs the same thing
+in-process against the stub broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import dramatiq
+import structlog
+
+from app.db import Database
+from app.migrate import check_schema
+from app.settings import Settings
+from workers.broker import build_broker
+from workers.relay import OutboxRelay
+from workers.scheduler import Scheduler
+
+log = structlog.get_logger(__name__)
+
+
+class WorkerRuntime:
+    def __init__(self, settings: Settings, db: Database, broker: dramatiq.Broker | None = None):
+        self.settings = settings
+        self.db = db
+        self.broker = broker or build_broker(settings)
+        self.relay = OutboxRelay(db, self.broker, interval=settings.relay_interval)
+        self.scheduler = Scheduler(db)
+        self.worker = dramatiq.Worker(
+            self.broker, worker_threads=settings.worker_threads, worker_timeout=100
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.worker.start()
+        self._tasks = [
+            asyncio.create_task(self.relay.run(), name="outbox-relay"),
+            asyncio.create_task(self.scheduler.run(), name="scheduler"),
+        ]
+        log.info(
+            "workers.started",
+            broker=type(self.broker).__name__,
+            threads=self.settings.worker_threads,
+        )
+
+    async def stop(self) -> None:
+        self.relay.stop()
+        self.scheduler.stop()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await asyncio.to_thread(self.worker.stop)
+        log.info("workers.stopped", relayed=self.relay.sent_total)
+
+
+async def run_worker(settings: Settings) -> None:
+    """The ``dropship worker`` process: runs until SIGINT or SIGTERM."""
+    await check_schema(settings.database_url)
+    db = Database(settings.database_url, pool_size=5)
+    runtime = WorkerRuntime(settings, db)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await runtime.start()
+    try:
+        await stop.wait()
+    finally:
+        await runtime.stop()
+        await db.dispose()
