@@ -37,6 +37,9 @@ class TaskSpec:
 
 TASKS: dict[str, TaskSpec] = {}
 
+#: Modules whose import registers tasks.
+TASK_MODULES = ("app.webhooks.tasks", "app.orders.tasks", "workers.maintenance")
+
 
 def task(
     name: str, *, queue: str = "default", max_retries: int = 12, time_limit_s: int = 600
@@ -54,6 +57,8 @@ def task(
 
 def load_tasks() -> dict[str, TaskSpec]:
     """Import every module that declares tasks, then return the registry."""
-    import workers.maintenance  # noqa: F401
+    import importlib
 
+    for module in TASK_MODULES:
+        importlib.import_module(module)
     return TASKS

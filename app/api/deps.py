@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import Request
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -41,7 +42,9 @@ def bearer_token(request: Request[Any, Any, Any]) -> str:
     return token.strip()
 
 
-async def provide_merchant(request: Request[Any, Any, Any], db_session: AsyncSession) -> Merchant:
+async def provide_merchant(
+    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
+) -> Merchant:
     merchant = await authenticate(db_session, bearer_token(request))
     if merchant is None:
         raise NotAuthorizedException("invalid or revoked merchant token")

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import UploadFile
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ClientException, HTTPException, NotFoundException
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,17 +38,19 @@ class OrderController(Controller):
     @get("/", summary="List orders (newest first, cursor-paginated)")
     async def list_orders(
         self,
-        db_session: AsyncSession,
-        merchant: Merchant,
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
         status: Annotated[
-            str | None, Parameter(description="one status, or several separated by commas")
+            str | None, QueryParameter(description="one status, or several separated by commas")
         ] = None,
         created_from: Annotated[
-            datetime | None, Parameter(description="ISO 8601, inclusive")
+            datetime | None, QueryParameter(description="ISO 8601, inclusive")
         ] = None,
-        created_to: Annotated[datetime | None, Parameter(description="ISO 8601, exclusive")] = None,
-        cursor: str | None = None,
-        limit: int = DEFAULT_LIMIT,
+        created_to: Annotated[
+            datetime | None, QueryParameter(description="ISO 8601, exclusive")
+        ] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: FromQuery[int] = DEFAULT_LIMIT,
     ) -> Page[OrderSummary]:
         check_limit(limit)
         query = select(Order).where(Order.merchant_id == merchant.id)
@@ -89,7 +91,11 @@ class OrderController(Controller):
 
     @get("/{order_id:uuid}", summary="One order with lines and timeline")
     async def get_one(
-        self, db_session: AsyncSession, merchant: Merchant, services: Services, order_id: uuid.UUID
+        self,
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
+        services: NamedDependency[Services],
+        order_id: FromPath[uuid.UUID],
     ) -> OrderDetail:
         order = await get_order(db_session, merchant.id, order_id)
         if order is None:
@@ -99,10 +105,10 @@ class OrderController(Controller):
     @post("/", status_code=201, summary="Enter an order by hand (validated like Shopify orders)")
     async def create(
         self,
-        db_session: AsyncSession,
-        merchant: Merchant,
-        services: Services,
-        data: OrderIn,
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
+        services: NamedDependency[Services],
+        data: JSONBody[OrderIn],
     ) -> OrderDetail:
         intake = await create_order(db_session, merchant.id, data.to_draft())
         if not intake.created:
@@ -122,7 +128,10 @@ class OrderController(Controller):
         summary="Import orders from CSV (text/csv body or multipart 'file'): per-row report",
     )
     async def import_csv(
-        self, request: Request[Any, Any, Any], db_session: AsyncSession, merchant: Merchant
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
     ) -> ImportReport:
         text = await _csv_text(request)
         try:
@@ -157,11 +166,11 @@ class ExceptionController(Controller):
     @get("/", summary="The exceptions queue: everything that needs a person, with the reason")
     async def list_exceptions(
         self,
-        db_session: AsyncSession,
-        merchant: Merchant,
-        include_resolved: bool = False,
-        cursor: str | None = None,
-        limit: int = DEFAULT_LIMIT,
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
+        include_resolved: FromQuery[bool] = False,
+        cursor: FromQuery[str | None] = None,
+        limit: FromQuery[int] = DEFAULT_LIMIT,
     ) -> Page[ExceptionOut]:
         check_limit(limit)
         query = select(ExceptionCase).where(ExceptionCase.merchant_id == merchant.id)
