@@ -1,0 +1,231 @@
+"""No accepted webhook is lost and no work is doubled when the broker, a worker or the server
+fails. Each test breaks a real component and checks the end state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from app.db import Database
+from app.jobs.models import OutboxMessage
+from app.main import create_app
+from app.orders.models import Order, OrderEvent
+from app.settings import Settings
+from app.webhooks.models import WebhookDelivery
+from tests.conftest import SHOPIFY_SECRET, MerchantHandle
+from tests.support import services as svc
+from tests.support.shopify import order_payload, webhook_headers
+from tests.support.wait import eventually
+
+Client = AsyncTestClient[Litestar]
+
+
+async def send(client: Client, n: int, *, first_id: int = 1000) -> list[int]:
+    """Send ``n`` distinct orders/create webhooks; return the status codes."""
+    codes = []
+    for i in range(n):
+        body = json.dumps(order_payload(id=first_id + i, name=f"#{first_id + i}")).encode()
+        r = await client.post(
+            "/webhooks/shopify", content=body, headers=webhook_headers(body, secret=SHOPIFY_SECRET)
+        )
+        codes.append(r.status_code)
+    return codes
+
+
+async def scalar_count(db: Database, model: Any, *where: Any) -> int:
+    async with db.sessionmaker() as session:
+        return int(await session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+async def orders_count(db: Database) -> int:
+    return await scalar_count(db, Order)
+
+
+class TestBrokerOutage:
+    async def test_webhooks_accepted_while_broker_refuses_all_become_orders(
+        self, client: Client, merchant: MerchantHandle, db: Database, monkeypatch: Any
+    ) -> None:
+        broker = client.app.state.workers.broker
+        real_enqueue = broker.enqueue
+        refused = 0
+
+        def down(*args: Any, **kwargs: Any) -> Any:
+            nonlocal refused
+            refused += 1
+            raise ConnectionError("broker is down")
+
+        monkeypatch.setattr(broker, "enqueue", down)
+        assert await send(client, 20) == [200] * 20
+        # Durably stored, waiting in the outbox; nothing processed.
+        await eventually(lambda: _gt(lambda: refused, 0))
+        assert await scalar_count(db, WebhookDelivery) == 20
+        waiting = OutboxMessage.actor == "webhook.process"
+        assert await scalar_count(db, OutboxMessage, waiting) == 20
+        assert await orders_count(db) == 0
+
+        monkeypatch.setattr(broker, "enqueue", real_enqueue)
+        client.app.state.workers.relay.wake()
+        await eventually(lambda: _equals(orders_count(db), 20), timeout=30)
+        assert await scalar_count(db, OutboxMessage, OutboxMessage.actor == "webhook.process") == 0
+
+    @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+    async def test_redis_killed_and_restarted_loses_nothing(
+        self,
+        request: pytest.FixtureRequest,
+        client: Client,
+        merchant: MerchantHandle,
+        db: Database,
+    ) -> None:
+        redis_server: svc.Redis = request.getfixturevalue("redis_server")
+        redis_server.stop()  # SIGKILL: the broker disappears mid-run
+        try:
+            assert await send(client, 15) == [200] * 15
+            await asyncio.sleep(0.5)
+            assert await scalar_count(db, WebhookDelivery) == 15
+            assert await orders_count(db) == 0
+        finally:
+            redis_server.start()
+        await eventually(lambda: _equals(orders_count(db), 15), timeout=60)
+
+
+class TestWorkerFailure:
+    async def test_transient_failure_mid_task_rolls_back_and_retries_once_more(
+        self, client: Client, merchant: MerchantHandle, db: Database, monkeypatch: Any
+    ) -> None:
+        import app.orders.service as order_service
+
+        real = order_service.enqueue
+        failures = 0
+
+        async def flaky(*args: Any, **kwargs: Any) -> None:
+            nonlocal failures
+            if failures == 0:
+                failures += 1
+                # The order row was already flushed in this transaction: it must roll back.
+                raise OperationalError("INSERT", {}, Exception("connection reset"))
+            await real(*args, **kwargs)
+
+        monkeypatch.setattr(order_service, "enqueue", flaky)
+        assert await send(client, 1) == [200]
+        await eventually(lambda: _equals(orders_count(db), 1), timeout=30)
+        assert failures == 1
+        await eventually(
+            lambda: _equals(
+                scalar_count(db, WebhookDelivery, WebhookDelivery.processed_at.is_(None)), 0
+            )
+        )
+        assert await scalar_count(db, OrderEvent, OrderEvent.type == "order.received") == 1
+
+    async def test_lost_job_is_recovered_by_the_sweeper(
+        self, client: Client, merchant: MerchantHandle, db: Database, settings: Settings
+    ) -> None:
+        broker = client.app.state.workers.broker
+        real_enqueue = broker.enqueue
+        lost: list[Any] = []
+
+        def swallow(message: Any, **kwargs: Any) -> Any:
+            # The broker acknowledged and then lost the message (e.g. Redis restarted without
+            # persistence): the outbox row is gone, the delivery is not processed.
+            if message.actor_name == "webhook.process":
+                lost.append(message)
+                return message
+            return real_enqueue(message, **kwargs)
+
+        broker.enqueue = swallow
+        try:
+            assert await send(client, 3) == [200] * 3
+            await eventually(lambda: _gt(lambda: len(lost), 2))
+        finally:
+            broker.enqueue = real_enqueue
+        assert await orders_count(db) == 0
+
+        from workers.maintenance import sweep
+        from workers.registry import TaskContext
+
+        ctx = TaskContext(
+            settings=settings.model_copy(update={"stale_after": 0}),
+            db=db,
+            box=None,  # type: ignore[arg-type]
+        )
+        await sweep(ctx)
+        client.app.state.workers.relay.wake()
+        await eventually(lambda: _equals(orders_count(db), 3), timeout=30)
+
+
+class TestServerCrash:
+    async def test_every_2xx_survives_sigkill_of_the_server(
+        self, settings: Settings, merchant: MerchantHandle, db: Database, tmp_path: Any
+    ) -> None:
+        """Run the real server in a subprocess, SIGKILL it right after it answered, restart:
+        every webhook that got a 2xx becomes an order."""
+        port = svc.free_port()
+        env = {
+            **os.environ,
+            "DROPSHIP_DATABASE_URL": settings.database_url,
+            "DROPSHIP_SECRET_KEY": "test-secret-key",
+            "DROPSHIP_SHOPIFY_API_SECRET": SHOPIFY_SECRET,
+            "DROPSHIP_VAR_DIR": str(tmp_path / "var"),
+            "DROPSHIP_LOG_LEVEL": "WARNING",
+        }
+        env.pop("DROPSHIP_REDIS_URL", None)
+        if settings.redis_url:
+            env["DROPSHIP_REDIS_URL"] = settings.redis_url
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        accepted = 0
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                await eventually(lambda: _up(http), timeout=30)
+
+                async def one(i: int) -> int:
+                    body = json.dumps(order_payload(id=5000 + i, name=f"#{5000 + i}")).encode()
+                    r = await http.post(
+                        "/webhooks/shopify",
+                        content=body,
+                        headers=webhook_headers(body, secret=SHOPIFY_SECRET),
+                    )
+                    return r.status_code
+
+                codes = await asyncio.gather(*(one(i) for i in range(40)))
+                accepted = codes.count(200)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        assert accepted == 40
+        assert await scalar_count(db, WebhookDelivery) == 40
+
+        # A new process (here: the app in-process) picks the work up from the outbox.
+        app = create_app(settings, run_workers=True, configure_logs=False)
+        async with AsyncTestClient(app, timeout=30):
+            await eventually(lambda: _equals(orders_count(db), 40), timeout=60)
+
+
+async def _equals(value: Any, expected: int) -> bool:
+    return bool(await value == expected)
+
+
+async def _gt(get: Any, n: int) -> bool:
+    return bool(get() > n)
+
+
+async def _up(http: httpx.AsyncClient) -> bool:
+    try:
+        return (await http.get("/health/live")).status_code == 200
+    except httpx.TransportError:
+        return False
