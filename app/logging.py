@@ -39,7 +39,7 @@ def configure_logging(settings: Settings) -> None:
     )
     # Route stdlib logging (uvicorn, dramatiq, alembic) through the same renderer.
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
     handler = logging.StreamHandler(sys.stderr)
@@ -47,5 +47,5 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
-    for noisy in ("uvicorn.access", "dramatiq.worker.WorkerThread"):
+    for noisy in ("uvicorn.access", "dramatiq.worker.WorkerThread", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -124,6 +124,7 @@ def create_app(
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
         debug=False,
+        logging_config=None,  # app.logging owns logging (structlog, JSON in production)
     )
 
 

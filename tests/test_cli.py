@@ -45,7 +45,8 @@ def test_migrate_then_merchant_create_prints_a_working_token_once(tmp_path: Path
             async with db.sessionmaker() as s:
                 m = await s.scalar(select(Merchant))
                 t = await s.scalar(select(ApiToken))
-                assert m is not None and t is not None
+                assert m is not None
+                assert t is not None
                 return m.shop_domain, t.token_hash
         finally:
             await db.dispose()

@@ -182,7 +182,7 @@ class TestServerCrash:
         env.pop("DROPSHIP_REDIS_URL", None)
         if settings.redis_url:
             env["DROPSHIP_REDIS_URL"] = settings.redis_url
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # noqa: ASYNC220 (started once, before any await)
             [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
             env=env,
             stdout=subprocess.DEVNULL,
