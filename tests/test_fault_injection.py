@@ -190,7 +190,7 @@ class TestServerCrash:
         )
         accepted = 0
         try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
                 await eventually(lambda: _up(http), timeout=30)
 
                 async def one(i: int) -> int:
@@ -229,3 +229,22 @@ async def _up(http: httpx.AsyncClient) -> bool:
         return (await http.get("/health/live")).status_code == 200
     except httpx.TransportError:
         return False
+
+
+class TestOutboxRelay:
+    async def test_job_for_an_unknown_actor_is_parked_and_does_not_block_others(
+        self, client: Client, merchant: MerchantHandle, db: Database
+    ) -> None:
+        from app.jobs.outbox import enqueue
+
+        async with db.transaction() as session:
+            await enqueue(session, "nobody.knows.me", "x")
+        assert await send(client, 2) == [200, 200]
+        await eventually(lambda: _equals(orders_count(db), 2), timeout=30)
+        async with db.sessionmaker() as session:
+            parked = await session.scalar(
+                select(OutboxMessage).where(OutboxMessage.actor == "nobody.knows.me")
+            )
+        assert parked is not None
+        assert parked.last_error == "unknown actor"
+        assert parked.attempts == 1

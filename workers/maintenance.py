@@ -23,8 +23,10 @@ log = structlog.get_logger(__name__)
 
 
 @task("maintenance.sweep", max_retries=0)
-async def sweep(ctx: TaskContext) -> None:
-    cutoff = utcnow() - timedelta(seconds=ctx.settings.stale_after)
+async def sweep(ctx: TaskContext, older_than: int | None = None) -> None:
+    """Re-enqueue work idle for ``older_than`` seconds (default: ``settings.stale_after``)."""
+    idle = ctx.settings.stale_after if older_than is None else int(older_than)
+    cutoff = utcnow() - timedelta(seconds=idle)
     async with ctx.db.transaction() as session:
         deliveries = (
             await session.scalars(

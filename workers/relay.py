@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
 import structlog
 from dramatiq import Message
-from sqlalchemy import delete, select
+from dramatiq.errors import ActorNotFound
+from sqlalchemy import delete, select, update
 
 from app.db import Database, utcnow
 from app.jobs.models import OutboxMessage
@@ -77,21 +79,45 @@ class OutboxRelay:
             rows = (await session.execute(stmt)).all()
             if not rows:
                 return 0
-            sent_ids: list[Any] = []
-            error: Exception | None = None
-            for row in rows:
-                try:
-                    await asyncio.to_thread(self._send, row.actor, row.args, str(row.id))
-                except Exception as exc:
-                    error = exc
-                    break
-                sent_ids.append(row.id)
+            # One thread hop per batch, not per message: the broker client is blocking.
+            sent_ids, unknown, error = await asyncio.to_thread(self._send_all, rows)
             if sent_ids:
                 await session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(sent_ids)))
+            if unknown:
+                # A job for an actor this code does not have (e.g. written by a newer release
+                # during a rolling deploy): park it instead of blocking the queue behind it.
+                log.error("outbox.unknown_actor", ids=[str(i) for i in unknown])
+                await session.execute(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.id.in_(unknown))
+                    .values(
+                        attempts=OutboxMessage.attempts + 1,
+                        last_error="unknown actor",
+                        available_at=utcnow() + timedelta(minutes=10),
+                    )
+                )
         self.sent_total += len(sent_ids)
         if error is not None:
             raise error
         return len(sent_ids)
+
+    def _send_all(self, rows: Any) -> tuple[list[Any], list[Any], Exception | None]:
+        """Send rows in order; stop at the first broker failure.
+
+        Returns (sent ids, ids of unknown actors, the failure if any).
+        """
+        sent: list[Any] = []
+        unknown: list[Any] = []
+        for row in rows:
+            try:
+                self._send(row.actor, row.args, str(row.id))
+            except ActorNotFound:
+                unknown.append(row.id)
+                continue
+            except Exception as exc:
+                return sent, unknown, exc
+            sent.append(row.id)
+        return sent, unknown, None
 
     def _send(self, actor_name: str, args: list[Any], outbox_id: str) -> None:
         actor = self.broker.get_actor(actor_name)

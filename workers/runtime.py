@@ -12,8 +12,10 @@ import signal
 
 import dramatiq
 import structlog
+from dramatiq.brokers.stub import StubBroker
 
 from app.db import Database
+from app.jobs.outbox import enqueue
 from app.migrate import check_schema
 from app.settings import Settings
 from workers.broker import build_broker
@@ -36,6 +38,12 @@ class WorkerRuntime:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        if isinstance(self.broker, StubBroker):
+            # In-process broker: its queue died with the previous process, so every job that
+            # was relayed but not finished is orphaned. Recover them all now (with Redis, other
+            # workers may be busy with such work: the periodic sweep waits for it to go stale).
+            async with self.db.transaction() as session:
+                await enqueue(session, "maintenance.sweep", 0)
         self.worker.start()
         self._tasks = [
             asyncio.create_task(self.relay.run(), name="outbox-relay"),
