@@ -10,6 +10,7 @@ from app.db import Database
 from app.merchants.service import MerchantDirectory
 from app.security import SecretBox
 from app.settings import Settings
+from app.webhooks import shopify_verify
 from app.webhooks.ingest import IngestWriter
 
 
@@ -28,6 +29,7 @@ class Services:
         db = Database(settings.database_url)
         shopify = None
         if settings.shopify_api_secret:
+            shopify_verify.install()
             shopify = ShopifyApp(
                 client_id=settings.shopify_api_key or "unset",
                 client_secret=settings.shopify_api_secret,
