@@ -248,3 +248,20 @@ class TestOutboxRelay:
         assert parked is not None
         assert parked.last_error == "unknown actor"
         assert parked.attempts == 1
+
+
+class TestDatabaseOutage:
+    async def test_webhook_is_503_when_it_cannot_be_stored(
+        self, client: Client, merchant: MerchantHandle, db: Database, monkeypatch: Any
+    ) -> None:
+        writer = client.app.state.services.ingest
+
+        async def broken(batch: Any) -> Any:
+            raise OperationalError("INSERT", {}, Exception("database is down"))
+
+        monkeypatch.setattr(writer, "_write", broken)
+        assert await send(client, 1) == [503]
+        monkeypatch.undo()
+        assert await scalar_count(db, WebhookDelivery) == 0
+        # Shopify's retry then succeeds.
+        assert await send(client, 1) == [200]

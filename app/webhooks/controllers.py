@@ -107,14 +107,18 @@ class ShopifyWebhookController(Controller):
             log.info("webhook.inactive_shop", topic=topic, shop=shop_domain)
             return _json(_IGNORED)
 
-        stored = await services.ingest.submit(
-            IncomingWebhook(
-                source="shopify",
-                merchant_id=entry.merchant_id,
-                topic=topic,
-                webhook_id=webhook_id,
-                event_id=headers.get("x-shopify-event-id") or None,
-                payload=body,
-            )
+        incoming = IncomingWebhook(
+            source="shopify",
+            merchant_id=entry.merchant_id,
+            topic=topic,
+            webhook_id=webhook_id,
+            event_id=headers.get("x-shopify-event-id") or None,
+            payload=body,
         )
+        try:
+            stored = await services.ingest.submit(incoming)
+        except Exception as exc:
+            # Nothing was committed: a 503 makes Shopify deliver it again later.
+            log.error("webhook.store_failed", topic=topic, shop=shop_domain, error=repr(exc))
+            raise ServiceUnavailableException("could not store the webhook; retry later") from exc
         return _json(_ACCEPTED if stored else _DUPLICATE)
