@@ -5,6 +5,15 @@ from app.idempotency.models import IdempotencyRecord
 from app.jobs.models import OutboxMessage, PeriodicRun
 from app.merchants.models import ApiToken, Merchant
 from app.orders.models import Customer, ExceptionCase, Order, OrderEvent, OrderLine
+from app.purchasing.models import (
+    LineExclusion,
+    PurchaseOrder,
+    PurchaseOrderLine,
+    Shipment,
+    ShipmentLine,
+    TrackingEvent,
+)
+from app.routing.models import RoutingRule
 from app.suppliers.models import Supplier, SupplierProduct
 from app.webhooks.models import WebhookDelivery
 
@@ -14,13 +23,20 @@ __all__ = [
     "Customer",
     "ExceptionCase",
     "IdempotencyRecord",
+    "LineExclusion",
     "Merchant",
     "Order",
     "OrderEvent",
     "OrderLine",
     "OutboxMessage",
     "PeriodicRun",
+    "PurchaseOrder",
+    "PurchaseOrderLine",
+    "RoutingRule",
+    "Shipment",
+    "ShipmentLine",
     "Supplier",
     "SupplierProduct",
+    "TrackingEvent",
     "WebhookDelivery",
 ]

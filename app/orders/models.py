@@ -18,9 +18,21 @@ class OrderStatus:
     ON_HOLD = "on_hold"
     NEEDS_ATTENTION = "needs_attention"
     READY_TO_ROUTE = "ready_to_route"
+    #: Every line is with a supplier (purchase orders placed or being placed).
+    ROUTED = "routed"
+    #: Some lines are with suppliers; the rest wait in the exceptions queue.
+    PARTIALLY_ROUTED = "partially_routed"
     CANCELLED = "cancelled"
 
-    ALL = (RECEIVED, ON_HOLD, NEEDS_ATTENTION, READY_TO_ROUTE, CANCELLED)
+    ALL = (
+        RECEIVED,
+        ON_HOLD,
+        NEEDS_ATTENTION,
+        READY_TO_ROUTE,
+        ROUTED,
+        PARTIALLY_ROUTED,
+        CANCELLED,
+    )
     #: Statuses in which the order has not yet been handed to any supplier.
     UNROUTED = (RECEIVED, ON_HOLD, NEEDS_ATTENTION, READY_TO_ROUTE)
 

@@ -28,6 +28,12 @@ class Supplier(IdMixin, TimestampMixin, Base):
     ship_from_country: Mapped[str | None] = mapped_column(String(2), default=None)
     status: Mapped[str] = mapped_column(String(16), default="active")
     api_key_hash: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
+    #: Shipping charged per purchase order: {"US": {"first_item": "4.00", "additional_item":
+    #: "1.00"}, "*": {...}}; used for landed cost.
+    shipping_rates: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: Placement throttles at this supplier (None: no limit).
+    rate_limit_per_second: Mapped[float | None] = mapped_column(default=None)
+    max_concurrency: Mapped[int | None] = mapped_column(default=None)
 
 
 class SupplierProduct(IdMixin, TimestampMixin, Base):

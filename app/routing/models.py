@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, IdMixin, TimestampMixin
+
+
+class RoutingRule(IdMixin, TimestampMixin, Base):
+    """Which strategy applies to a line. Rules are tried in ``position`` order; the first whose
+    SKU patterns and countries match decides; with no match the strategy is ``priority``."""
+
+    __tablename__ = "routing_rules"
+
+    merchant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("merchants.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(default=0)
+    name: Mapped[str] = mapped_column(String(200))
+    strategy: Mapped[str] = mapped_column(String(16), default="priority")
+    #: Shell-style SKU patterns (``TEE-*``); None matches every SKU.
+    match_skus: Mapped[list[Any] | None] = mapped_column(default=None)
+    #: ISO country codes of the destination; None matches every country.
+    match_countries: Mapped[list[Any] | None] = mapped_column(default=None)
+    active: Mapped[bool] = mapped_column(default=True)
