@@ -37,7 +37,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    if isinstance(exc, TRANSIENT_ERRORS):
+    if isinstance(exc, (*TRANSIENT_ERRORS, dramatiq.Retry, dramatiq.RateLimitExceeded)):
         return True
     # Application code may mark its own exceptions retryable.
     return bool(getattr(exc, "retryable", False))
@@ -78,6 +78,7 @@ class _Runtime:
 
     async def dispose(self) -> None:
         if self._ctx is not None:
+            await self._ctx.aclose()
             await self._ctx.db.dispose()
             self._ctx = None
 

@@ -8,8 +8,10 @@ state, so running it twice is harmless (the outbox and the broker deliver at lea
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import httpx
 
 from app.db import Database
 from app.security import SecretBox
@@ -21,6 +23,38 @@ class TaskContext:
     settings: Settings
     db: Database
     box: SecretBox
+    _http: httpx.AsyncClient | None = field(default=None, repr=False)
+    _limits: Any = field(default=None, repr=False)
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """One pooled HTTP client per worker process, for every connector."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(10.0, connect=5.0),
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+                headers={"User-Agent": "dropship/0.1 (+https://github.com/dropship)"},
+            )
+        return self._http
+
+    @property
+    def rate_limits(self) -> Any:
+        """Dramatiq's rate-limiter backend: shared through Redis, or in-process without it."""
+        if self._limits is None:
+            if self.settings.redis_url:
+                from dramatiq.rate_limits.backends import RedisBackend
+
+                self._limits = RedisBackend(url=self.settings.redis_url)
+            else:
+                from dramatiq.rate_limits.backends import StubBackend
+
+                self._limits = StubBackend()  # type: ignore[no-untyped-call]
+        return self._limits
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
 
 TaskFn = Callable[..., Awaitable[Any]]
@@ -38,7 +72,13 @@ class TaskSpec:
 TASKS: dict[str, TaskSpec] = {}
 
 #: Modules whose import registers tasks.
-TASK_MODULES = ("app.webhooks.tasks", "app.orders.tasks", "workers.maintenance")
+TASK_MODULES = (
+    "app.webhooks.tasks",
+    "app.orders.tasks",
+    "app.routing.tasks",
+    "app.purchasing.tasks",
+    "workers.maintenance",
+)
 
 
 def task(

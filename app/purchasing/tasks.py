@@ -1,0 +1,182 @@
+"""``purchase_order.place``: hand a purchase order to its supplier, exactly once.
+
+1. In a short transaction: lock the purchase order; unless it is still ``pending``, stop (done
+   already). Count the attempt.
+2. Outside any transaction: take the supplier's rate-limit and concurrency slots, call the
+   connector with the purchase order's idempotency key.
+3. In a second transaction: record the outcome.
+
+A crash between 2 and 3 leaves the purchase order ``pending``; the retry calls the supplier again
+with the same idempotency key, and the supplier answers with the order it already has. Transient
+failures retry with exponential backoff and jitter (or the supplier's ``Retry-After``) up to
+``MAX_ATTEMPTS``, then the purchase order goes to the merchant's dead-letter view: it is not
+rerouted automatically, because after a timeout the supplier may well have the order. A
+permanent refusal fails the purchase order with the supplier's message and reroutes its lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import structlog
+from dramatiq.rate_limits import ConcurrentRateLimiter, WindowRateLimiter
+
+from app.db import utcnow
+from app.orders.service import open_exception, record
+from app.purchasing import service
+from app.purchasing.models import POStatus
+from app.suppliers.models import Supplier
+from app.suppliers.service import decrypt_config
+from connectors.base import PermanentConnectorError, RetryableConnectorError
+from connectors.registry import connector_class
+from workers.registry import TaskContext, task
+
+log = structlog.get_logger(__name__)
+
+MAX_ATTEMPTS = 8
+BASE_DELAY_MS = 1_000
+MAX_DELAY_MS = 10 * 60_000
+
+
+def backoff_ms(attempt: int, retry_after: float | None = None) -> int:
+    """Exponential backoff with full jitter; a supplier's Retry-After is a floor."""
+    cap = min(MAX_DELAY_MS, BASE_DELAY_MS * 2 ** max(0, attempt - 1))
+    delay = random.uniform(cap / 2, cap)
+    if retry_after is not None:
+        delay = max(delay, retry_after * 1000)
+    return int(min(delay, MAX_DELAY_MS))
+
+
+@contextlib.contextmanager
+def supplier_slots(ctx: TaskContext, supplier: Supplier) -> Iterator[None]:
+    """The supplier's rate limit and concurrency limit, shared by every worker (via Redis)."""
+    with contextlib.ExitStack() as stack:
+        if supplier.rate_limit_per_second:
+            rate = supplier.rate_limit_per_second
+            window = 1 if rate >= 1 else math.ceil(1 / rate)
+            limiter: Any = WindowRateLimiter(  # type: ignore[no-untyped-call]
+                ctx.rate_limits,
+                f"dropship:supplier:{supplier.id}:rate",
+                limit=max(1, int(rate * window)),
+                window=window,
+            )
+            stack.enter_context(limiter.acquire(raise_on_failure=True))
+        if supplier.max_concurrency:
+            concurrency: Any = ConcurrentRateLimiter(  # type: ignore[no-untyped-call]
+                ctx.rate_limits,
+                f"dropship:supplier:{supplier.id}:concurrency",
+                limit=supplier.max_concurrency,
+                ttl=120_000,
+            )
+            stack.enter_context(concurrency.acquire(raise_on_failure=True))
+        yield
+
+
+@task("purchase_order.place", max_retries=MAX_ATTEMPTS * 4)
+async def place(ctx: TaskContext, po_id: str) -> None:
+    pid = uuid.UUID(po_id)
+    async with ctx.db.transaction() as session:
+        po = await service.load(session, pid, lock=True, dialect=ctx.db.dialect)
+        if po is None or po.status != POStatus.PENDING:
+            return
+        supplier = await service.supplier_of(session, po)
+        if supplier.status != "active":
+            await service.transition(session, po, POStatus.FAILED, "supplier is inactive")
+            await service.release_lines(
+                session, po, [ln for ln in po.lines if ln.status == "open"], "supplier inactive"
+            )
+            return
+        po.attempts += 1
+        attempt = po.attempts
+        dto = service.to_dto(po)
+        kind = supplier.connector
+        config = decrypt_config(ctx.box, supplier)
+
+    connector = connector_class(kind)(config, ctx.http)
+    try:
+        with supplier_slots(ctx, supplier):
+            result = await connector.place_order(dto)
+    except dramatiq.RateLimitExceeded:
+        async with ctx.db.transaction() as session:
+            po = await service.load(session, pid, lock=True, dialect=ctx.db.dialect)
+            if po is not None:
+                po.attempts -= 1  # waiting for a slot is not a failed attempt
+        raise dramatiq.Retry("supplier rate limit", delay=int(random.uniform(200, 1200))) from None
+    except RetryableConnectorError as exc:
+        await _retry_or_dead_letter(ctx, pid, attempt, exc)
+        return
+    except PermanentConnectorError as exc:
+        async with ctx.db.transaction() as session:
+            po = await service.load(session, pid, lock=True, dialect=ctx.db.dialect)
+            if po is None or po.status != POStatus.PENDING:
+                return
+            po.last_error = exc.message
+            await service.transition(session, po, POStatus.FAILED, exc.message)
+            await service.release_lines(
+                session, po, [ln for ln in po.lines if ln.status == "open"], exc.message
+            )
+        log.warning("purchase_order.failed", po_id=po_id, error=exc.message)
+        return
+
+    async with ctx.db.transaction() as session:
+        po = await service.load(session, pid, lock=True, dialect=ctx.db.dialect)
+        if po is None or po.status != POStatus.PENDING:
+            return
+        po.supplier_reference = result.supplier_reference or po.supplier_reference
+        po.last_error = None
+        status = POStatus.ACCEPTED if result.status == "accepted" else POStatus.PLACED
+        where = "in the supplier portal" if connector.pull_based else f"with {supplier.name}"
+        await service.transition(
+            session,
+            po,
+            status,
+            f"placed {where}"
+            + (f" (reference {po.supplier_reference})" if po.supplier_reference else "")
+            + (f" after {attempt} attempts" if attempt > 1 else ""),
+            supplier_reference=po.supplier_reference,
+            attempts=attempt,
+        )
+    log.info("purchase_order.placed", po_id=po_id, status=status, attempts=attempt)
+
+
+async def _retry_or_dead_letter(
+    ctx: TaskContext, pid: uuid.UUID, attempt: int, exc: RetryableConnectorError
+) -> None:
+    async with ctx.db.transaction() as session:
+        po = await service.load(session, pid, lock=True, dialect=ctx.db.dialect)
+        if po is None or po.status != POStatus.PENDING:
+            return
+        po.last_error = exc.message
+        order = await service._order(session, po)
+        if attempt >= MAX_ATTEMPTS:
+            po.dead_lettered_at = utcnow()
+            await service.transition(
+                session, po, POStatus.FAILED, f"gave up after {attempt} attempts: {exc.message}"
+            )
+            open_exception(
+                session,
+                order,
+                "placement_dead_letter",
+                f"purchase order {po.number} could not be placed after {attempt} attempts: "
+                f"{exc.message}. The supplier may have it: check, then reroute or retry by hand.",
+                purchase_order_id=str(po.id),
+            )
+            log.error("purchase_order.dead_letter", po_id=str(pid), error=exc.message)
+            return
+        delay = backoff_ms(attempt, exc.retry_after)
+        record(
+            session,
+            order,
+            "purchase_order.retry",
+            f"{po.number}: attempt {attempt} failed ({exc.message}); "
+            f"retrying in {delay / 1000:.1f}s",
+            purchase_order_id=str(po.id),
+            attempt=attempt,
+        )
+    raise dramatiq.Retry(exc.message, delay=delay)

@@ -1,0 +1,315 @@
+"""Routing an order: load the catalog, apply the merchant's rules, decide (``engine.route``),
+then turn the decision into purchase orders with reserved stock, in the caller's transaction."""
+
+from __future__ import annotations
+
+import fnmatch
+import uuid
+from collections.abc import Iterable, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import utcnow, uuid7
+from app.jobs.outbox import enqueue
+from app.merchants.models import Merchant
+from app.orders.models import Order, OrderLine, OrderStatus
+from app.orders.service import open_exception, record, set_status
+from app.purchasing.models import LineExclusion, POStatus, PurchaseOrder, PurchaseOrderLine
+from app.routing.engine import LineRequest, Offer, RoutingPlan, ShippingRate, route
+from app.routing.models import RoutingRule
+from app.suppliers.models import Supplier, SupplierProduct
+
+PLACE_ACTOR = "purchase_order.place"
+DEFAULT_TOLERANCE = Decimal("0.05")
+
+
+class StockConflict(Exception):
+    """Stock moved between the decision and the reservation: route again."""
+
+    retryable = True
+
+
+def tolerance_of(merchant: Merchant | None) -> Decimal:
+    raw = (
+        ((merchant.settings if merchant else {}) or {})
+        .get("routing", {})
+        .get("consolidation_tolerance")
+    )
+    try:
+        return Decimal(str(raw)) if raw is not None else DEFAULT_TOLERANCE
+    except InvalidOperation:
+        return DEFAULT_TOLERANCE
+
+
+async def load_offers(
+    session: AsyncSession, merchant_id: uuid.UUID, skus: Iterable[str]
+) -> list[Offer]:
+    wanted = sorted({s for s in skus if s})
+    if not wanted:
+        return []
+    rows = (
+        await session.execute(
+            select(SupplierProduct, Supplier)
+            .join(Supplier, Supplier.id == SupplierProduct.supplier_id)
+            .where(SupplierProduct.merchant_id == merchant_id, SupplierProduct.sku.in_(wanted))
+        )
+    ).all()
+    offers = []
+    for product, supplier in rows:
+        rates = {
+            code: ShippingRate(
+                Decimal(str(r.get("first_item", "0"))), Decimal(str(r.get("additional_item", "0")))
+            )
+            for code, r in (supplier.shipping_rates or {}).items()
+        }
+        offers.append(
+            Offer(
+                supplier_id=supplier.id,
+                supplier_name=supplier.name,
+                supplier_active=supplier.status == "active",
+                sku=product.sku,
+                supplier_sku=product.supplier_sku,
+                unit_cost=product.unit_cost,
+                currency=product.currency,
+                stock=product.stock,
+                lead_time_days=product.lead_time_days,
+                ships_to=tuple(product.ships_to or ["*"]),
+                priority=product.priority,
+                shipping=rates,
+            )
+        )
+    return offers
+
+
+async def load_rules(session: AsyncSession, merchant_id: uuid.UUID) -> list[RoutingRule]:
+    return list(
+        (
+            await session.scalars(
+                select(RoutingRule)
+                .where(RoutingRule.merchant_id == merchant_id, RoutingRule.active.is_(True))
+                .order_by(RoutingRule.position, RoutingRule.created_at)
+            )
+        ).all()
+    )
+
+
+def strategy_for(rules: Sequence[RoutingRule], sku: str | None, country: str | None) -> str:
+    for rule in rules:
+        if rule.match_countries and (country or "").upper() not in rule.match_countries:
+            continue
+        if rule.match_skus and not any(
+            fnmatch.fnmatchcase(sku or "", str(p)) for p in rule.match_skus
+        ):
+            continue
+        return rule.strategy
+    return "priority"
+
+
+async def load_exclusions(
+    session: AsyncSession, line_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, set[uuid.UUID]]:
+    ids = list(line_ids)
+    out: dict[uuid.UUID, set[uuid.UUID]] = {}
+    if not ids:
+        return out
+    for line_id, supplier_id in (
+        await session.execute(
+            select(LineExclusion.order_line_id, LineExclusion.supplier_id).where(
+                LineExclusion.order_line_id.in_(ids)
+            )
+        )
+    ).all():
+        out.setdefault(line_id, set()).add(supplier_id)
+    return out
+
+
+async def plan(
+    session: AsyncSession,
+    merchant: Merchant,
+    lines: Sequence[OrderLine],
+    country: str | None,
+) -> RoutingPlan:
+    """The decision for these lines, without changing anything (also the dry-run)."""
+    rules = await load_rules(session, merchant.id)
+    requests = [
+        LineRequest(ln.id, ln.sku, ln.quantity, strategy_for(rules, ln.sku, country))
+        for ln in lines
+        if ln.quantity > 0
+    ]
+    offers = await load_offers(session, merchant.id, (ln.sku or "" for ln in lines))
+    exclusions = await load_exclusions(session, (ln.id for ln in lines))
+    return route(requests, country, offers, tolerance=tolerance_of(merchant), exclusions=exclusions)
+
+
+def _country(order: Order) -> str | None:
+    return (order.shipping_address or {}).get("country_code")
+
+
+async def route_lines(
+    session: AsyncSession, merchant: Merchant, order: Order, lines: Sequence[OrderLine]
+) -> RoutingPlan:
+    """Decide, reserve stock, create purchase orders and enqueue their placement."""
+    decided = await plan(session, merchant, lines, _country(order))
+    existing = int(
+        await session.scalar(
+            select(func.count())
+            .select_from(PurchaseOrder)
+            .where(PurchaseOrder.order_id == order.id)
+        )
+        or 0
+    )
+    by_id = {ln.id: ln for ln in lines}
+    created: list[PurchaseOrder] = []
+    for n, (supplier_id, decisions) in enumerate(sorted(decided.by_supplier().items()), start=1):
+        po_id = uuid7()
+        po_lines = []
+        total = Decimal("0")
+        for position, d in enumerate(decisions):
+            assert d.offer is not None
+            reserved = await session.execute(
+                update(SupplierProduct)
+                .where(
+                    SupplierProduct.supplier_id == supplier_id,
+                    SupplierProduct.sku == d.offer.sku,
+                    SupplierProduct.stock >= d.quantity,
+                )
+                .values(stock=SupplierProduct.stock - d.quantity)
+            )
+            if getattr(reserved, "rowcount", 1) != 1:
+                raise StockConflict(f"stock of {d.offer.sku} at {d.offer.supplier_name} changed")
+            total += d.offer.unit_cost * d.quantity
+            po_lines.append(
+                PurchaseOrderLine(
+                    purchase_order_id=po_id,
+                    order_line_id=d.line_id,
+                    merchant_id=order.merchant_id,
+                    position=position,
+                    sku=d.offer.sku,
+                    supplier_sku=d.offer.supplier_sku,
+                    quantity=d.quantity,
+                    unit_cost=d.offer.unit_cost,
+                )
+            )
+        first = decisions[0].offer
+        assert first is not None
+        po = PurchaseOrder(
+            id=po_id,
+            merchant_id=order.merchant_id,
+            order_id=order.id,
+            supplier_id=supplier_id,
+            number=f"{order.name.lstrip('#')}-{existing + n}",
+            status=POStatus.PENDING,
+            idempotency_key=f"dropship-po-{po_id}",
+            currency=first.currency,
+            total_cost=total,
+            ship_to=_ship_to(order),
+            shipping_method=order.shipping_method,
+        )
+        session.add(po)
+        await session.flush()
+        session.add_all(po_lines)
+        created.append(po)
+        record(
+            session,
+            order,
+            "purchase_order.created",
+            f"purchase order {po.number} for {first.supplier_name}: "
+            + ", ".join(f"{pl.quantity} x {pl.sku}" for pl in po_lines),
+            purchase_order_id=str(po.id),
+            supplier_id=str(supplier_id),
+        )
+    await session.flush()
+    for po in created:
+        await enqueue(session, PLACE_ACTOR, po.id)
+
+    record(
+        session,
+        order,
+        "routing.decided",
+        f"{len(decided.routed)} line(s) to {len(decided.by_supplier())} supplier(s), "
+        f"{len(decided.unroutable)} unroutable; {decided.consolidation}",
+        **decided.explain(),
+    )
+    for d in decided.unroutable:
+        line = by_id.get(d.line_id)
+        label = f"{d.quantity} x {d.sku or (line.title if line else '?')}"
+        open_exception(
+            session,
+            order,
+            "unroutable_line",
+            f"{label}: {d.reason}",
+            line_id=str(d.line_id),
+            candidates=[c.__dict__ for c in d.candidates],
+        )
+    await refresh_order_status(session, order)
+    return decided
+
+
+async def refresh_order_status(session: AsyncSession, order: Order) -> None:
+    """routed / partially_routed / needs_attention from where the lines are now."""
+    lines = list(
+        (
+            await session.scalars(
+                select(OrderLine).where(OrderLine.order_id == order.id, OrderLine.quantity > 0)
+            )
+        ).all()
+    )
+    covered = set(
+        (
+            await session.scalars(
+                select(PurchaseOrderLine.order_line_id)
+                .join(PurchaseOrder, PurchaseOrder.id == PurchaseOrderLine.purchase_order_id)
+                .where(
+                    PurchaseOrder.order_id == order.id,
+                    PurchaseOrderLine.status == "open",
+                    PurchaseOrder.status.in_(
+                        [*POStatus.OPEN, POStatus.SHIPPED, POStatus.DELIVERED]
+                    ),
+                )
+            )
+        ).all()
+    )
+    missing = [ln for ln in lines if ln.id not in covered]
+    if not missing:
+        status, reason = OrderStatus.ROUTED, None
+    elif len(missing) < len(lines):
+        status = OrderStatus.PARTIALLY_ROUTED
+        reason = "no supplier for: " + ", ".join(ln.sku or ln.title for ln in missing)
+    else:
+        status = OrderStatus.NEEDS_ATTENTION
+        reason = "no supplier for any line"
+    if (status, reason) != (order.status, order.status_reason):
+        set_status(session, order, status, reason)
+
+
+def _ship_to(order: Order) -> dict[str, Any]:
+    addr = order.shipping_address or {}
+    keys = ("name", "company", "address1", "address2", "city", "province_code", "zip")
+    out = {k: addr.get(k) for k in keys}
+    out["country_code"] = addr.get("country_code")
+    out["phone"] = addr.get("phone")
+    return out
+
+
+async def exclude(
+    session: AsyncSession, line_ids: Iterable[uuid.UUID], supplier_id: uuid.UUID, reason: str
+) -> None:
+    for line_id in line_ids:
+        exists = await session.scalar(
+            select(LineExclusion.id).where(
+                LineExclusion.order_line_id == line_id, LineExclusion.supplier_id == supplier_id
+            )
+        )
+        if exists is None:
+            session.add(
+                LineExclusion(
+                    order_line_id=line_id,
+                    supplier_id=supplier_id,
+                    reason=reason,
+                    created_at=utcnow(),
+                )
+            )
+    await session.flush()

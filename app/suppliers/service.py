@@ -1,0 +1,303 @@
+"""Suppliers and their catalog: creation with a one-time API key, encrypted connector settings,
+catalog upserts and the catalog CSV import."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.security import SecretBox, hash_token, new_token
+from app.suppliers.models import Supplier, SupplierProduct
+from connectors.base import ConnectorConfigError
+from connectors.registry import CONNECTORS, connector_class
+
+SUPPLIER_KEY_PREFIX = "dss"
+
+
+class SupplierError(ValueError):
+    """Refused for a reason the caller can act on; ``field`` names the input at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def check_connector(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    if kind not in CONNECTORS:
+        raise SupplierError(
+            "connector", f"unknown kind {kind!r}; one of {', '.join(sorted(CONNECTORS))}"
+        )
+    try:
+        return connector_class(kind).validate_config(config)
+    except ConnectorConfigError as exc:
+        raise SupplierError(f"config.{exc.field}", str(exc).split(": ", 1)[-1]) from exc
+
+
+def encrypt_config(box: SecretBox, config: Mapping[str, Any]) -> bytes:
+    return box.encrypt(json.dumps(config, sort_keys=True))
+
+
+def decrypt_config(box: SecretBox, supplier: Supplier) -> dict[str, Any]:
+    if not supplier.config_encrypted:
+        return {}
+    data = json.loads(box.decrypt(supplier.config_encrypted))
+    return data if isinstance(data, dict) else {}
+
+
+def public_config(box: SecretBox, supplier: Supplier) -> dict[str, Any]:
+    """Settings as shown back to the merchant: secrets masked."""
+    config = decrypt_config(box, supplier)
+    secrets = (
+        connector_class(supplier.connector).secret_fields()
+        if supplier.connector in CONNECTORS
+        else frozenset()
+    )
+    return {k: ("********" if k in secrets and v else v) for k, v in config.items()}
+
+
+async def create_supplier(
+    session: AsyncSession,
+    box: SecretBox,
+    merchant_id: uuid.UUID,
+    *,
+    name: str,
+    connector: str,
+    config: Mapping[str, Any] | None = None,
+    contact_email: str | None = None,
+    ship_from_country: str | None = None,
+    shipping_rates: Mapping[str, Any] | None = None,
+    rate_limit_per_second: float | None = None,
+    max_concurrency: int | None = None,
+) -> tuple[Supplier, str]:
+    """Create a supplier and its API key (returned in clear, once; stored hashed)."""
+    name = name.strip()
+    if not name:
+        raise SupplierError("name", "required")
+    checked = check_connector(connector, config or {})
+    exists = await session.scalar(
+        select(Supplier.id).where(Supplier.merchant_id == merchant_id, Supplier.name == name)
+    )
+    if exists is not None:
+        raise SupplierError("name", f"a supplier named {name!r} already exists")
+    key = new_token(SUPPLIER_KEY_PREFIX)
+    supplier = Supplier(
+        merchant_id=merchant_id,
+        name=name,
+        connector=connector,
+        config_encrypted=encrypt_config(box, checked),
+        contact_email=contact_email,
+        ship_from_country=ship_from_country.upper() if ship_from_country else None,
+        status="active",
+        api_key_hash=hash_token(key),
+        shipping_rates=check_rates(shipping_rates or {}),
+        rate_limit_per_second=rate_limit_per_second,
+        max_concurrency=max_concurrency,
+    )
+    session.add(supplier)
+    await session.flush()
+    return supplier, key
+
+
+def check_rates(rates: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for country, rate in rates.items():
+        code = str(country).upper()
+        if code != "*" and (len(code) != 2 or not code.isalpha()):
+            raise SupplierError("shipping_rates", f"{country!r} is not a country code or *")
+        if not isinstance(rate, Mapping):
+            raise SupplierError(f"shipping_rates.{code}", "must be {first_item, additional_item}")
+        entry = {}
+        for key in ("first_item", "additional_item"):
+            try:
+                amount = Decimal(str(rate.get(key, "0")))
+            except InvalidOperation as exc:
+                raise SupplierError(f"shipping_rates.{code}.{key}", "not an amount") from exc
+            if not amount.is_finite() or amount < 0:
+                raise SupplierError(f"shipping_rates.{code}.{key}", "must be >= 0")
+            entry[key] = str(amount)
+        out[code] = entry
+    return out
+
+
+async def authenticate_supplier(session: AsyncSession, key: str) -> Supplier | None:
+    supplier: Supplier | None = await session.scalar(
+        select(Supplier).where(
+            Supplier.api_key_hash == hash_token(key), Supplier.status == "active"
+        )
+    )
+    return supplier
+
+
+async def rotate_key(session: AsyncSession, supplier: Supplier) -> str:
+    key = new_token(SUPPLIER_KEY_PREFIX)
+    supplier.api_key_hash = hash_token(key)
+    await session.flush()
+    return key
+
+
+# --------------------------------------------------------------------------- catalog
+
+CATALOG_HEADER = (
+    "sku",
+    "supplier",
+    "supplier_sku",
+    "unit_cost",
+    "currency",
+    "stock",
+    "lead_time_days",
+    "ships_to",
+    "priority",
+)
+
+
+@dataclass
+class ProductInput:
+    sku: str
+    supplier_sku: str
+    unit_cost: Decimal
+    currency: str
+    stock: int
+    lead_time_days: int
+    ships_to: list[str]
+    priority: int
+
+
+def parse_ships_to(value: str | Sequence[str]) -> list[str]:
+    parts = value.split() if isinstance(value, str) else [str(v) for v in value]
+    codes = [p.strip().upper() for p in parts if p.strip()]
+    if not codes:
+        raise SupplierError("ships_to", "ISO country codes separated by spaces, or *")
+    for code in codes:
+        if code != "*" and (len(code) != 2 or not code.isalpha()):
+            raise SupplierError("ships_to", f"{code!r} is not an ISO country code")
+    return ["*"] if "*" in codes else sorted(set(codes))
+
+
+def product_input(row: Mapping[str, Any]) -> ProductInput:
+    """Validate one catalog row (CSV or JSON), naming the field at fault."""
+
+    def text(key: str) -> str:
+        value = str(row.get(key) or "").strip()
+        if not value:
+            raise SupplierError(key, "required")
+        return value
+
+    def integer(key: str, default: int | None = None, minimum: int = 0) -> int:
+        raw = str(row.get(key) if row.get(key) is not None else "").strip()
+        if raw == "" and default is not None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError as exc:
+            raise SupplierError(key, f"must be an integer, got {raw!r}") from exc
+        if value < minimum:
+            raise SupplierError(key, f"must be >= {minimum}")
+        return value
+
+    try:
+        cost = Decimal(text("unit_cost"))
+    except InvalidOperation as exc:
+        raise SupplierError("unit_cost", f"not an amount: {row.get('unit_cost')!r}") from exc
+    if not cost.is_finite() or cost < 0:
+        raise SupplierError("unit_cost", "must be a non-negative amount")
+    currency = text("currency").upper()
+    if len(currency) != 3 or not currency.isalpha():
+        raise SupplierError("currency", f"not an ISO 4217 code: {currency!r}")
+    return ProductInput(
+        sku=text("sku"),
+        supplier_sku=str(row.get("supplier_sku") or "").strip() or text("sku"),
+        unit_cost=cost,
+        currency=currency,
+        stock=integer("stock", 0),
+        lead_time_days=integer("lead_time_days", 0),
+        ships_to=parse_ships_to(row.get("ships_to") or "*"),
+        priority=integer("priority", 1, minimum=1),
+    )
+
+
+async def upsert_product(
+    session: AsyncSession, merchant_id: uuid.UUID, supplier_id: uuid.UUID, data: ProductInput
+) -> tuple[SupplierProduct, bool]:
+    """Insert or update on (supplier, sku); returns (row, created)."""
+    product = await session.scalar(
+        select(SupplierProduct).where(
+            SupplierProduct.supplier_id == supplier_id, SupplierProduct.sku == data.sku
+        )
+    )
+    created = product is None
+    if product is None:
+        product = SupplierProduct(merchant_id=merchant_id, supplier_id=supplier_id, sku=data.sku)
+        session.add(product)
+    product.supplier_sku = data.supplier_sku
+    product.unit_cost = data.unit_cost
+    product.currency = data.currency
+    product.stock = data.stock
+    product.lead_time_days = data.lead_time_days
+    product.ships_to = data.ships_to
+    product.priority = data.priority
+    await session.flush()
+    return product, created
+
+
+@dataclass
+class CatalogRowResult:
+    row: int
+    status: str  # created | updated | rejected
+    sku: str | None = None
+    supplier: str | None = None
+    reason: str | None = None
+
+
+async def import_catalog(
+    session: AsyncSession, merchant_id: uuid.UUID, text: str
+) -> list[CatalogRowResult]:
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None:
+        raise SupplierError("file", "empty: expected the header " + ",".join(CATALOG_HEADER))
+    fields = [f.strip().lower() for f in reader.fieldnames]
+    missing = [c for c in CATALOG_HEADER if c not in fields]
+    if missing:
+        raise SupplierError(
+            "file", f"missing column(s) {', '.join(missing)}; header: {','.join(CATALOG_HEADER)}"
+        )
+    reader.fieldnames = fields
+    suppliers = {
+        s.name.lower(): s
+        for s in (
+            await session.scalars(select(Supplier).where(Supplier.merchant_id == merchant_id))
+        ).all()
+    }
+    results: list[CatalogRowResult] = []
+    for number, row in enumerate(reader, start=2):
+        if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+            continue
+        name = (row.get("supplier") or "").strip()
+        sku = (row.get("sku") or "").strip() or None
+        supplier = suppliers.get(name.lower())
+        if supplier is None:
+            results.append(
+                CatalogRowResult(
+                    number, "rejected", sku, name, f"supplier: no supplier named {name!r}"
+                )
+            )
+            continue
+        try:
+            data = product_input(row)
+        except SupplierError as exc:
+            results.append(CatalogRowResult(number, "rejected", sku, name, str(exc)))
+            continue
+        _, created = await upsert_product(session, merchant_id, supplier.id, data)
+        results.append(
+            CatalogRowResult(number, "created" if created else "updated", data.sku, supplier.name)
+        )
+    return results
