@@ -128,6 +128,63 @@ def merchant_create(shop: str, email: str) -> None:
     click.echo(f"API token (shown once, store it now): {token}")
 
 
+@main.group()
+def supplier() -> None:
+    """Manage suppliers."""
+
+
+@supplier.command("create")
+@click.option("--merchant", "shop", required=True, help="the merchant's *.myshopify.com domain")
+@click.option("--name", required=True)
+@click.option("--connector", "kind", required=True, help="portal, rest_json")
+@click.option("--config", "config_json", default="{}", help="connector settings as JSON")
+def supplier_create(shop: str, name: str, kind: str, config_json: str) -> None:
+    """Create a supplier for a merchant; prints its supplier API key once."""
+    import json
+
+    from app.db import Database
+    from app.merchants.service import MerchantError, get_by_shop, normalize_shop_domain
+    from app.security import SecretBox
+    from app.suppliers.service import SupplierError, create_supplier
+
+    settings = _settings()
+    _require_schema(settings)
+    try:
+        config = json.loads(config_json)
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(f"--config is not JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise click.ClickException("--config must be a JSON object")
+
+    async def run() -> tuple[str, str]:
+        db = Database(settings.database_url)
+        try:
+            async with db.transaction() as session:
+                merchant = await get_by_shop(session, normalize_shop_domain(shop))
+                if merchant is None:
+                    raise click.ClickException(
+                        f"no merchant {shop}: `dropship merchant create` first"
+                    )
+                created, key = await create_supplier(
+                    session,
+                    SecretBox(settings.resolved_secret_key()),
+                    merchant.id,
+                    name=name,
+                    connector=kind,
+                    config=config,
+                )
+                return str(created.id), key
+        finally:
+            await db.dispose()
+
+    try:
+        supplier_id, key = asyncio.run(run())
+    except (MerchantError, SupplierError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"supplier {name!r} ({kind}) created for {shop} (id {supplier_id})")
+    click.echo(f"supplier API key (shown once, give it to the supplier): {key}")
+
+
 def _redact(settings: Settings) -> str:
     from sqlalchemy.engine import make_url
 

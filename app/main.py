@@ -22,8 +22,11 @@ from app.idempotency.middleware import idempotency_middleware
 from app.logging import configure_logging
 from app.migrate import check_schema
 from app.orders.controllers import ExceptionController, OrderController
+from app.purchasing.supplier_api import SupplierApiController
+from app.routing.controllers import PurchaseOrderController, RerouteController, RoutingController
 from app.services import Services
 from app.settings import Settings
+from app.suppliers.controllers import SupplierController, SupplierProductController
 from app.webhooks.controllers import ShopifyWebhookController
 
 log = structlog.get_logger(__name__)
@@ -107,6 +110,12 @@ def create_app(
             ShopifyWebhookController,
             OrderController,
             ExceptionController,
+            RerouteController,
+            SupplierController,
+            SupplierProductController,
+            RoutingController,
+            PurchaseOrderController,
+            SupplierApiController,
         ],
         dependencies={
             "db_session": Provide(provide_session),

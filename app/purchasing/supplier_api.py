@@ -1,0 +1,318 @@
+"""The supplier API (``/supplier/v1``): suppliers who pull their purchase orders and report back.
+
+A supplier authenticates with its own key and sees only purchase orders routed to it, and only
+what it needs to ship them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, cast
+
+from litestar import Controller, Request, get, post, put
+from litestar.di import NamedDependency, Provide
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    NotAuthorizedException,
+    NotFoundException,
+)
+from litestar.params import FromPath, FromQuery, JSONBody
+from sqlalchemy import Table, and_, bindparam, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from app.api.deps import bearer_token
+from app.api.pagination import DEFAULT_LIMIT, Page, check_limit, decode_cursor, encode_cursor
+from app.db import utcnow
+from app.purchasing import service
+from app.purchasing.models import POStatus, PurchaseOrder, Shipment
+from app.purchasing.schemas import (
+    AcceptIn,
+    InventoryReport,
+    InventoryRow,
+    RejectIn,
+    ShipmentIn,
+    ShipmentOut,
+    SupplierLineOut,
+    SupplierOrderOut,
+    TrackingEventIn,
+)
+from app.suppliers.models import Supplier, SupplierProduct
+from app.suppliers.service import authenticate_supplier
+
+MAX_INVENTORY_ROWS = 10_000
+#: What "pending" means to a supplier: waiting for its answer.
+STATUS_ALIASES = {"pending": (POStatus.PLACED,), "open": POStatus.OPEN}
+
+
+async def provide_supplier(
+    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
+) -> Supplier:
+    supplier = await authenticate_supplier(db_session, bearer_token(request))
+    if supplier is None:
+        raise NotAuthorizedException("invalid supplier key")
+    return supplier
+
+
+def supplier_view(po: PurchaseOrder) -> SupplierOrderOut:
+    return SupplierOrderOut(
+        id=po.id,
+        number=po.number,
+        status=po.status,
+        currency=po.currency,
+        total_cost=po.total_cost,
+        ship_to=po.ship_to,
+        shipping_method=po.shipping_method,
+        supplier_reference=po.supplier_reference,
+        lines=[
+            SupplierLineOut(
+                supplier_sku=ln.supplier_sku,
+                sku=ln.sku,
+                quantity=ln.quantity,
+                quantity_shipped=ln.quantity_shipped,
+                unit_cost=ln.unit_cost,
+            )
+            for ln in po.lines
+            if ln.status == "open"
+        ],
+        created_at=po.created_at,
+    )
+
+
+def shipment_out(s: Shipment) -> ShipmentOut:
+    return ShipmentOut(
+        id=s.id,
+        purchase_order_id=s.purchase_order_id,
+        carrier=s.carrier,
+        tracking_number=s.tracking_number,
+        tracking_url=s.tracking_url,
+        status=s.status,
+        shipped_at=s.shipped_at,
+        delivered_at=s.delivered_at,
+    )
+
+
+async def _own_po(
+    session: AsyncSession, supplier: Supplier, po_id: uuid.UUID, dialect: str
+) -> PurchaseOrder:
+    po = await service.load(session, po_id, lock=True, dialect=dialect)
+    if po is None or po.supplier_id != supplier.id:
+        raise NotFoundException(f"purchase order {po_id} not found")
+    return po
+
+
+def _conflict(exc: Exception) -> HTTPException:
+    return HTTPException(status_code=409, detail=str(exc))
+
+
+def _bad(exc: service.PurchaseOrderInputError) -> ClientException:
+    return ClientException(str(exc), extra={"field": exc.field})
+
+
+class SupplierApiController(Controller):
+    path = "/supplier/v1"
+    tags = ["supplier API"]
+    dependencies = {"supplier": Provide(provide_supplier)}
+
+    @get("/orders", summary="Purchase orders routed to you (status=pending: awaiting your answer)")
+    async def list_orders(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        supplier: NamedDependency[Supplier],
+        status: FromQuery[str | None] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: FromQuery[int] = DEFAULT_LIMIT,
+    ) -> Page[SupplierOrderOut]:
+        check_limit(limit)
+        query = (
+            select(PurchaseOrder)
+            .where(PurchaseOrder.supplier_id == supplier.id)
+            .options(selectinload(PurchaseOrder.lines))
+        )
+        if status:
+            statuses = STATUS_ALIASES.get(status, (status,))
+            if not set(statuses) <= set(POStatus.ALL):
+                raise ClientException(f"status: one of pending, open, {', '.join(POStatus.ALL)}")
+            query = query.where(PurchaseOrder.status.in_(statuses))
+        else:
+            query = query.where(PurchaseOrder.status != POStatus.PENDING)
+        if cursor:
+            at, last = decode_cursor(cursor)
+            query = query.where(
+                or_(
+                    PurchaseOrder.created_at > at,
+                    and_(PurchaseOrder.created_at == at, PurchaseOrder.id > last),
+                )
+            )
+        rows = list(
+            (
+                await db_session.scalars(
+                    query.order_by(PurchaseOrder.created_at, PurchaseOrder.id).limit(limit + 1)
+                )
+            ).all()
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(
+            items=[supplier_view(po) for po in rows],
+            next_cursor=encode_cursor(rows[-1].created_at, rows[-1].id) if more else None,
+        )
+
+    @post("/orders/{po_id:uuid}/accept", status_code=200, summary="Accept a purchase order")
+    async def accept(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        supplier: NamedDependency[Supplier],
+        po_id: FromPath[uuid.UUID],
+        data: JSONBody[AcceptIn | None] = None,
+    ) -> SupplierOrderOut:
+        dialect = request.app.state.services.db.dialect
+        po = await _own_po(db_session, supplier, po_id, dialect)
+        reference = data.supplier_reference if data else None
+        if po.status == POStatus.ACCEPTED and reference in (None, po.supplier_reference):
+            return supplier_view(po)  # accepting twice is harmless
+        try:
+            po.supplier_reference = reference or po.supplier_reference
+            await service.transition(
+                db_session,
+                po,
+                POStatus.ACCEPTED,
+                "accepted by supplier" + (f" (reference {reference})" if reference else ""),
+            )
+        except service.PurchaseOrderConflict as exc:
+            raise _conflict(exc) from exc
+        return supplier_view(po)
+
+    @post(
+        "/orders/{po_id:uuid}/reject",
+        status_code=200,
+        summary="Reject a purchase order or some of its lines: they go to the next supplier",
+    )
+    async def reject(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        supplier: NamedDependency[Supplier],
+        po_id: FromPath[uuid.UUID],
+        data: JSONBody[RejectIn],
+    ) -> SupplierOrderOut:
+        dialect = request.app.state.services.db.dialect
+        po = await _own_po(db_session, supplier, po_id, dialect)
+        try:
+            await service.reject(db_session, po, data.reason, data.lines or None)
+        except service.PurchaseOrderInputError as exc:
+            raise _bad(exc) from exc
+        except service.PurchaseOrderConflict as exc:
+            raise _conflict(exc) from exc
+        return supplier_view(po)
+
+    @post(
+        "/orders/{po_id:uuid}/shipments",
+        status_code=201,
+        summary="Report a shipment (partial allowed; no lines = everything still owed)",
+    )
+    async def ship(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        supplier: NamedDependency[Supplier],
+        po_id: FromPath[uuid.UUID],
+        data: JSONBody[ShipmentIn],
+    ) -> ShipmentOut:
+        dialect = request.app.state.services.db.dialect
+        po = await _own_po(db_session, supplier, po_id, dialect)
+        try:
+            shipment, _ = await service.add_shipment(
+                db_session,
+                po,
+                carrier=data.carrier,
+                tracking_number=data.tracking_number,
+                tracking_url=data.tracking_url,
+                lines=[service.ShipmentLineInput(x.sku, x.quantity) for x in data.lines],
+                shipped_at=data.shipped_at,
+            )
+        except service.PurchaseOrderInputError as exc:
+            raise _bad(exc) from exc
+        except service.PurchaseOrderConflict as exc:
+            raise _conflict(exc) from exc
+        return shipment_out(shipment)
+
+    @post("/shipments/{shipment_id:uuid}/events", status_code=201, summary="Tracking events")
+    async def tracking_event(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        supplier: NamedDependency[Supplier],
+        shipment_id: FromPath[uuid.UUID],
+        data: JSONBody[TrackingEventIn],
+    ) -> ShipmentOut:
+        shipment = await db_session.scalar(
+            select(Shipment)
+            .join(PurchaseOrder, PurchaseOrder.id == Shipment.purchase_order_id)
+            .where(Shipment.id == shipment_id, PurchaseOrder.supplier_id == supplier.id)
+        )
+        if shipment is None:
+            raise NotFoundException(f"shipment {shipment_id} not found")
+        if data.occurred_at.tzinfo is None:
+            raise ClientException("occurred_at: include a UTC offset")
+        try:
+            await service.add_tracking_event(
+                db_session, shipment, data.status, data.occurred_at, data.description
+            )
+        except service.PurchaseOrderInputError as exc:
+            raise _bad(exc) from exc
+        except service.PurchaseOrderConflict as exc:
+            raise _conflict(exc) from exc
+        return shipment_out(shipment)
+
+    @put("/inventory", status_code=200, summary="Stock and cost by SKU, up to 10,000 rows")
+    async def inventory(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        supplier: NamedDependency[Supplier],
+        data: JSONBody[list[InventoryRow]],
+    ) -> InventoryReport:
+        if len(data) > MAX_INVENTORY_ROWS:
+            raise ClientException(f"at most {MAX_INVENTORY_ROWS} rows per call, got {len(data)}")
+        products = {
+            key: pid
+            for pid, sku, supplier_sku in (
+                await db_session.execute(
+                    select(
+                        SupplierProduct.id, SupplierProduct.sku, SupplierProduct.supplier_sku
+                    ).where(SupplierProduct.supplier_id == supplier.id)
+                )
+            ).all()
+            for key in (supplier_sku, sku)
+        }
+        unknown: list[str] = []
+        updates: list[dict[str, Any]] = []
+        for row in data:
+            pid = products.get(row.sku)
+            if pid is None:
+                unknown.append(row.sku)
+                continue
+            values: dict[str, Any] = {"b_id": pid, "stock": row.quantity}
+            updates.append(
+                values | ({"unit_cost": row.unit_cost} if row.unit_cost is not None else {})
+            )
+        with_cost = [u for u in updates if "unit_cost" in u]
+        stock_only = [u for u in updates if "unit_cost" not in u]
+        table = cast(Table, SupplierProduct.__table__)
+        now = utcnow()
+        if with_cost:
+            await db_session.execute(
+                update(table)
+                .where(table.c.id == bindparam("b_id"))
+                .values(stock=bindparam("stock"), unit_cost=bindparam("unit_cost"), updated_at=now),
+                with_cost,
+            )
+        if stock_only:
+            await db_session.execute(
+                update(table)
+                .where(table.c.id == bindparam("b_id"))
+                .values(stock=bindparam("stock"), updated_at=now),
+                stock_only,
+            )
+        return InventoryReport(updated=len(updates), unknown=unknown)

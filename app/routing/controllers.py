@@ -1,0 +1,379 @@
+"""Merchant API: routing rules, the routing dry-run, manual reroute, purchase orders and the
+dead-letter view."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, delete, get, patch, post
+from litestar.di import NamedDependency, Provide
+from litestar.exceptions import ClientException, HTTPException, NotFoundException
+from litestar.params import FromPath, FromQuery, JSONBody
+from msgspec import Meta
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from app.api.deps import provide_merchant
+from app.api.pagination import DEFAULT_LIMIT, Page, check_limit, decode_cursor, encode_cursor
+from app.merchants.models import Merchant
+from app.orders.models import Order, OrderLine, OrderStatus
+from app.orders.service import record
+from app.purchasing import service as purchasing
+from app.purchasing.models import POStatus, PurchaseOrder, PurchaseOrderLine
+from app.purchasing.schemas import PurchaseOrderOut, SupplierLineOut
+from app.routing import service as routing
+from app.routing.engine import STRATEGIES
+from app.routing.models import RoutingRule
+
+Strategy = Annotated[str, Meta(pattern="^(priority|cheapest|fastest)$")]
+
+
+class RuleIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    strategy: Strategy = "priority"
+    position: int = 0
+    match_skus: list[str] | None = None
+    match_countries: list[Annotated[str, Meta(pattern="^[A-Z]{2}$")]] | None = None
+    active: bool = True
+
+
+class RulePatch(msgspec.Struct, forbid_unknown_fields=True):
+    name: str | None = None
+    strategy: Strategy | None = None
+    position: int | None = None
+    match_skus: list[str] | None = None
+    match_countries: list[Annotated[str, Meta(pattern="^[A-Z]{2}$")]] | None = None
+    active: bool | None = None
+
+
+class RuleOut(msgspec.Struct):
+    id: uuid.UUID
+    name: str
+    strategy: str
+    position: int
+    match_skus: list[str] | None
+    match_countries: list[str] | None
+    active: bool
+
+
+class SimLine(msgspec.Struct, forbid_unknown_fields=True):
+    sku: Annotated[str, Meta(min_length=1)]
+    quantity: Annotated[int, Meta(gt=0)]
+
+
+class SimulateIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Either an existing order (``order_id``) or a hypothetical one (``country`` + ``lines``)."""
+
+    order_id: uuid.UUID | None = None
+    country: Annotated[str, Meta(pattern="^[A-Z]{2}$")] | None = None
+    lines: list[SimLine] = []
+
+
+class RerouteIn(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Annotated[str, Meta(min_length=1, max_length=500)] = "rerouted by the merchant"
+    #: Order line ids; default: every line not covered by an open purchase order.
+    lines: list[uuid.UUID] = []
+
+
+def rule_out(r: RoutingRule) -> RuleOut:
+    return RuleOut(
+        id=r.id,
+        name=r.name,
+        strategy=r.strategy,
+        position=r.position,
+        match_skus=r.match_skus,
+        match_countries=r.match_countries,
+        active=r.active,
+    )
+
+
+def po_out(po: PurchaseOrder) -> PurchaseOrderOut:
+    return PurchaseOrderOut(
+        id=po.id,
+        order_id=po.order_id,
+        supplier_id=po.supplier_id,
+        number=po.number,
+        status=po.status,
+        currency=po.currency,
+        total_cost=po.total_cost,
+        supplier_reference=po.supplier_reference,
+        attempts=po.attempts,
+        last_error=po.last_error,
+        placed_at=po.placed_at,
+        accepted_at=po.accepted_at,
+        dead_lettered_at=po.dead_lettered_at,
+        lines=[
+            SupplierLineOut(
+                supplier_sku=ln.supplier_sku,
+                sku=ln.sku,
+                quantity=ln.quantity,
+                quantity_shipped=ln.quantity_shipped,
+                unit_cost=ln.unit_cost,
+            )
+            for ln in po.lines
+        ],
+        created_at=po.created_at,
+    )
+
+
+class RoutingController(Controller):
+    path = "/api/v1/routing"
+    tags = ["routing"]
+    dependencies = {"merchant": Provide(provide_merchant)}
+
+    @get("/rules", summary="Routing rules, in the order they are tried")
+    async def list_rules(
+        self, db_session: NamedDependency[AsyncSession], merchant: NamedDependency[Merchant]
+    ) -> list[RuleOut]:
+        rows = await db_session.scalars(
+            select(RoutingRule)
+            .where(RoutingRule.merchant_id == merchant.id)
+            .order_by(RoutingRule.position, RoutingRule.created_at)
+        )
+        return [rule_out(r) for r in rows]
+
+    @post("/rules", status_code=201, summary="Add a routing rule")
+    async def create_rule(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
+        data: JSONBody[RuleIn],
+    ) -> RuleOut:
+        rule = RoutingRule(merchant_id=merchant.id, **msgspec.structs.asdict(data))
+        db_session.add(rule)
+        await db_session.flush()
+        return rule_out(rule)
+
+    @patch("/rules/{rule_id:uuid}", summary="Change a routing rule")
+    async def update_rule(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
+        rule_id: FromPath[uuid.UUID],
+        data: JSONBody[RulePatch],
+    ) -> RuleOut:
+        rule = await self._rule(db_session, merchant, rule_id)
+        for key, value in msgspec.structs.asdict(data).items():
+            if value is not None:
+                setattr(rule, key, value)
+        await db_session.flush()
+        return rule_out(rule)
+
+    @delete("/rules/{rule_id:uuid}", status_code=204, summary="Remove a routing rule")
+    async def delete_rule(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
+        rule_id: FromPath[uuid.UUID],
+    ) -> None:
+        await db_session.delete(await self._rule(db_session, merchant, rule_id))
+
+    @staticmethod
+    async def _rule(session: AsyncSession, merchant: Merchant, rule_id: uuid.UUID) -> RoutingRule:
+        rule = await session.scalar(
+            select(RoutingRule).where(
+                RoutingRule.id == rule_id, RoutingRule.merchant_id == merchant.id
+            )
+        )
+        if rule is None:
+            raise NotFoundException(f"routing rule {rule_id} not found")
+        return rule
+
+    @post(
+        "/simulate",
+        status_code=200,
+        summary="Dry-run the rules on a past or hypothetical order and explain every decision",
+    )
+    async def simulate(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
+        data: JSONBody[SimulateIn],
+    ) -> dict[str, Any]:
+        if data.order_id is not None:
+            order = await db_session.scalar(
+                select(Order)
+                .where(Order.id == data.order_id, Order.merchant_id == merchant.id)
+                .options(selectinload(Order.lines))
+            )
+            if order is None:
+                raise NotFoundException(f"order {data.order_id} not found")
+            lines = list(order.lines)
+            country = (order.shipping_address or {}).get("country_code")
+        elif data.lines and data.country:
+            lines = [
+                OrderLine(
+                    id=uuid.uuid4(),
+                    order_id=uuid.uuid4(),
+                    merchant_id=merchant.id,
+                    position=i,
+                    sku=ln.sku,
+                    title=ln.sku,
+                    quantity=ln.quantity,
+                    price=0,
+                )
+                for i, ln in enumerate(data.lines)
+            ]
+            country = data.country
+        else:
+            raise ClientException("give order_id, or country and lines")
+        plan = await routing.plan(db_session, merchant, lines, country)
+        # A dry-run: roll back whatever the session may hold.
+        await db_session.rollback()
+        return {"country": country, "strategies": list(STRATEGIES), **plan.explain()}
+
+
+class PurchaseOrderController(Controller):
+    path = "/api/v1/purchase-orders"
+    tags = ["purchase orders"]
+    dependencies = {"merchant": Provide(provide_merchant)}
+
+    @get("/", summary="Purchase orders; dead_letter=true lists those that exhausted retries")
+    async def list_pos(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
+        status: FromQuery[str | None] = None,
+        order_id: FromQuery[uuid.UUID | None] = None,
+        supplier_id: FromQuery[uuid.UUID | None] = None,
+        dead_letter: FromQuery[bool] = False,
+        cursor: FromQuery[str | None] = None,
+        limit: FromQuery[int] = DEFAULT_LIMIT,
+    ) -> Page[PurchaseOrderOut]:
+        check_limit(limit)
+        query = (
+            select(PurchaseOrder)
+            .where(PurchaseOrder.merchant_id == merchant.id)
+            .options(selectinload(PurchaseOrder.lines))
+        )
+        if status:
+            if status not in POStatus.ALL:
+                raise ClientException(f"status: one of {', '.join(POStatus.ALL)}")
+            query = query.where(PurchaseOrder.status == status)
+        if order_id:
+            query = query.where(PurchaseOrder.order_id == order_id)
+        if supplier_id:
+            query = query.where(PurchaseOrder.supplier_id == supplier_id)
+        if dead_letter:
+            query = query.where(PurchaseOrder.dead_lettered_at.is_not(None))
+        if cursor:
+            at, last = decode_cursor(cursor)
+            query = query.where(
+                or_(
+                    PurchaseOrder.created_at < at,
+                    and_(PurchaseOrder.created_at == at, PurchaseOrder.id < last),
+                )
+            )
+        rows = list(
+            (
+                await db_session.scalars(
+                    query.order_by(PurchaseOrder.created_at.desc(), PurchaseOrder.id.desc()).limit(
+                        limit + 1
+                    )
+                )
+            ).all()
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(
+            items=[po_out(po) for po in rows],
+            next_cursor=encode_cursor(rows[-1].created_at, rows[-1].id) if more else None,
+        )
+
+    @get("/{po_id:uuid}", summary="One purchase order")
+    async def get_one(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
+        po_id: FromPath[uuid.UUID],
+    ) -> PurchaseOrderOut:
+        po = await purchasing.load(db_session, po_id)
+        if po is None or po.merchant_id != merchant.id:
+            raise NotFoundException(f"purchase order {po_id} not found")
+        return po_out(po)
+
+
+class RerouteController(Controller):
+    path = "/api/v1/orders"
+    tags = ["orders"]
+    dependencies = {"merchant": Provide(provide_merchant)}
+
+    @post(
+        "/{order_id:uuid}/reroute",
+        status_code=200,
+        summary="Route lines again: uncovered lines, or named lines taken back from their supplier",
+    )
+    async def reroute(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
+        order_id: FromPath[uuid.UUID],
+        data: JSONBody[RerouteIn],
+    ) -> dict[str, Any]:
+        order = await db_session.scalar(
+            select(Order)
+            .where(Order.id == order_id, Order.merchant_id == merchant.id)
+            .options(selectinload(Order.lines))
+        )
+        if order is None:
+            raise NotFoundException(f"order {order_id} not found")
+        if order.status in OrderStatus.UNROUTED and order.status != OrderStatus.NEEDS_ATTENTION:
+            raise HTTPException(
+                status_code=409, detail=f"order is {order.status}: nothing to reroute yet"
+            )
+        if order.status == OrderStatus.CANCELLED:
+            raise HTTPException(status_code=409, detail="order is cancelled")
+        open_lines = list(
+            (
+                await db_session.execute(
+                    select(PurchaseOrderLine, PurchaseOrder)
+                    .join(PurchaseOrder, PurchaseOrder.id == PurchaseOrderLine.purchase_order_id)
+                    .where(PurchaseOrder.order_id == order.id, PurchaseOrderLine.status == "open")
+                )
+            ).all()
+        )
+        covered = {pl.order_line_id: (pl, po) for pl, po in open_lines}
+        known = {ln.id for ln in order.lines}
+        unknown = [str(i) for i in data.lines if i not in known]
+        if unknown:
+            raise ClientException(f"lines: not lines of this order: {', '.join(unknown)}")
+        wanted = data.lines or [ln.id for ln in order.lines if ln.id not in covered]
+        if not wanted:
+            raise HTTPException(status_code=409, detail="every line is with a supplier")
+        record(db_session, order, "routing.manual", f"merchant asked to reroute: {data.reason}")
+        taken_back: dict[uuid.UUID, list[PurchaseOrderLine]] = {}
+        for line_id in wanted:
+            if line_id in covered:
+                pl, po = covered[line_id]
+                if pl.quantity_shipped or po.status not in (
+                    POStatus.PENDING,
+                    POStatus.PLACED,
+                    POStatus.ACCEPTED,
+                ):
+                    raise HTTPException(
+                        status_code=409,
+                        detail=f"line {line_id} is {po.status} at its supplier: cannot reroute",
+                    )
+                taken_back.setdefault(po.id, []).append(pl)
+        for po_id, pls in taken_back.items():
+            po = await purchasing.load(db_session, po_id)
+            assert po is not None
+            remaining = [ln for ln in po.lines if ln.status == "open" and ln not in pls]
+            if not remaining:
+                await purchasing.transition(db_session, po, POStatus.CANCELLED, data.reason)
+            await purchasing.release_lines(db_session, po, pls, data.reason)
+        free = [ln for ln in order.lines if ln.id in wanted and ln.id not in covered]
+        plan = None
+        if free:
+            plan = await routing.route_lines(db_session, merchant, order, free)
+        await db_session.flush()
+        return {
+            "order_id": str(order.id),
+            "status": order.status,
+            "rerouted_lines": [str(i) for i in wanted],
+            "plan": plan.explain() if plan else None,
+        }

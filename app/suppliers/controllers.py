@@ -1,0 +1,287 @@
+"""Merchant API: suppliers, their connector settings and their catalog."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from litestar import Controller, Request, delete, get, patch, post
+from litestar.di import NamedDependency, Provide
+from litestar.exceptions import ClientException, NotFoundException
+from litestar.params import FromPath, FromQuery, JSONBody
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.api.deps import provide_merchant
+from app.api.pagination import DEFAULT_LIMIT, Page, check_limit, decode_cursor, encode_cursor
+from app.merchants.models import Merchant
+from app.orders.controllers import _csv_text
+from app.services import Services
+from app.suppliers import service
+from app.suppliers.models import Supplier, SupplierProduct
+from app.suppliers.schemas import (
+    CatalogReport,
+    CatalogRow,
+    ProductIn,
+    ProductOut,
+    SupplierCreated,
+    SupplierIn,
+    SupplierOut,
+    SupplierPatch,
+)
+
+
+def supplier_out(services: Services, s: Supplier) -> SupplierOut:
+    return SupplierOut(
+        id=s.id,
+        name=s.name,
+        connector=s.connector,
+        status=s.status,
+        config=service.public_config(services.box, s),
+        contact_email=s.contact_email,
+        ship_from_country=s.ship_from_country,
+        shipping_rates=s.shipping_rates,
+        rate_limit_per_second=s.rate_limit_per_second,
+        max_concurrency=s.max_concurrency,
+        created_at=s.created_at,
+    )
+
+
+def product_out(p: SupplierProduct) -> ProductOut:
+    return ProductOut(
+        id=p.id,
+        supplier_id=p.supplier_id,
+        sku=p.sku,
+        supplier_sku=p.supplier_sku,
+        unit_cost=p.unit_cost,
+        currency=p.currency,
+        stock=p.stock,
+        lead_time_days=p.lead_time_days,
+        ships_to=list(p.ships_to),
+        priority=p.priority,
+        updated_at=p.updated_at,
+    )
+
+
+def _bad(exc: service.SupplierError) -> ClientException:
+    return ClientException(str(exc), extra={"field": exc.field})
+
+
+async def own_supplier(
+    session: AsyncSession, merchant: Merchant, supplier_id: uuid.UUID
+) -> Supplier:
+    supplier = await session.scalar(
+        select(Supplier).where(Supplier.id == supplier_id, Supplier.merchant_id == merchant.id)
+    )
+    if supplier is None:
+        raise NotFoundException(f"supplier {supplier_id} not found")
+    return supplier
+
+
+class SupplierController(Controller):
+    path = "/api/v1/suppliers"
+    tags = ["suppliers"]
+    dependencies = {"merchant": Provide(provide_merchant)}
+
+    @get("/", summary="List suppliers")
+    async def list_suppliers(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
+        services: NamedDependency[Services],
+    ) -> list[SupplierOut]:
+        rows = await db_session.scalars(
+            select(Supplier).where(Supplier.merchant_id == merchant.id).order_by(Supplier.name)
+        )
+        return [supplier_out(services, s) for s in rows]
+
+    @post("/", status_code=201, summary="Create a supplier; its API key is shown once")
+    async def create(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
+        services: NamedDependency[Services],
+        data: JSONBody[SupplierIn],
+    ) -> SupplierCreated:
+        try:
+            supplier, key = await service.create_supplier(
+                db_session,
+                services.box,
+                merchant.id,
+                name=data.name,
+                connector=data.connector,
+                config=data.config,
+                contact_email=data.contact_email,
+                ship_from_country=data.ship_from_country,
+                shipping_rates=data.shipping_rates,
+                rate_limit_per_second=data.rate_limit_per_second,
+                max_concurrency=data.max_concurrency,
+            )
+        except service.SupplierError as exc:
+            raise _bad(exc) from exc
+        return SupplierCreated(supplier=supplier_out(services, supplier), api_key=key)
+
+    @get("/{supplier_id:uuid}", summary="One supplier (secrets masked)")
+    async def get_one(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
+        services: NamedDependency[Services],
+        supplier_id: FromPath[uuid.UUID],
+    ) -> SupplierOut:
+        return supplier_out(services, await own_supplier(db_session, merchant, supplier_id))
+
+    @patch("/{supplier_id:uuid}", summary="Change status, settings, rates or limits")
+    async def update(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
+        services: NamedDependency[Services],
+        supplier_id: FromPath[uuid.UUID],
+        data: JSONBody[SupplierPatch],
+    ) -> SupplierOut:
+        supplier = await own_supplier(db_session, merchant, supplier_id)
+        try:
+            if data.config is not None:
+                # Masked secrets sent back unchanged keep their stored value.
+                stored = service.decrypt_config(services.box, supplier)
+                merged = {
+                    k: (stored.get(k) if v == "********" else v) for k, v in data.config.items()
+                }
+                checked = service.check_connector(supplier.connector, merged)
+                supplier.config_encrypted = service.encrypt_config(services.box, checked)
+            if data.shipping_rates is not None:
+                supplier.shipping_rates = service.check_rates(data.shipping_rates)
+        except service.SupplierError as exc:
+            raise _bad(exc) from exc
+        for attr in ("status", "contact_email", "ship_from_country"):
+            value = getattr(data, attr)
+            if value is not None:
+                setattr(supplier, attr, value)
+        if data.rate_limit_per_second is not None:
+            supplier.rate_limit_per_second = data.rate_limit_per_second
+        if data.max_concurrency is not None:
+            supplier.max_concurrency = data.max_concurrency
+        await db_session.flush()
+        return supplier_out(services, supplier)
+
+    @post("/{supplier_id:uuid}/rotate-key", status_code=200, summary="Issue a new API key")
+    async def rotate(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
+        services: NamedDependency[Services],
+        supplier_id: FromPath[uuid.UUID],
+    ) -> SupplierCreated:
+        supplier = await own_supplier(db_session, merchant, supplier_id)
+        key = await service.rotate_key(db_session, supplier)
+        return SupplierCreated(supplier=supplier_out(services, supplier), api_key=key)
+
+
+class SupplierProductController(Controller):
+    path = "/api/v1/supplier-products"
+    tags = ["catalog"]
+    dependencies = {"merchant": Provide(provide_merchant)}
+
+    @get("/", summary="The catalog: merchant SKU -> supplier offers (cursor-paginated)")
+    async def list_products(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
+        supplier_id: FromQuery[uuid.UUID | None] = None,
+        sku: FromQuery[str | None] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: FromQuery[int] = DEFAULT_LIMIT,
+    ) -> Page[ProductOut]:
+        check_limit(limit)
+        query = select(SupplierProduct).where(SupplierProduct.merchant_id == merchant.id)
+        if supplier_id is not None:
+            query = query.where(SupplierProduct.supplier_id == supplier_id)
+        if sku:
+            query = query.where(SupplierProduct.sku == sku)
+        if cursor:
+            at, last = decode_cursor(cursor)
+            query = query.where(
+                or_(
+                    SupplierProduct.created_at > at,
+                    and_(SupplierProduct.created_at == at, SupplierProduct.id > last),
+                )
+            )
+        rows = list(
+            (
+                await db_session.scalars(
+                    query.order_by(SupplierProduct.created_at, SupplierProduct.id).limit(limit + 1)
+                )
+            ).all()
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(
+            items=[product_out(p) for p in rows],
+            next_cursor=encode_cursor(rows[-1].created_at, rows[-1].id) if more else None,
+        )
+
+    @post("/", status_code=201, summary="Add or update one offer (upsert on supplier + SKU)")
+    async def upsert(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
+        data: JSONBody[ProductIn],
+    ) -> ProductOut:
+        await own_supplier(db_session, merchant, data.supplier_id)
+        try:
+            parsed = service.product_input(
+                {
+                    "sku": data.sku,
+                    "supplier_sku": data.supplier_sku,
+                    "unit_cost": str(data.unit_cost),
+                    "currency": data.currency,
+                    "stock": data.stock,
+                    "lead_time_days": data.lead_time_days,
+                    "ships_to": data.ships_to,
+                    "priority": data.priority,
+                }
+            )
+        except service.SupplierError as exc:
+            raise _bad(exc) from exc
+        product, _ = await service.upsert_product(db_session, merchant.id, data.supplier_id, parsed)
+        return product_out(product)
+
+    @delete("/{product_id:uuid}", status_code=204, summary="Remove an offer")
+    async def remove(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
+        product_id: FromPath[uuid.UUID],
+    ) -> None:
+        product = await db_session.scalar(
+            select(SupplierProduct).where(
+                SupplierProduct.id == product_id, SupplierProduct.merchant_id == merchant.id
+            )
+        )
+        if product is None:
+            raise NotFoundException(f"supplier product {product_id} not found")
+        await db_session.delete(product)
+
+    @post(
+        "/import",
+        status_code=200,
+        summary="Catalog CSV import (upserts on supplier + SKU); per-row report",
+    )
+    async def import_csv(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
+    ) -> CatalogReport:
+        text = await _csv_text(request)
+        try:
+            rows = await service.import_catalog(db_session, merchant.id, text)
+        except service.SupplierError as exc:
+            raise _bad(exc) from exc
+        return CatalogReport(
+            created=sum(r.status == "created" for r in rows),
+            updated=sum(r.status == "updated" for r in rows),
+            rejected=sum(r.status == "rejected" for r in rows),
+            rows=[CatalogRow(r.row, r.status, r.sku, r.supplier, r.reason) for r in rows],
+        )
