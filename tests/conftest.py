@@ -144,10 +144,13 @@ class MerchantHandle:
 
 
 async def make_merchant(
-    db: Database, shop: str, email: str = "owner@example.com"
+    db: Database, shop: str, email: str = "owner@example.com", *, auto_route: bool = False
 ) -> MerchantHandle:
+    """A merchant and its API token. Intake and validation tests keep ``auto_route`` off so
+    valid orders stay ``ready_to_route``; routing tests turn it on (the product default)."""
     async with db.transaction() as session:
         m, token = await create_merchant(session, shop, email)
+        m.settings = {"routing": {"auto_route": auto_route}}
     return MerchantHandle(m.id, m.shop_domain, token)
 
 

@@ -7,8 +7,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.db import Database, utcnow
 from app.merchants.models import ApiToken, Merchant, MerchantStatus
@@ -81,17 +82,41 @@ async def authenticate(session: AsyncSession, token: str) -> Merchant | None:
     return merchant
 
 
-async def deactivate(session: AsyncSession, merchant: Merchant) -> None:
-    """``app/uninstalled``: stop acting for the shop and forget its Shopify token.
+async def deactivate(session: AsyncSession, merchant: Merchant) -> bool:
+    """``app/uninstalled``: stop acting for the shop and forget its Shopify token. Returns
+    whether this call did it (False: already inactive).
+
+    One conditional UPDATE, so two deliveries of the uninstall processed at once cannot both
+    act (on PostgreSQL the second waits for the row and then finds it inactive).
 
     Orders, timelines and accounting stay: the merchant may reinstall, and records that must be
-    kept are not ours to delete (customer data goes only on ``shop/redact``).
+    kept are not ours to delete (customer data goes only on ``shop/redact``). API tokens stay
+    too; they are refused while the merchant is inactive.
     """
-    merchant.status = MerchantStatus.INACTIVE
-    merchant.shopify_token_encrypted = None
-    merchant.shopify_scopes = None
-    merchant.uninstalled_at = utcnow()
-    await session.flush()
+    now = utcnow()
+    result = await session.execute(
+        update(Merchant)
+        .where(Merchant.id == merchant.id, Merchant.status == MerchantStatus.ACTIVE)
+        .values(
+            status=MerchantStatus.INACTIVE,
+            shopify_token_encrypted=None,
+            shopify_scopes=None,
+            uninstalled_at=now,
+            updated_at=now,
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    done = bool(getattr(result, "rowcount", 0))
+    if done:  # keep the loaded object truthful without writing it again
+        for attr, value in (
+            ("status", MerchantStatus.INACTIVE),
+            ("shopify_token_encrypted", None),
+            ("shopify_scopes", None),
+            ("uninstalled_at", now),
+            ("updated_at", now),
+        ):
+            set_committed_value(merchant, attr, value)
+    return done
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +128,11 @@ class ShopEntry:
 class MerchantDirectory:
     """shop domain -> merchant, cached for a few seconds for the webhook hot path.
 
-    A deactivation takes effect within ``ttl`` seconds; webhooks for an inactive shop that slip
-    through are ignored by the worker anyway.
+    Only answers that fail safe are cached. An active shop is cached for ``ttl``: a deactivation
+    takes effect within that time, and webhooks for an inactive shop that slip through are
+    ignored by the worker anyway. An unknown shop is cached for a second (its webhooks get a 404,
+    which Shopify retries). An inactive shop is never cached: its webhooks get a 200 "ignored"
+    that Shopify does not retry, so a reinstall must be seen at once or its first orders are lost.
     """
 
     def __init__(self, db: Database, ttl: float = 5.0) -> None:
@@ -124,8 +152,13 @@ class MerchantDirectory:
                 )
             ).first()
         entry = None if row is None else ShopEntry(row[0], row[1] == MerchantStatus.ACTIVE)
-        # Unknown shops are cached briefly too, so a flood of them cannot hammer the database.
-        self._cache[shop_domain] = (now + (self.ttl if entry else 1.0), entry)
+        if entry is None:
+            # Unknown shops are cached briefly too, so a flood of them cannot hammer the database.
+            self._cache[shop_domain] = (now + min(self.ttl, 1.0), None)
+        elif entry.active:
+            self._cache[shop_domain] = (now + self.ttl, entry)
+        else:
+            self._cache.pop(shop_domain, None)
         return entry
 
     def forget(self, shop_domain: str) -> None:

@@ -29,6 +29,14 @@ ADDRESS_FIELDS = (
 )
 _STRIPE_ID = re.compile(r"^(pi|ch|py)_[A-Za-z0-9]{8,}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+_AMOUNT = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
+_INTEGER = re.compile(r"^[+-]?[0-9]+$")
+#: Money columns are NUMERIC(18, 4): anything this large is not a real amount.
+MAX_AMOUNT = Decimal("1e14")
+#: Shopify ids, order numbers: signed 64-bit (BIGINT).
+MAX_ID = 2**63 - 1
+#: Line quantities are 32-bit integers in the database; no real order comes close.
+MAX_QUANTITY = 1_000_000
 
 
 class PayloadError(ValueError):
@@ -96,29 +104,53 @@ class OrderDraft:
 
 
 def money(value: Any, field_name: str) -> Decimal:
+    """An amount from a JSON string or number, exact: ``"19.99"`` is ``Decimal("19.99")``.
+
+    Floats (a parser without ``parse_float=Decimal``) go through their shortest repr, never their
+    binary value. Anything that is not a finite amount the database can hold is a PayloadError.
+    """
     if value is None or value == "":
         return Decimal("0")
-    if isinstance(value, float):  # JSON numbers: go through their shortest repr, never binary
-        value = repr(value)
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation as exc:
-        raise PayloadError(field_name, f"not an amount: {value!r}") from exc
-    if not amount.is_finite():
+    if isinstance(value, bool):
         raise PayloadError(field_name, f"not an amount: {value!r}")
+    if isinstance(value, float):
+        value = repr(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if not _AMOUNT.match(text):  # no "NaN", "1_000", "0x10", ...
+            raise PayloadError(field_name, f"not an amount: {value!r}")
+        value = text
+    elif not isinstance(value, int | Decimal):
+        raise PayloadError(field_name, f"not an amount: {value!r}")
+    try:
+        amount = Decimal(value)
+    except (InvalidOperation, ValueError) as exc:
+        raise PayloadError(field_name, f"not an amount: {value!r}") from exc
+    if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
+        raise PayloadError(field_name, f"not an amount: {value!r}")
+    if amount < 0:
+        raise PayloadError(field_name, f"must not be negative, got {value!r}")
     return amount
 
 
-def optional_int(value: Any, field_name: str) -> int | None:
+def optional_int(
+    value: Any, field_name: str, *, minimum: int = -MAX_ID, maximum: int = MAX_ID
+) -> int | None:
+    """An integer from a JSON number or a string of ASCII digits, within ``[minimum, maximum]``
+    (signed 64-bit by default, what a BIGINT column holds)."""
     if value is None or value == "":
         return None
     if isinstance(value, bool):
         raise PayloadError(field_name, "must be an integer")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    raise PayloadError(field_name, f"must be an integer, got {value!r}")
+    if isinstance(value, str) and _INTEGER.match(value.strip()):
+        value = int(value.strip())
+    elif isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        value = int(value)  # ``1.0`` parsed with parse_float=Decimal
+    if not isinstance(value, int):
+        raise PayloadError(field_name, f"must be an integer, got {value!r}")
+    if not minimum <= value <= maximum:
+        raise PayloadError(field_name, f"out of range: {value}")
+    return value
 
 
 def timestamp(value: Any, field_name: str) -> datetime | None:
@@ -135,10 +167,14 @@ def timestamp(value: Any, field_name: str) -> datetime | None:
     return parsed.astimezone(UTC)
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
+def _text(value: Any, limit: int | None = None) -> str | None:
+    """Free text, stripped; ``limit`` truncates to what the column holds (PostgreSQL refuses
+    longer values, which would make the delivery fail on every retry)."""
+    if value is None or isinstance(value, dict | list):
         return None
     text = str(value).strip()
+    if limit is not None:
+        text = text[:limit].rstrip()
     return text or None
 
 
@@ -147,7 +183,7 @@ def address(value: Any, field_name: str) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict):
         raise PayloadError(field_name, "must be an object")
-    out = {k: _text(value.get(k)) for k in ADDRESS_FIELDS}
+    out = {k: _text(value.get(k), 255) for k in ADDRESS_FIELDS}
     if out["country_code"]:
         out["country_code"] = out["country_code"].upper()
     if not out["name"] and (out["first_name"] or out["last_name"]):
@@ -161,31 +197,42 @@ def _stripe_reference(payload: dict[str, Any]) -> str | None:
     Shopify puts the gateway in ``payment_gateway_names`` (or the older ``gateway``); a
     storefront that charges through Stripe itself passes the id in ``note_attributes``.
     """
-    gateways = [str(g).lower() for g in payload.get("payment_gateway_names") or []]
-    if payload.get("gateway"):
-        gateways.append(str(payload["gateway"]).lower())
+    gateways = [str(g).lower() for g in _list(payload.get("payment_gateway_names"))]
+    if isinstance(payload.get("gateway"), str):
+        gateways.append(payload["gateway"].lower())
     candidates: list[Any] = []
-    for attr in payload.get("note_attributes") or []:
+    for attr in _list(payload.get("note_attributes")):
         if isinstance(attr, dict):
             candidates.append(attr.get("value"))
-    for txn in payload.get("transactions") or []:
+    for txn in _list(payload.get("transactions")):
         if isinstance(txn, dict):
             candidates.append(txn.get("authorization"))
-            candidates.append((txn.get("receipt") or {}).get("payment_intent"))
+            receipt = txn.get("receipt")
+            if isinstance(receipt, dict):
+                candidates.append(receipt.get("payment_intent"))
     for c in candidates:
         if isinstance(c, str) and _STRIPE_ID.match(c.strip()):
             return c.strip()
     if any("stripe" in g for g in gateways):
-        ref = payload.get("checkout_token") or payload.get("token")
-        return f"shopify-checkout:{ref}" if ref else None
+        ref = _text(payload.get("checkout_token")) or _text(payload.get("token"))
+        return _text(f"shopify-checkout:{ref}", 255) if ref else None
     return None
+
+
+def _list(value: Any) -> list[Any]:
+    """A JSON array, or nothing (a lone string is one item, not a list of characters)."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, str | dict):
+        return [value]
+    return []
 
 
 def from_shopify(payload: dict[str, Any]) -> OrderDraft:
     """Map Shopify's Order resource (the ``orders/*`` webhook body) to a draft."""
     if not isinstance(payload, dict):
         raise PayloadError("body", "must be a JSON object")
-    order_id = optional_int(payload.get("id"), "id")
+    order_id = optional_int(payload.get("id"), "id", minimum=1)
     if order_id is None:
         raise PayloadError("id", "missing")
     currency = _text(payload.get("currency")) or _text(payload.get("presentment_currency"))
@@ -195,56 +242,33 @@ def from_shopify(payload: dict[str, Any]) -> OrderDraft:
     raw_lines = payload.get("line_items")
     if not isinstance(raw_lines, list):
         raise PayloadError("line_items", "must be a list")
-    lines = []
-    for i, item in enumerate(raw_lines):
-        if not isinstance(item, dict):
-            raise PayloadError(f"line_items[{i}]", "must be an object")
-        qty = optional_int(item.get("quantity"), f"line_items[{i}].quantity")
-        if qty is None or qty < 0:
-            raise PayloadError(f"line_items[{i}].quantity", "must be a non-negative integer")
-        discount = sum(
+    lines = [_shopify_line(i, item) for i, item in enumerate(raw_lines)]
+
+    shipping_lines = [s for s in _list(payload.get("shipping_lines")) if isinstance(s, dict)]
+    shipping_set = payload.get("total_shipping_price_set")
+    shop_money = shipping_set.get("shop_money") if isinstance(shipping_set, dict) else None
+    if isinstance(shop_money, dict) and shop_money.get("amount") is not None:
+        total_shipping = money(shop_money["amount"], "total_shipping_price_set.shop_money.amount")
+    else:
+        total_shipping = sum(
             (
-                money(a.get("amount"), f"line_items[{i}].discount_allocations")
-                for a in item.get("discount_allocations") or []
-                if isinstance(a, dict)
+                money(s.get("price"), f"shipping_lines[{j}].price")
+                for j, s in enumerate(shipping_lines)
             ),
             Decimal("0"),
-        ) or money(item.get("total_discount"), f"line_items[{i}].total_discount")
-        lines.append(
-            LineDraft(
-                title=_text(item.get("title")) or _text(item.get("name")) or "(untitled)",
-                quantity=qty,
-                price=money(item.get("price"), f"line_items[{i}].price"),
-                sku=_text(item.get("sku")),
-                variant_id=optional_int(item.get("variant_id"), f"line_items[{i}].variant_id"),
-                product_id=optional_int(item.get("product_id"), f"line_items[{i}].product_id"),
-                variant_title=_text(item.get("variant_title")),
-                shopify_line_id=optional_int(item.get("id"), f"line_items[{i}].id"),
-                total_discount=discount,
-                requires_shipping=bool(item.get("requires_shipping", True)),
-            )
         )
-
-    shipping_lines = [s for s in payload.get("shipping_lines") or [] if isinstance(s, dict)]
-    shipping_set = ((payload.get("total_shipping_price_set") or {}).get("shop_money")) or {}
-    total_shipping = (
-        money(shipping_set.get("amount"), "total_shipping_price_set")
-        if shipping_set.get("amount") is not None
-        else sum(
-            (money(s.get("price"), "shipping_lines.price") for s in shipping_lines), Decimal("0")
-        )
-    )
     raw_customer = payload.get("customer")
     customer = None
     if isinstance(raw_customer, dict):
         customer = CustomerDraft(
-            shopify_customer_id=optional_int(raw_customer.get("id"), "customer.id"),
-            email=_text(raw_customer.get("email")),
-            first_name=_text(raw_customer.get("first_name")),
-            last_name=_text(raw_customer.get("last_name")),
-            phone=_text(raw_customer.get("phone")),
+            shopify_customer_id=optional_int(raw_customer.get("id"), "customer.id", minimum=1),
+            email=_email(raw_customer.get("email")),
+            first_name=_text(raw_customer.get("first_name"), 255),
+            last_name=_text(raw_customer.get("last_name"), 255),
+            phone=_text(raw_customer.get("phone"), 64),
         )
-    name = _text(payload.get("name")) or f"#{payload.get('order_number') or order_id}"
+    order_number = optional_int(payload.get("order_number"), "order_number")
+    name = _text(payload.get("name"), 255) or f"#{order_number or order_id}"
     return OrderDraft(
         source="shopify",
         name=name,
@@ -255,18 +279,61 @@ def from_shopify(payload: dict[str, Any]) -> OrderDraft:
         total_discounts=money(payload.get("total_discounts"), "total_discounts"),
         total_price=money(payload.get("total_price"), "total_price"),
         lines=lines,
-        financial_status=_text(payload.get("financial_status")),
-        email=_text(payload.get("email")) or _text(payload.get("contact_email")),
+        financial_status=_text(payload.get("financial_status"), 32),
+        email=_email(payload.get("email")) or _email(payload.get("contact_email")),
         customer=customer,
         shipping_address=address(payload.get("shipping_address"), "shipping_address"),
         billing_address=address(payload.get("billing_address"), "billing_address"),
-        shipping_method=_text(shipping_lines[0].get("title")) if shipping_lines else None,
+        shipping_method=_text(shipping_lines[0].get("title"), 255) if shipping_lines else None,
         note=_text(payload.get("note")),
         shopify_order_id=order_id,
-        shopify_gid=_text(payload.get("admin_graphql_api_id")) or f"gid://shopify/Order/{order_id}",
-        order_number=optional_int(payload.get("order_number"), "order_number"),
+        shopify_gid=_text(payload.get("admin_graphql_api_id"), 255)
+        or f"gid://shopify/Order/{order_id}",
+        order_number=order_number,
         placed_at=timestamp(payload.get("created_at"), "created_at"),
         source_updated_at=timestamp(payload.get("updated_at"), "updated_at"),
         cancelled_at=timestamp(payload.get("cancelled_at"), "cancelled_at"),
         stripe_payment_reference=_stripe_reference(payload),
     )
+
+
+def _shopify_line(i: int, item: Any) -> LineDraft:
+    where = f"line_items[{i}]"
+    if not isinstance(item, dict):
+        raise PayloadError(where, "must be an object")
+    # ``quantity`` stays what was ordered; ``current_quantity`` (Admin API 2024-01+) is what is
+    # left after order edits removed items: that is what must be shipped.
+    key = "current_quantity" if item.get("current_quantity") is not None else "quantity"
+    qty = optional_int(item.get(key), f"{where}.{key}", minimum=0, maximum=MAX_QUANTITY)
+    if qty is None:
+        raise PayloadError(f"{where}.quantity", "missing")
+    allocations = [a for a in _list(item.get("discount_allocations")) if isinstance(a, dict)]
+    discount = sum(
+        (
+            money(a.get("amount"), f"{where}.discount_allocations[{j}].amount")
+            for j, a in enumerate(allocations)
+        ),
+        Decimal("0"),
+    ) or money(item.get("total_discount"), f"{where}.total_discount")
+    requires_shipping = item.get("requires_shipping")
+    return LineDraft(
+        title=_text(item.get("title"), 512) or _text(item.get("name"), 512) or "(untitled)",
+        quantity=qty,
+        price=money(item.get("price"), f"{where}.price"),
+        sku=_text(item.get("sku"), 255),
+        variant_id=optional_int(item.get("variant_id"), f"{where}.variant_id", minimum=1),
+        product_id=optional_int(item.get("product_id"), f"{where}.product_id", minimum=1),
+        variant_title=_text(item.get("variant_title"), 512),
+        shopify_line_id=optional_int(item.get("id"), f"{where}.id", minimum=1),
+        total_discount=discount,
+        # Absent or null: a physical product (Shopify's default); only an explicit false is not.
+        requires_shipping=requires_shipping is None or bool(requires_shipping),
+    )
+
+
+def _email(value: Any) -> str | None:
+    """An email as given, or None when it cannot be one (no ``@``, longer than RFC 5321 allows)."""
+    text = _text(value)
+    if text is None or "@" not in text or len(text) > 320:
+        return None
+    return text

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -61,6 +61,21 @@ def set_status(
         f"{previous} -> {status}" + (f": {reason}" if reason else ""),
         previous=previous,
         **data,
+    )
+
+
+async def resolve_exceptions(
+    session: AsyncSession, order: Order, kinds: tuple[str, ...] | None = None
+) -> None:
+    """Close the order's open exceptions-queue entries (of ``kinds``, or all): the problem they
+    describe is gone (fixed by an update, or the order was cancelled)."""
+    stmt = update(ExceptionCase).where(
+        ExceptionCase.order_id == order.id, ExceptionCase.resolved_at.is_(None)
+    )
+    if kinds is not None:
+        stmt = stmt.where(ExceptionCase.kind.in_(kinds))
+    await session.execute(
+        stmt.values(resolved_at=utcnow()), execution_options={"synchronize_session": False}
     )
 
 
@@ -124,8 +139,12 @@ def _line(order: Order, position: int, d: LineDraft) -> OrderLine:
 
 
 async def find_existing(
-    session: AsyncSession, merchant_id: uuid.UUID, draft: OrderDraft
+    session: AsyncSession, merchant_id: uuid.UUID, draft: OrderDraft, *, lock: bool = False
 ) -> Order | None:
+    """The order this draft is about, with its lines. ``lock`` (before changing it) takes the
+    row lock on PostgreSQL, so an update or a cancellation and a validation of the same order
+    run one after the other instead of overwriting each other's decision. (SQLite transactions
+    begin IMMEDIATE: writers are already serialised.)"""
     query = select(Order).where(Order.merchant_id == merchant_id)
     if draft.shopify_order_id is not None:
         query = query.where(Order.shopify_order_id == draft.shopify_order_id)
@@ -133,6 +152,8 @@ async def find_existing(
         query = query.where(Order.external_ref == draft.external_ref)
     else:
         return None
+    if lock and session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(of=Order)
     order: Order | None = await session.scalar(query.options(selectinload(Order.lines)))
     return order
 
@@ -187,7 +208,7 @@ async def create_order(session: AsyncSession, merchant_id: uuid.UUID, draft: Ord
             session.add(order)
             await session.flush()
     except IntegrityError:
-        existing = await find_existing(session, merchant_id, draft)
+        existing = await find_existing(session, merchant_id, draft, lock=True)
         if existing is None:
             raise
         return Intake(existing, False)
@@ -205,7 +226,13 @@ async def create_order(session: AsyncSession, merchant_id: uuid.UUID, draft: Ord
         lines=len(draft.lines),
     )
     if status == OrderStatus.CANCELLED:
-        record(session, order, "status.cancelled", "order arrived already cancelled")
+        record(
+            session,
+            order,
+            "status.cancelled",
+            f"{OrderStatus.RECEIVED} -> {OrderStatus.CANCELLED}: order arrived already cancelled",
+            previous=None,
+        )
     else:
         await enqueue(session, VALIDATE_ACTOR, order.id)
     await session.flush()
@@ -244,17 +271,15 @@ async def apply_update(session: AsyncSession, order: Order, draft: OrderDraft) -
     A replay older than what we hold never overwrites it. Changes to an order not yet handed to
     suppliers are applied and the order is validated again; later, they are recorded for a person.
     """
-    if (
-        draft.source_updated_at is not None
-        and order.source_updated_at is not None
-        and draft.source_updated_at <= order.source_updated_at
-    ):
+    if is_stale(order, draft):
         return "stale"
-    if draft.cancelled_at is not None and order.status != OrderStatus.CANCELLED:
-        order.source_updated_at = draft.source_updated_at
+    order.source_updated_at = draft.source_updated_at or order.source_updated_at
+    if order.status == OrderStatus.CANCELLED:
+        # Cancelled is final (Shopify cannot un-cancel); later edits concern nobody.
+        return "ignored: order cancelled"
+    if draft.cancelled_at is not None:
         return await cancel_order(session, order, reason="cancelled in Shopify")
     changes = _changed_fields(order, draft)
-    order.source_updated_at = draft.source_updated_at or order.source_updated_at
     if not changes:
         return "unchanged"
     names = sorted(changes)
@@ -294,6 +319,16 @@ async def apply_update(session: AsyncSession, order: Order, draft: OrderDraft) -
     return "updated"
 
 
+def is_stale(order: Order, draft: OrderDraft) -> bool:
+    """The draft is not newer than what the order already holds (a retry replaying an old
+    payload, or webhooks arriving out of order): it must not overwrite anything."""
+    return (
+        draft.source_updated_at is not None
+        and order.source_updated_at is not None
+        and draft.source_updated_at <= order.source_updated_at
+    )
+
+
 async def cancel_order(session: AsyncSession, order: Order, *, reason: str) -> str:
     """Cancel an order still in intake; once routed, record the request for the cancellation
     flow (suppliers must be asked first)."""
@@ -302,6 +337,8 @@ async def cancel_order(session: AsyncSession, order: Order, *, reason: str) -> s
     if order.status in OrderStatus.UNROUTED:
         order.cancelled_at = utcnow()
         set_status(session, order, OrderStatus.CANCELLED, reason)
+        # Whatever was waiting for a person about this order (an address to fix...) is moot.
+        await resolve_exceptions(session, order)
         await session.flush()
         return "cancelled"
     if order.cancel_requested_at is None:
@@ -329,7 +366,10 @@ __all__ = [
     "apply_update",
     "cancel_order",
     "create_order",
+    "find_existing",
     "get_order",
+    "is_stale",
     "record",
+    "resolve_exceptions",
     "set_status",
 ]

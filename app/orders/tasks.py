@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from app.jobs.outbox import enqueue
 from app.merchants.models import Merchant
 from app.orders.models import Order, OrderStatus
 from app.orders.validation import validate
@@ -27,5 +29,15 @@ async def validate_order(ctx: TaskContext, order_id: str) -> None:
         if order is None or order.status != OrderStatus.RECEIVED:
             return
         merchant = await session.get(Merchant, order.merchant_id)
-        verdict = await validate(session, order, merchant.settings if merchant else {})
+        settings = merchant.settings if merchant else {}
+        verdict = await validate(session, order, settings)
         log.info("order.validated", order_id=order_id, status=verdict.status)
+        if verdict.status == OrderStatus.READY_TO_ROUTE and auto_route(settings):
+            await enqueue(session, "order.route", order.id)
+
+
+def auto_route(settings: dict[str, Any] | None) -> bool:
+    """Valid orders go to suppliers at once unless the merchant turned that off (then they wait
+    in ``ready_to_route`` for a manual reroute)."""
+    routing = (settings or {}).get("routing") or {}
+    return bool(routing.get("auto_route", True)) if isinstance(routing, dict) else True

@@ -16,11 +16,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.orders.models import Order, OrderStatus
-from app.orders.service import open_exception, record, set_status
+from app.orders.service import open_exception, record, resolve_exceptions, set_status
 from app.suppliers.models import Supplier, SupplierProduct
 
 #: Financial statuses that let an order proceed unless the merchant says otherwise.
 DEFAULT_ROUTABLE_PAYMENT = ("paid", "authorized")
+#: The exceptions-queue kind for an order that failed validation.
+VALIDATION_FAILED = "validation_failed"
 #: Countries whose addresses have no postal code.
 _NO_POSTCODE_LIST = (
     "AE AG AO AW BF BI BJ BO BS BW BZ CD CF CG CI CK CM DJ DM ER FJ GA GD GH GM GQ GY HK HM JM "
@@ -94,9 +96,24 @@ async def unknown_skus(session: AsyncSession, order: Order) -> list[str]:
     return problems
 
 
+def routable_statuses(settings: dict[str, Any]) -> tuple[str, ...]:
+    """The merchant's ``routable_financial_statuses`` (a list, or one status as a string)."""
+    value = settings.get("routable_financial_statuses")
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or not value:
+        return DEFAULT_ROUTABLE_PAYMENT
+    return tuple(str(v) for v in value)
+
+
 async def validate(session: AsyncSession, order: Order, settings: dict[str, Any]) -> Verdict:
-    """Run every check, record each outcome and move the order to its next status."""
-    routable = tuple(settings.get("routable_financial_statuses") or DEFAULT_ROUTABLE_PAYMENT)
+    """Run every check, record each outcome and move the order to its next status.
+
+    An earlier failed validation's exceptions-queue entry is closed first: it described the
+    order as it was; if the problem is still there a new entry says so.
+    """
+    await resolve_exceptions(session, order, (VALIDATION_FAILED,))
+    routable = routable_statuses(settings)
     payment = check_payment(order.financial_status, routable)
     record(
         session,
@@ -116,6 +133,8 @@ async def validate(session: AsyncSession, order: Order, settings: dict[str, Any]
         ok=not address,
     )
     skus = await unknown_skus(session, order)
+    if not [ln for ln in order.lines if ln.quantity > 0]:
+        skus.append("order has no lines to fulfil")
     record(
         session,
         order,
@@ -123,14 +142,12 @@ async def validate(session: AsyncSession, order: Order, settings: dict[str, Any]
         "; ".join(skus) or "every SKU is in the catalog",
         ok=not skus,
     )
-    if not [ln for ln in order.lines if ln.quantity > 0]:
-        skus.append("order has no lines to fulfil")
 
     problems = address + skus
     if problems:
         reason = "; ".join(problems + ([payment] if payment else []))
         set_status(session, order, OrderStatus.NEEDS_ATTENTION, reason)
-        open_exception(session, order, "validation_failed", reason, problems=problems)
+        open_exception(session, order, VALIDATION_FAILED, reason, problems=problems)
         return Verdict(OrderStatus.NEEDS_ATTENTION, problems)
     if payment:
         set_status(session, order, OrderStatus.ON_HOLD, payment)

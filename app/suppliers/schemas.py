@@ -60,7 +60,7 @@ class ProductIn(msgspec.Struct, forbid_unknown_fields=True):
     supplier_sku: str | None = None
     stock: Annotated[int, Meta(ge=0)] = 0
     lead_time_days: Annotated[int, Meta(ge=0)] = 0
-    ships_to: list[str] = ["*"]
+    ships_to: list[str] = msgspec.field(default_factory=lambda: ["*"])
     priority: Annotated[int, Meta(ge=1)] = 1
 
 

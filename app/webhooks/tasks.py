@@ -21,12 +21,16 @@ from app.merchants.models import Merchant, MerchantStatus
 from app.merchants.service import deactivate
 from app.orders import privacy
 from app.orders.drafts import PayloadError, from_shopify
+from app.orders.models import ExceptionCase
 from app.orders.service import apply_update, cancel_order, create_order, find_existing
 from app.webhooks import topics
 from app.webhooks.models import WebhookDelivery
 from workers.registry import TaskContext, task
 
 log = structlog.get_logger(__name__)
+
+_ORDER_TOPICS = frozenset({topics.ORDERS_CREATE, topics.ORDERS_UPDATED, topics.ORDERS_CANCELLED})
+_REDACTION_TOPICS = frozenset({topics.CUSTOMERS_REDACT, topics.SHOP_REDACT})
 
 
 @task("webhook.process")
@@ -38,21 +42,49 @@ async def process_delivery(ctx: TaskContext, delivery_id: str) -> None:
         delivery = await session.scalar(query)
         if delivery is None or delivery.processed_at is not None:
             return
-        merchant = (
-            await session.get(Merchant, delivery.merchant_id) if delivery.merchant_id else None
-        )
+        # Plain values: a rolled-back savepoint below expires the ORM objects it touched.
+        topic, body, merchant_id = delivery.topic, delivery.payload, delivery.merchant_id
+        merchant = await session.get(Merchant, merchant_id) if merchant_id else None
         try:
-            payload = json.loads(delivery.payload, parse_float=Decimal)
-            outcome = await _handle(session, merchant, delivery.topic, payload)
-        except PayloadError as exc:
+            payload = json.loads(body, parse_float=Decimal)
+            async with session.begin_nested():  # a rejection leaves no half-done changes
+                outcome = await _handle(session, merchant, topic, payload)
+        except (PayloadError, ValueError, RecursionError) as exc:
+            # Not retryable: the same body fails the same way. Keep the reason, and tell a person
+            # when an order is at stake (Shopify got its 200 and will not send it again).
             outcome = f"rejected: {exc}"
-            log.warning("webhook.rejected", topic=delivery.topic, error=str(exc))
+            log.warning("webhook.rejected", topic=topic, error=str(exc))
+            if merchant is not None and merchant_id is not None and topic in _ORDER_TOPICS:
+                session.add(
+                    ExceptionCase(
+                        merchant_id=merchant_id,
+                        kind="webhook_rejected",
+                        reason=f"Shopify {topic} webhook could not be used: {exc}",
+                        data={
+                            "delivery_id": delivery_id,
+                            "topic": topic,
+                            "field": getattr(exc, "field", None),
+                            "shopify_order_id": _raw_order_id(body),
+                        },
+                    )
+                )
+        done: dict[str, Any] = {"processed_at": utcnow(), "outcome": outcome[:255]}
+        if topic in _REDACTION_TOPICS:  # the request itself names the customer
+            done["payload"] = privacy.REDACTED_BODY
         await session.execute(
             update(WebhookDelivery)
-            .where(WebhookDelivery.id == delivery.id)
-            .values(processed_at=utcnow(), outcome=outcome[:255])
+            .where(WebhookDelivery.id == uuid.UUID(delivery_id))
+            .values(**done)
         )
-        log.info("webhook.processed", topic=delivery.topic, outcome=outcome)
+        log.info("webhook.processed", topic=topic, outcome=outcome)
+
+
+def _raw_order_id(body: str) -> str | None:
+    try:
+        value = json.loads(body).get("id")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return str(value)[:32] if isinstance(value, int | str) else None
 
 
 async def _handle(
@@ -61,10 +93,7 @@ async def _handle(
     if merchant is None:
         return "ignored: merchant deleted"
     if topic == topics.APP_UNINSTALLED:
-        if merchant.status == MerchantStatus.ACTIVE:
-            await deactivate(session, merchant)
-            return "merchant deactivated"
-        return "already inactive"
+        return "merchant deactivated" if await deactivate(session, merchant) else "already inactive"
     if topic == topics.CUSTOMERS_DATA_REQUEST:
         return await privacy.data_request(session, merchant.id, payload)
     if topic == topics.CUSTOMERS_REDACT:
@@ -79,31 +108,34 @@ async def _handle(
         intake = await create_order(session, merchant.id, draft)
         if intake.created:
             return f"order {intake.order.id} created"
-        # A second orders/create for the same order (a retry with another webhook id, or a
-        # create that arrived after an update): treat it as an update, which ignores old data.
-        return f"order {intake.order.id} exists: " + await apply_update(
-            session, intake.order, draft
-        )
+        # A second orders/create for the same order (another subscription, a retry with a new
+        # webhook id, or a create arriving after an update or a cancellation already made the
+        # order) changes nothing: it can only hold data as old as, or older than, ours.
+        return f"order {intake.order.id} exists: unchanged"
     if topic == topics.ORDERS_UPDATED:
-        existing = await find_existing(session, merchant.id, draft)
+        existing = await find_existing(session, merchant.id, draft, lock=True)
         if existing is None:  # the create was never seen (e.g. order placed before install)
             intake = await create_order(session, merchant.id, draft)
-            return f"order {intake.order.id} created from update"
+            if intake.created:
+                return f"order {intake.order.id} created from update"
+            existing = intake.order  # created concurrently by another delivery
         return f"order {existing.id}: " + await apply_update(session, existing, draft)
     if topic == topics.ORDERS_CANCELLED:
-        existing = await find_existing(session, merchant.id, draft)
+        existing = await find_existing(session, merchant.id, draft, lock=True)
         if existing is None:
             if draft.cancelled_at is None:
                 draft.cancelled_at = utcnow()
             intake = await create_order(session, merchant.id, draft)
-            return f"order {intake.order.id} recorded as cancelled"
-        if (
-            draft.source_updated_at is not None
-            and existing.source_updated_at is not None
-            and draft.source_updated_at < existing.source_updated_at
+            if intake.created:
+                return f"order {intake.order.id} recorded as cancelled"
+            existing = intake.order
+        # A cancellation is final in Shopify, so even a replay older than the data we hold
+        # stands; it just never moves ``source_updated_at`` backwards.
+        if draft.source_updated_at is not None and (
+            existing.source_updated_at is None
+            or draft.source_updated_at > existing.source_updated_at
         ):
-            return f"order {existing.id}: stale"
-        existing.source_updated_at = draft.source_updated_at or existing.source_updated_at
+            existing.source_updated_at = draft.source_updated_at
         return f"order {existing.id}: " + await cancel_order(
             session, existing, reason="cancelled in Shopify"
         )
