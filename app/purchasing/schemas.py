@@ -75,7 +75,7 @@ class TrackingEventIn(msgspec.Struct, forbid_unknown_fields=True):
 class InventoryRow(msgspec.Struct, forbid_unknown_fields=True):
     sku: Annotated[str, Meta(min_length=1)]
     quantity: Annotated[int, Meta(ge=0)]
-    unit_cost: Annotated[Decimal, Meta(ge=0)] | None = None
+    unit_cost: Decimal | None = None
 
 
 class InventoryReport(msgspec.Struct):

@@ -288,6 +288,9 @@ class SupplierApiController(Controller):
         }
         unknown: list[str] = []
         updates: list[dict[str, Any]] = []
+        for i, row in enumerate(data):
+            if row.unit_cost is not None and (not row.unit_cost.is_finite() or row.unit_cost < 0):
+                raise ClientException(f"[{i}].unit_cost: must be a non-negative amount")
         for row in data:
             pid = products.get(row.sku)
             if pid is None:

@@ -55,7 +55,7 @@ class SupplierCreated(msgspec.Struct):
 class ProductIn(msgspec.Struct, forbid_unknown_fields=True):
     supplier_id: uuid.UUID
     sku: Annotated[str, Meta(min_length=1, max_length=255)]
-    unit_cost: Annotated[Decimal, Meta(ge=0)]
+    unit_cost: Decimal
     currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")]
     supplier_sku: str | None = None
     stock: Annotated[int, Meta(ge=0)] = 0
