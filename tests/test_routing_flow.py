@@ -73,13 +73,13 @@ async def purchase_orders(
 
 
 async def wait_pos(
-    client: Client, shop: MerchantHandle, predicate: Any, timeout: float = 20
+    client: Client, shop: MerchantHandle, predicate: Any, wait: float = 20
 ) -> list[dict[str, Any]]:
     async def probe() -> list[dict[str, Any]] | None:
         pos = await purchase_orders(client, shop)
         return pos if predicate(pos) else None
 
-    return await eventually(probe, timeout=timeout)
+    return await eventually(probe, timeout=wait)
 
 
 def two_line_order() -> dict[str, Any]:
@@ -348,8 +348,9 @@ class TestRejectionAndFailure:
     ) -> None:
         """The supplier took the order, then our worker died before recording it: the retry
         sends the same idempotency key and the supplier answers with the order it has."""
-        import app.purchasing.service as po_service
         from sqlalchemy.exc import OperationalError
+
+        import app.purchasing.service as po_service
 
         real = po_service.transition
         crashed = []
