@@ -530,3 +530,48 @@ class TestMerchantRoutingTools:
         )
         assert bad.status_code == 400
         assert "config.base_url" in bad.json()["detail"]
+
+
+class TestRecovery:
+    async def test_lost_placement_job_is_recovered_by_the_sweeper(
+        self,
+        client: Client,
+        shop: MerchantHandle,
+        sim: SupplierSim,
+        suppliers: dict[str, Any],
+        db: Database,
+        settings: Any,
+    ) -> None:
+        from workers.maintenance import sweep
+        from workers.registry import TaskContext
+
+        broker = client.app.state.workers.broker
+        real = broker.enqueue
+        lost: list[Any] = []
+
+        def swallow(message: Any, **kwargs: Any) -> Any:
+            if message.actor_name == "purchase_order.place":
+                lost.append(message)
+                return message
+            return real(message, **kwargs)
+
+        broker.enqueue = swallow
+        try:
+            await import_catalog(client, shop, ["IPOD2008GREEN,RestCo,RC-GREEN,80.00,USD,10,3,*,1"])
+            await send_order(client, line_items=[order_payload()["line_items"][0]])
+
+            async def lost_one() -> bool:
+                return bool(lost)
+
+            await eventually(lost_one)
+        finally:
+            broker.enqueue = real
+        [po] = await purchase_orders(client, shop)
+        assert po["status"] == "pending"
+        assert sim.orders == {}
+
+        ctx = TaskContext(settings=settings, db=db, box=client.app.state.services.box)
+        await sweep(ctx, 0)
+        client.app.state.workers.relay.wake()
+        [po] = await wait_pos(client, shop, lambda p: p[0]["status"] == "accepted")
+        assert len(sim.orders) == 1

@@ -10,16 +10,22 @@ from __future__ import annotations
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from app.db import utcnow
 from app.jobs.models import PeriodicRun
 from app.jobs.outbox import enqueue
+from app.merchants.models import Merchant
 from app.orders.models import Order, OrderStatus
+from app.orders.tasks import auto_route
+from app.purchasing.models import POStatus, PurchaseOrder
 from app.webhooks.models import WebhookDelivery
 from workers.registry import TaskContext, task
 
 log = structlog.get_logger(__name__)
+
+#: Days a handled webhook keeps its raw body (ids are kept for redelivery detection).
+PAYLOAD_RETENTION_DAYS = 30
 
 
 @task("maintenance.sweep", max_retries=0)
@@ -46,9 +52,49 @@ async def sweep(ctx: TaskContext, older_than: int | None = None) -> None:
         ).all()
         for order_id in orders:
             await enqueue(session, "order.validate", order_id)
+        to_route = (
+            await session.execute(
+                select(Order.id, Merchant.settings)
+                .join(Merchant, Merchant.id == Order.merchant_id)
+                .where(
+                    Order.status == OrderStatus.READY_TO_ROUTE,
+                    Order.updated_at < cutoff,
+                    Merchant.status == "active",
+                )
+                .limit(5000)
+            )
+        ).all()
+        routable = [oid for oid, settings in to_route if auto_route(settings)]
+        for order_id in routable:
+            await enqueue(session, "order.route", order_id)
+        # A placement whose worker died mid-call: placing again is safe (idempotency key).
+        pending = (
+            await session.scalars(
+                select(PurchaseOrder.id)
+                .where(PurchaseOrder.status == POStatus.PENDING, PurchaseOrder.updated_at < cutoff)
+                .limit(5000)
+            )
+        ).all()
+        for po_id in pending:
+            await enqueue(session, "purchase_order.place", po_id)
+        # Raw bodies hold customer data: keep the ids (redelivery detection) and drop the
+        # bodies of deliveries handled long ago.
+        await session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.processed_at < utcnow() - timedelta(days=PAYLOAD_RETENTION_DAYS),
+                WebhookDelivery.payload != "",
+            )
+            .values(payload="")
+        )
         await session.execute(
             delete(PeriodicRun).where(PeriodicRun.created_at < utcnow() - timedelta(days=2))
         )
-    result = {"webhooks": len(deliveries), "orders": len(orders)}
+    result = {
+        "webhooks": len(deliveries),
+        "orders": len(orders),
+        "routing": len(routable),
+        "placements": len(pending),
+    }
     if deliveries or orders:
         log.info("maintenance.sweep", **result)
