@@ -94,3 +94,62 @@ def test_worker_without_redis_explains_the_embedded_mode(tmp_path: Path) -> None
     result = CliRunner().invoke(main, ["worker"], env=_env(tmp_path))
     assert result.exit_code != 0
     assert "DROPSHIP_REDIS_URL" in result.output
+
+
+def test_supplier_create_prints_a_key_once_and_checks_its_input(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = _env(tmp_path)
+    runner.invoke(main, ["migrate"], env=env)
+    runner.invoke(
+        main, ["merchant", "create", "--shop", "s.myshopify.com", "--email", "o@x.io"], env=env
+    )
+    ok = runner.invoke(
+        main,
+        [
+            "supplier",
+            "create",
+            "--merchant",
+            "s.myshopify.com",
+            "--name",
+            "Acme Supply",
+            "--connector",
+            "rest_json",
+            "--config",
+            '{"base_url": "https://api.acme.example", "auth_value": "Bearer k"}',
+        ],
+        env=env,
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "supplier 'Acme Supply' (rest_json) created" in ok.output
+    assert ok.output.split("supplier): ")[1].strip().startswith("dss_")
+    secret_free = (tmp_path / "cli.db").read_bytes()
+    assert b"Bearer k" not in secret_free  # connector settings are encrypted at rest
+
+    for args, message in (
+        (["--connector", "telepathy"], "unknown kind"),
+        (["--connector", "rest_json", "--config", "{}"], "config.base_url"),
+        (["--connector", "portal", "--config", "[1]"], "JSON object"),
+    ):
+        bad = runner.invoke(
+            main,
+            ["supplier", "create", "--merchant", "s.myshopify.com", "--name", "X", *args],
+            env=env,
+        )
+        assert bad.exit_code != 0
+        assert message in bad.output
+    unknown = runner.invoke(
+        main,
+        [
+            "supplier",
+            "create",
+            "--merchant",
+            "nope.myshopify.com",
+            "--name",
+            "X",
+            "--connector",
+            "portal",
+        ],
+        env=env,
+    )
+    assert unknown.exit_code != 0
+    assert "dropship merchant create" in unknown.output

@@ -575,3 +575,83 @@ class TestRecovery:
         client.app.state.workers.relay.wake()
         [po] = await wait_pos(client, shop, lambda p: p[0]["status"] == "accepted")
         assert len(sim.orders) == 1
+
+
+class TestMerchantControls:
+    async def test_routing_settings_round_trip_and_validation(
+        self, client: Client, shop: MerchantHandle
+    ) -> None:
+        r = await client.get("/api/v1/routing/settings", headers=shop.headers)
+        assert r.json() == {"auto_route": True, "consolidation_tolerance": "0.05"}
+        r = await client.put(
+            "/api/v1/routing/settings",
+            json={"auto_route": False, "consolidation_tolerance": "0.10"},
+            headers=shop.headers,
+        )
+        assert r.status_code == 200, r.text
+        again = await client.get("/api/v1/routing/settings", headers=shop.headers)
+        assert again.json() == {"auto_route": False, "consolidation_tolerance": "0.10"}
+        bad = await client.put(
+            "/api/v1/routing/settings",
+            json={"auto_route": True, "consolidation_tolerance": "2"},
+            headers=shop.headers,
+        )
+        assert bad.status_code == 400
+        assert "consolidation_tolerance" in bad.json()["detail"]
+
+    async def test_manual_reroute_after_the_catalog_is_fixed(
+        self, client: Client, shop: MerchantHandle, sim: SupplierSim, suppliers: dict[str, Any]
+    ) -> None:
+        # The only offer does not ship to the US: the order waits in the exceptions queue.
+        await import_catalog(client, shop, ["IPOD2008RED,PortalCo,PC-RED,70.00,USD,5,4,DE,1"])
+        await send_order(client, line_items=[order_payload()["line_items"][1]])
+
+        async def stuck() -> dict[str, Any] | None:
+            items = (await client.get("/api/v1/orders", headers=shop.headers)).json()["items"]
+            return items[0] if items and items[0]["status"] == "needs_attention" else None
+
+        order = await eventually(stuck)
+        await import_catalog(client, shop, ["IPOD2008RED,PortalCo,PC-RED,70.00,USD,5,4,*,1"])
+        r = await client.post(
+            f"/api/v1/orders/{order['id']}/reroute",
+            json={"reason": "catalog fixed"},
+            headers=shop.headers,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "routed"
+        [po] = await wait_pos(client, shop, lambda p: len(p) == 1 and p[0]["status"] == "placed")
+        assert po["order_id"] == order["id"]
+        nothing_left = await client.post(
+            f"/api/v1/orders/{order['id']}/reroute", json={}, headers=shop.headers
+        )
+        assert nothing_left.status_code == 409
+
+    async def test_supplier_rate_limit_spaces_placements(
+        self, client: Client, shop: MerchantHandle, sim: SupplierSim
+    ) -> None:
+        await create_supplier(
+            client,
+            shop,
+            name="SlowCo",
+            connector="rest_json",
+            config=rest_config(),
+            rate_limit_per_second=1,
+            max_concurrency=1,
+        )
+        await import_catalog(client, shop, ["IPOD2008GREEN,SlowCo,S-G,80.00,USD,10,3,*,1"])
+        for i in range(3):
+            await send_order(
+                client,
+                id=7000 + i,
+                name=f"#{7000 + i}",
+                line_items=[order_payload()["line_items"][0]],
+            )
+        await wait_pos(
+            client,
+            shop,
+            lambda p: len(p) == 3 and all(x["status"] == "accepted" for x in p),
+            wait=30,
+        )
+        assert len(sim.orders) == 3
+        # One per second at most: three placements span at least two window boundaries.
+        assert sim.times[-1] - sim.times[0] >= 1.0

@@ -4,10 +4,11 @@ dead-letter view."""
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, delete, get, patch, post
+from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ClientException, HTTPException, NotFoundException
 from litestar.params import FromPath, FromQuery, JSONBody
@@ -78,6 +79,15 @@ class RerouteIn(msgspec.Struct, forbid_unknown_fields=True):
     lines: list[uuid.UUID] = []
 
 
+class RoutingSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """``auto_route``: send valid orders to suppliers at once (else they wait in
+    ``ready_to_route``). ``consolidation_tolerance``: how much more (0.05 = 5 %) the merchant
+    accepts to pay for fewer suppliers per order."""
+
+    auto_route: bool = True
+    consolidation_tolerance: Decimal = routing.DEFAULT_TOLERANCE
+
+
 def rule_out(r: RoutingRule) -> RuleOut:
     return RuleOut(
         id=r.id,
@@ -123,6 +133,34 @@ class RoutingController(Controller):
     path = "/api/v1/routing"
     tags = ["routing"]
     dependencies = {"merchant": Provide(provide_merchant)}
+
+    @get("/settings", summary="Routing settings: auto-routing and consolidation tolerance")
+    async def get_settings(self, merchant: NamedDependency[Merchant]) -> RoutingSettings:
+        raw = (merchant.settings or {}).get("routing") or {}
+        return RoutingSettings(
+            auto_route=bool(raw.get("auto_route", True)),
+            consolidation_tolerance=routing.tolerance_of(merchant),
+        )
+
+    @put("/settings", summary="Change routing settings")
+    async def put_settings(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        merchant: NamedDependency[Merchant],
+        data: JSONBody[RoutingSettings],
+    ) -> RoutingSettings:
+        tolerance = data.consolidation_tolerance
+        if not tolerance.is_finite() or not Decimal("0") <= tolerance <= Decimal("1"):
+            raise ClientException("consolidation_tolerance: between 0 and 1 (0.05 = 5 %)")
+        settings = dict(merchant.settings or {})
+        settings["routing"] = {
+            **(settings.get("routing") or {}),
+            "auto_route": data.auto_route,
+            "consolidation_tolerance": str(tolerance),
+        }
+        merchant.settings = settings
+        await db_session.flush()
+        return data
 
     @get("/rules", summary="Routing rules, in the order they are tried")
     async def list_rules(

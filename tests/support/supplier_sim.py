@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ BASE_URL = "http://supplier.test/api"
 class SupplierSim:
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[httpx.Request] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
     #: Responses to give before behaving normally, e.g. [503, 503]; a callable may raise.
     script: list[int | Callable[[], None]] = field(default_factory=list)
     status: str = "accepted"
@@ -25,6 +27,7 @@ class SupplierSim:
 
     def place(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
+        self.times.append(time.monotonic())
         if self.script:
             step = self.script.pop(0)
             if callable(step):
