@@ -259,7 +259,8 @@ class TestDatabaseOutage:
         async def broken(batch: Any) -> Any:
             raise OperationalError("INSERT", {}, Exception("database is down"))
 
-        monkeypatch.setattr(writer, "_write", broken)
+        monkeypatch.setattr(writer, "_write_sqlite", broken)
+        monkeypatch.setattr(writer, "_write_pg", lambda conn, batch: broken(batch))
         assert await send(client, 1) == [503]
         monkeypatch.undo()
         assert await scalar_count(db, WebhookDelivery) == 0

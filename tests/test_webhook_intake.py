@@ -246,3 +246,133 @@ class TestShopifyOrderCreate:
         )
         assert r.status_code == 400
         assert "JSON" in r.json()["detail"]
+
+
+class TestServerFastPath:
+    """``dropship serve`` answers webhooks through the ASGI fast path: same function, same
+    answers as the Litestar route, everything else passes through."""
+
+    async def test_same_answers_as_the_route(
+        self, settings: Any, merchant: MerchantHandle, db: Database
+    ) -> None:
+        from app.main import create_app
+        from app.webhooks.controllers import shopify_fast_path
+
+        app = create_app(settings, run_workers=True, configure_logs=False)
+        fast = shopify_fast_path(app, app.state.services)
+        # The test client drives lifespan and requests in the app's own event loop.
+        async with AsyncTestClient(fast, timeout=30) as http:  # type: ignore[arg-type]
+            body = json.dumps(order_payload()).encode()
+            headers = webhook_headers(body, secret=SHOPIFY_SECRET, webhook_id="f1")
+            first = await http.post("/webhooks/shopify", content=body, headers=headers)
+            again = await http.post("/webhooks/shopify", content=body, headers=headers)
+            assert (first.status_code, first.json()) == (200, {"status": "accepted"})
+            assert (again.status_code, again.json()) == (200, {"status": "duplicate"})
+
+            forged = await http.post("/webhooks/shopify", content=body + b" ", headers=headers)
+            assert forged.status_code == 401
+            assert forged.json()["status_code"] == 401
+
+            no_topic = dict(headers)
+            del no_topic["X-Shopify-Topic"]
+            r = await http.post("/webhooks/shopify", content=body, headers=no_topic)
+            assert r.status_code == 400
+            assert "X-Shopify-Topic" in r.json()["detail"]
+
+            passthrough = await http.get("/health/live")
+            assert passthrough.json() == {"status": "ok"}
+
+            async def stored() -> bool:
+                return await count(db, Order) == 1
+
+            await eventually(stored)
+        assert await count(db, WebhookDelivery) == 1
+
+
+class TestIngestWriter:
+    async def test_full_queue_answers_503_at_once(
+        self, client: Client, merchant: MerchantHandle, db: Database
+    ) -> None:
+        from app.webhooks.ingest import IncomingWebhook, IngestWriter, Overloaded
+
+        writer = IngestWriter(db, max_waiting=1, writers=1)
+        release = asyncio.Event()
+
+        async def slow(batch: Any, *args: Any) -> set[Any]:
+            await release.wait()
+            return {w.id for w in batch}
+
+        writer._write_sqlite = slow  # type: ignore[method-assign]
+        writer._write_pg = lambda conn, batch: slow(batch)  # type: ignore[method-assign]
+        writer._connect = _fake_connect  # type: ignore[method-assign]
+        await writer.start()
+        try:
+
+            def item(i: int) -> IncomingWebhook:
+                return IncomingWebhook("shopify", merchant.id, "orders/create", f"w{i}", None, "{}")  # type: ignore[arg-type]
+
+            first = asyncio.ensure_future(writer.submit(item(1)))  # taken by the writer
+            await asyncio.sleep(0.05)
+            second = asyncio.ensure_future(writer.submit(item(2)))  # waits in the queue
+            await asyncio.sleep(0.05)
+            with pytest.raises(Overloaded):
+                await writer.submit(item(3))
+            release.set()
+            assert await first is True
+            assert await second is True
+        finally:
+            await writer.stop()
+
+    async def test_overload_is_a_503_with_retry_after(
+        self, client: Client, merchant: MerchantHandle, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from app.webhooks.ingest import Overloaded
+
+        async def full(_: Any) -> bool:
+            raise Overloaded("4096 webhooks waiting")
+
+        monkeypatch.setattr(client.app.state.services.ingest, "submit", full)
+        r = await post_order(client, order_payload())
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "1"
+
+    @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+    async def test_redeliveries_in_concurrent_batches_do_not_deadlock(
+        self, settings: Any, merchant: MerchantHandle, db: Database
+    ) -> None:
+        """A delivery and its redelivery in two concurrent batches, in opposite orders, used to
+        deadlock on the unique indexes; batches are now inserted in key order."""
+        from app.webhooks.ingest import IncomingWebhook, IngestWriter
+
+        writer = IngestWriter(db)
+        conns = [await writer._connect(), await writer._connect()]
+        try:
+            for round_ in range(20):
+                ids = [f"r{round_}-{i}" for i in range(40)]
+
+                def batch(order: list[str]) -> list[IncomingWebhook]:
+                    return [
+                        IncomingWebhook("shopify", merchant.id, "orders/create", w, None, "{}")  # type: ignore[arg-type]
+                        for w in order
+                    ]
+
+                a, b = await asyncio.gather(
+                    writer._write_pg(conns[0], batch(ids)),
+                    writer._write_pg(conns[1], batch(list(reversed(ids)))),
+                )
+                assert len(a) + len(b) == 40
+        finally:
+            for c in conns:
+                await c.close()
+        assert await count(db, WebhookDelivery) == 800
+
+
+async def _fake_connect() -> Any:
+    class Conn:
+        def is_closed(self) -> bool:
+            return False
+
+        async def close(self) -> None:
+            return None
+
+    return Conn()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
 from dataclasses import dataclass
 
+import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -17,6 +19,7 @@ from app.security import hash_token, new_token
 
 _SHOP_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,60}\.myshopify\.com$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$|^[^@\s]+@localhost$")
+log = structlog.get_logger(__name__)
 MERCHANT_TOKEN_PREFIX = "dsm"  # noqa: S105 (a label, not a secret)
 
 
@@ -139,18 +142,39 @@ class MerchantDirectory:
         self.db = db
         self.ttl = ttl
         self._cache: dict[str, tuple[float, ShopEntry | None]] = {}
+        #: One database lookup per shop at a time; concurrent callers share it (single flight).
+        self._inflight: dict[str, asyncio.Future[ShopEntry | None]] = {}
 
     async def lookup(self, shop_domain: str) -> ShopEntry | None:
         now = time.monotonic()
         hit = self._cache.get(shop_domain)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        if hit is not None:
+            if hit[0] > now:
+                return hit[1]
+            if hit[1] is not None and hit[1].active:
+                # Stale but safe (see above): answer now, refresh in the background.
+                if shop_domain not in self._inflight:
+                    self._refresh(shop_domain).add_done_callback(_consume)
+                return hit[1]
+        pending = self._inflight.get(shop_domain)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        return await self._refresh(shop_domain)
+
+    def _refresh(self, shop_domain: str) -> asyncio.Future[ShopEntry | None]:
+        future: asyncio.Future[ShopEntry | None] = asyncio.ensure_future(self._load(shop_domain))
+        self._inflight[shop_domain] = future
+        future.add_done_callback(lambda _: self._inflight.pop(shop_domain, None))
+        return future
+
+    async def _load(self, shop_domain: str) -> ShopEntry | None:
         async with self.db.sessionmaker() as session:
             row = (
                 await session.execute(
                     select(Merchant.id, Merchant.status).where(Merchant.shop_domain == shop_domain)
                 )
             ).first()
+        now = time.monotonic()
         entry = None if row is None else ShopEntry(row[0], row[1] == MerchantStatus.ACTIVE)
         if entry is None:
             # Unknown shops are cached briefly too, so a flood of them cannot hammer the database.
@@ -163,3 +187,9 @@ class MerchantDirectory:
 
     def forget(self, shop_domain: str) -> None:
         self._cache.pop(shop_domain, None)
+
+
+def _consume(future: asyncio.Future[ShopEntry | None]) -> None:
+    """Background refreshes: a failure only means the stale entry stays a little longer."""
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("directory.refresh_failed", error=repr(future.exception()))

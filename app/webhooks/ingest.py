@@ -21,8 +21,9 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import insert, text
+from sqlalchemy import insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
 
 from app.db import Database, utcnow, uuid7
 from app.jobs.models import OutboxMessage
@@ -33,29 +34,37 @@ log = structlog.get_logger(__name__)
 
 PROCESS_ACTOR = "webhook.process"
 
-_PG_INGEST = text(
-    """
-    WITH incoming AS (
-        SELECT * FROM unnest(
-            CAST(:ids AS uuid[]), CAST(:sources AS text[]), CAST(:merchant_ids AS uuid[]),
-            CAST(:topics AS text[]), CAST(:webhook_ids AS text[]), CAST(:event_ids AS text[]),
-            CAST(:payloads AS text[]), CAST(:received AS timestamptz[])
-        ) AS t(id, source, merchant_id, topic, webhook_id, event_id, payload, received_at)
-    ), inserted AS (
-        INSERT INTO webhook_deliveries
-            (id, source, merchant_id, topic, webhook_id, event_id, payload, received_at)
-        SELECT id, source, merchant_id, topic, webhook_id, event_id, payload, received_at
-        FROM incoming
-        ON CONFLICT DO NOTHING
-        RETURNING id
-    ), jobs AS (
-        INSERT INTO outbox (id, actor, args, available_at, attempts, created_at)
-        SELECT gen_random_uuid(), :actor, jsonb_build_array(CAST(id AS text)), now(), 0, now()
-        FROM inserted
-    )
-    SELECT id FROM inserted
-    """
+#: One statement per batch, run outside an explicit transaction: PostgreSQL commits it (durably,
+#: with ``synchronous_commit`` on) before answering, so one round trip stores the batch. Rows are
+#: inserted in ``(source, webhook_id)`` order so two writers never take the same unique-index
+#: locks in opposite orders (a delivery and its redelivery in two concurrent batches deadlocked).
+PG_INGEST_SQL = """
+WITH incoming AS (
+    SELECT * FROM unnest(
+        $1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
+        $8::timestamptz[]
+    ) AS t(id, source, merchant_id, topic, webhook_id, event_id, payload, received_at)
+), inserted AS (
+    INSERT INTO webhook_deliveries
+        (id, source, merchant_id, topic, webhook_id, event_id, payload, received_at)
+    SELECT id, source, merchant_id, topic, webhook_id, event_id, payload, received_at
+    FROM incoming
+    ORDER BY source, webhook_id
+    ON CONFLICT DO NOTHING
+    RETURNING id
+), jobs AS (
+    INSERT INTO outbox (id, actor, args, available_at, attempts, created_at)
+    SELECT gen_random_uuid(), $9, jsonb_build_array(id::text), now(), 0, now()
+    FROM inserted
 )
+SELECT id FROM inserted
+"""
+#: SQLSTATEs worth one more try: the statement is idempotent (ON CONFLICT DO NOTHING).
+_RETRY_SQLSTATES = {"40P01", "40001"}
+
+
+class Overloaded(Exception):
+    """More webhooks are waiting than the writers can take: answer 503 now, not in 5 s."""
 
 
 @dataclass(slots=True)
@@ -71,13 +80,21 @@ class IncomingWebhook:
 
 
 class IngestWriter:
-    """Group-commit writer. ``await submit(w)`` returns True if stored, False if a duplicate."""
+    """Group-commit writer. ``await submit(w)`` returns True if stored, False if a duplicate.
 
-    def __init__(self, db: Database, *, max_batch: int = 256, writers: int = 2) -> None:
+    On PostgreSQL each writer task owns one raw asyncpg connection (no pool checkout, no
+    ping, no BEGIN/COMMIT round trips); on SQLite one writer uses the engine.
+    """
+
+    def __init__(
+        self, db: Database, *, max_batch: int = 256, writers: int = 2, max_waiting: int = 4096
+    ) -> None:
         self.db = db
         self.max_batch = max_batch
         self.writers = writers if db.dialect == "postgresql" else 1
-        self._queue: asyncio.Queue[tuple[IncomingWebhook, asyncio.Future[bool]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[IncomingWebhook, asyncio.Future[bool]]] = asyncio.Queue(
+            maxsize=max_waiting
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self.batches = 0
         self.rows = 0
@@ -99,47 +116,79 @@ class IngestWriter:
         if not self._tasks:
             raise RuntimeError("IngestWriter.start() was not called")
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        await self._queue.put((webhook, future))
+        try:
+            self._queue.put_nowait((webhook, future))
+        except asyncio.QueueFull:
+            raise Overloaded(f"{self._queue.qsize()} webhooks waiting to be stored") from None
         return await future
 
     async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                stored = await self._write([w for w, _ in batch])
-            except Exception as exc:
-                log.error("ingest.write_failed", error=repr(exc), batch=len(batch))
-                for _, fut in batch:
+        conn: Any = None
+        try:
+            while True:
+                batch = [await self._queue.get()]
+                while len(batch) < self.max_batch and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                try:
+                    if self.db.dialect == "postgresql":
+                        if conn is None or conn.is_closed():
+                            conn = await self._connect()
+                        stored = await self._write_pg(conn, [w for w, _ in batch])
+                    else:
+                        stored = await self._write_sqlite([w for w, _ in batch])
+                except Exception as exc:
+                    log.error("ingest.write_failed", error=repr(exc), batch=len(batch))
+                    if conn is not None:
+                        with contextlib.suppress(Exception):
+                            await conn.close()
+                        conn = None
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                self.batches += 1
+                self.rows += len(batch)
+                for w, fut in batch:
                     if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            self.batches += 1
-            self.rows += len(batch)
-            for w, fut in batch:
-                if not fut.done():
-                    fut.set_result(w.id in stored)
+                        fut.set_result(w.id in stored)
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
 
-    async def _write(self, batch: list[IncomingWebhook]) -> set[uuid.UUID]:
+    async def _connect(self) -> Any:
+        import asyncpg
+
+        url = make_url(self.db.url).set(drivername="postgresql")
+        return await asyncpg.connect(url.render_as_string(hide_password=False))
+
+    async def _write_pg(self, conn: Any, batch: list[IncomingWebhook]) -> set[uuid.UUID]:
+        batch = sorted(batch, key=lambda w: (w.source, w.webhook_id))
+        args = (
+            [w.id for w in batch],
+            [w.source for w in batch],
+            [w.merchant_id for w in batch],
+            [w.topic for w in batch],
+            [w.webhook_id for w in batch],
+            [w.event_id for w in batch],
+            [w.payload for w in batch],
+            [w.received_at for w in batch],
+            PROCESS_ACTOR,
+        )
+        for attempt in range(3):
+            try:
+                rows = await conn.fetch(PG_INGEST_SQL, *args)
+            except Exception as exc:
+                if getattr(exc, "sqlstate", None) in _RETRY_SQLSTATES and attempt < 2:
+                    log.warning("ingest.retry", sqlstate=exc.sqlstate, batch=len(batch))  # type: ignore[attr-defined]
+                    continue
+                raise
+            return {_as_uuid(r[0]) for r in rows}
+        raise AssertionError("unreachable")
+
+    async def _write_sqlite(self, batch: list[IncomingWebhook]) -> set[uuid.UUID]:
         async with self.db.transaction() as session:
-            if self.db.dialect == "postgresql":
-                result = await session.execute(
-                    _PG_INGEST,
-                    {
-                        "ids": [w.id for w in batch],
-                        "sources": [w.source for w in batch],
-                        "merchant_ids": [w.merchant_id for w in batch],
-                        "topics": [w.topic for w in batch],
-                        "webhook_ids": [w.webhook_id for w in batch],
-                        "event_ids": [w.event_id for w in batch],
-                        "payloads": [w.payload for w in batch],
-                        "received": [w.received_at for w in batch],
-                        "actor": PROCESS_ACTOR,
-                    },
-                )
-                return {_as_uuid(row[0]) for row in result}
-            # SQLite: typed Core statements (UUID and datetime stored SQLAlchemy's way).
+            # Typed Core statements (UUID and datetime stored SQLAlchemy's way).
             stored: set[uuid.UUID] = set()
             for w in batch:
                 stmt = (
