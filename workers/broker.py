@@ -71,7 +71,9 @@ class _Runtime:
                     s = self.settings
                     self._ctx = TaskContext(
                         settings=s,
-                        db=Database(s.database_url, pool_size=5),
+                        # No pre-ping (a round trip per checkout): a dropped connection
+                        # fails the task with a transient error, and the task is retried.
+                        db=Database(s.database_url, pool_size=5, pre_ping=False),
                         box=SecretBox(s.resolved_secret_key()),
                     )
         return self._ctx

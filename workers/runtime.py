@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Callable
 
 import dramatiq
 import structlog
 from dramatiq.brokers.stub import StubBroker
 
 from app.db import Database
-from app.jobs.outbox import enqueue
+from app.jobs.outbox import enqueue, on_outbox_commit
 from app.migrate import check_schema
 from app.settings import Settings
 from workers.broker import build_broker
@@ -36,8 +37,16 @@ class WorkerRuntime:
             self.broker, worker_threads=settings.worker_threads, worker_timeout=100
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._unhook: Callable[[], None] | None = None
 
     async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        # Tasks commit on the worker threads' loop; wake the relay on ours.
+
+        def wake_relay() -> None:
+            loop.call_soon_threadsafe(self.relay.wake)
+
+        self._unhook = on_outbox_commit(wake_relay)
         if isinstance(self.broker, StubBroker):
             # In-process broker: its queue died with the previous process, so every job that
             # was relayed but not finished is orphaned. Recover them all now (with Redis, other
@@ -56,6 +65,8 @@ class WorkerRuntime:
         )
 
     async def stop(self) -> None:
+        if self._unhook is not None:
+            self._unhook()
         self.relay.stop()
         self.scheduler.stop()
         for t in self._tasks:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import event, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from app.db import utcnow, uuid7
 from app.jobs.models import OutboxMessage
@@ -25,6 +27,34 @@ def outbox_row(actor: str, *args: Any, delay: float = 0.0) -> dict[str, Any]:
     }
 
 
+#: Called (from any thread) after a commit that wrote outbox rows: a relay in this process
+#: registers itself here so it sends at once instead of at its next poll.
+_commit_listeners: list[Callable[[], None]] = []
+
+
+def on_outbox_commit(listener: Callable[[], None]) -> Callable[[], None]:
+    """Register ``listener``; returns a function that unregisters it."""
+    _commit_listeners.append(listener)
+    return lambda: _commit_listeners.remove(listener) if listener in _commit_listeners else None
+
+
+def notify_committed() -> None:
+    for listener in list(_commit_listeners):
+        try:
+            listener()
+        except RuntimeError:  # a loop closed during shutdown: the next poll catches up
+            continue
+
+
 async def enqueue(session: AsyncSession, actor: str, *args: Any, delay: float = 0.0) -> None:
     """Add a job to the outbox; it is relayed to the broker only if the transaction commits."""
     await session.execute(insert(OutboxMessage), [outbox_row(actor, *args, delay=delay)])
+    sync = session.sync_session
+    if not sync.info.get("outbox_hooked"):
+        sync.info["outbox_hooked"] = True
+        event.listen(sync, "after_commit", _after_commit, once=True)
+
+
+def _after_commit(session: Session) -> None:
+    session.info.pop("outbox_hooked", None)
+    notify_committed()

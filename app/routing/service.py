@@ -163,23 +163,17 @@ async def route_lines(
     )
     by_id = {ln.id: ln for ln in lines}
     created: list[PurchaseOrder] = []
+    reservations: dict[tuple[uuid.UUID, str], int] = {}
+    names: dict[tuple[uuid.UUID, str], str] = {}
     for n, (supplier_id, decisions) in enumerate(sorted(decided.by_supplier().items()), start=1):
         po_id = uuid7()
         po_lines = []
         total = Decimal("0")
         for position, d in enumerate(decisions):
             assert d.offer is not None
-            reserved = await session.execute(
-                update(SupplierProduct)
-                .where(
-                    SupplierProduct.supplier_id == supplier_id,
-                    SupplierProduct.sku == d.offer.sku,
-                    SupplierProduct.stock >= d.quantity,
-                )
-                .values(stock=SupplierProduct.stock - d.quantity)
-            )
-            if getattr(reserved, "rowcount", 1) != 1:
-                raise StockConflict(f"stock of {d.offer.sku} at {d.offer.supplier_name} changed")
+            key = (supplier_id, d.offer.sku)
+            reservations[key] = reservations.get(key, 0) + d.quantity
+            names[key] = d.offer.supplier_name
             total += d.offer.unit_cost * d.quantity
             po_lines.append(
                 PurchaseOrderLine(
@@ -224,6 +218,22 @@ async def route_lines(
     await session.flush()
     for po in created:
         await enqueue(session, PLACE_ACTOR, po.id)
+    # Reserve stock last and in key order: the hot rows of popular SKUs stay locked only for
+    # the end of the transaction, and concurrent routings lock them in the same order.
+    for (supplier_id, sku), quantity in sorted(
+        reservations.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])
+    ):
+        reserved = await session.execute(
+            update(SupplierProduct)
+            .where(
+                SupplierProduct.supplier_id == supplier_id,
+                SupplierProduct.sku == sku,
+                SupplierProduct.stock >= quantity,
+            )
+            .values(stock=SupplierProduct.stock - quantity)
+        )
+        if getattr(reserved, "rowcount", 1) != 1:
+            raise StockConflict(f"stock of {sku} at {names[(supplier_id, sku)]} changed")
 
     record(
         session,

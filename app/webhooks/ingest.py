@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from app.db import Database, utcnow, uuid7
 from app.jobs.models import OutboxMessage
-from app.jobs.outbox import outbox_row
+from app.jobs.outbox import notify_committed, outbox_row
 from app.webhooks.models import WebhookDelivery
 
 log = structlog.get_logger(__name__)
@@ -148,6 +148,8 @@ class IngestWriter:
                     continue
                 self.batches += 1
                 self.rows += len(batch)
+                if stored:
+                    notify_committed()
                 for w, fut in batch:
                     if not fut.done():
                         fut.set_result(w.id in stored)
