@@ -681,10 +681,10 @@ def _shown(path: Path) -> str:
     return str(path)
 
 
-def run_on_snapshot(ref: str, argv: Sequence[str]) -> int:
+def run_on_snapshot(ref: str, argv: Sequence[str], script: str = "ingest.py") -> int:
     """Benchmark a committed revision: export it (``git archive``, the checkout is not touched)
-    with this bench/ copied in, and run this script there. Useful to compare revisions, or when
-    the working tree is mid-edit."""
+    with this bench/ copied in, and run ``bench/<script>`` there. Useful to compare revisions,
+    or when the working tree is mid-edit."""
     import io
     import tarfile
 
@@ -718,7 +718,7 @@ def run_on_snapshot(ref: str, argv: Sequence[str]) -> int:
         )
         print(f"benchmarking {ref} ({sha[:10]}) from a clean export in {snapshot}", flush=True)
         return subprocess.run(
-            [sys.executable, str(snapshot / "bench" / "ingest.py"), *argv], cwd=snapshot, env=env
+            [sys.executable, str(snapshot / "bench" / script), *argv], cwd=snapshot, env=env
         ).returncode
     finally:
         shutil.rmtree(snapshot, ignore_errors=True)

@@ -1,10 +1,11 @@
 """Pre-generated, pre-signed ``orders/create`` webhook requests (no crypto in the timed phase).
 
 Bodies are Shopify's real REST order (``tests/support/shopify.order_payload``) as a new order looks
-when ``orders/create`` fires (no fulfillments yet, one line item), compact JSON of about 3 KB, each
-with its own order id, name, number and token. Every request has a unique ``X-Shopify-Webhook-Id``
-and ``X-Shopify-Event-Id``, except that every tenth request re-sends, byte for byte, one of the
-recent earlier ones (Shopify's at-least-once redelivery): 10% duplicates.
+when ``orders/create`` fires (no fulfillments yet, one line item by default; bench/route.py uses
+all three), compact JSON of about 3 KB, each with its own order id, name, number and token.
+Every request has a unique ``X-Shopify-Webhook-Id`` and ``X-Shopify-Event-Id``, except that every
+tenth request re-sends, byte for byte, one of the recent earlier ones (Shopify's at-least-once
+redelivery): 10% duplicates.
 """
 
 from __future__ import annotations
@@ -47,17 +48,21 @@ class WebhookRequest:
         return hashlib.md5(self.body).hexdigest()
 
 
-def _base_order() -> dict[str, object]:
+def _base_order(lines: int = 1) -> dict[str, object]:
     order = order_payload(fulfillments=[], fulfillment_status=None)
-    order["line_items"] = order["line_items"][:1]
+    order["line_items"] = order["line_items"][:lines]
     order.pop("payment_details", None)
     return order
 
 
-def generate(n: int, *, secret: str, shop: str = SHOP, seed: int = 7) -> list[WebhookRequest]:
-    """``n`` requests; ``i % 10 == 9`` re-sends one of the last 200 unique ones."""
+def generate(
+    n: int, *, secret: str, shop: str = SHOP, seed: int = 7, lines: int = 1
+) -> list[WebhookRequest]:
+    """``n`` requests; ``i % 10 == 9`` re-sends one of the last 200 unique ones.
+
+    ``lines``: line items per order (the fixture has 3: IPOD2008GREEN, RED, BLACK)."""
     rng = random.Random(seed)
-    base = _base_order()
+    base = _base_order(lines)
     encode = msgspec.json.Encoder().encode
     uniques: list[WebhookRequest] = []
     out: list[WebhookRequest] = []
