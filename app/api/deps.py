@@ -1,14 +1,16 @@
-"""Request-scoped dependencies: the transaction and the authenticated merchant."""
+"""Request-scoped dependencies (the transaction, the authenticated merchant) and the API's
+rendering of validation errors."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from litestar import Request
+from litestar import Request, Response
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import NotAuthorizedException, ValidationException
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.merchants.models import Merchant
@@ -34,18 +36,84 @@ async def provide_session(state: State) -> AsyncGenerator[AsyncSession, None]:
             await session.commit()
 
 
+#: RFC 6750: a 401 says which scheme to use.
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="dropship"'}
+
+
 def bearer_token(request: Request[Any, Any, Any]) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise NotAuthorizedException("missing bearer token: send 'Authorization: Bearer <token>'")
+        raise NotAuthorizedException(
+            "missing bearer token: send 'Authorization: Bearer <token>'", headers=_CHALLENGE
+        )
     return token.strip()
 
 
 async def provide_merchant(
     request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
 ) -> Merchant:
-    merchant = await authenticate(db_session, bearer_token(request))
-    if merchant is None:
-        raise NotAuthorizedException("invalid or revoked merchant token")
+    try:
+        merchant = await authenticate(db_session, bearer_token(request))
+        if merchant is None:
+            raise NotAuthorizedException(
+                "invalid or revoked merchant token",
+                headers={"WWW-Authenticate": 'Bearer realm="dropship", error="invalid_token"'},
+            )
+    except Exception:
+        # When a dependency fails, Litestar never runs the cleanup of those already resolved:
+        # ``provide_session`` would keep its transaction (on SQLite, the database's write lock)
+        # until the garbage collector finalises it. Release it now.
+        await db_session.close()
+        raise
     return merchant
+
+
+_FIELD_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*): (.*)$", re.DOTALL)
+_NAMED_FIELD = re.compile(r"^Object (missing required|contains unknown) field `([^`]+)`$")
+
+
+def validation_error(
+    request: Request[Any, Any, Any], exc: ValidationException
+) -> Response[dict[str, Any]]:
+    """Litestar's validation errors in the API's error shape, with the fields named in ``detail``.
+
+    Litestar answers ``{"detail": "Validation failed for POST /path", "extra": [{"key", ...}]}``;
+    here ``detail`` reads ``lines[0].quantity: Expected `int` >= 1`` and ``extra`` is an object:
+    ``{"field": <first field>, "errors": [{"field", "message", "source"}, ...]}``.
+    """
+    errors: list[dict[str, Any]] = []
+    raw = exc.extra if isinstance(exc.extra, list) else []
+    for item in raw:
+        if not isinstance(item, dict):
+            continue
+        key = str(item.get("key") or "")
+        message = str(item.get("message") or "invalid value")
+        if key == "data":  # the body as a whole (an error raised by the body's own checks)
+            key = ""
+        # Missing or unknown fields, and checks written as "field: message", are reported on
+        # the object that holds them: point at the field itself.
+        if named := _NAMED_FIELD.match(message):
+            sub = named.group(2)
+            message = "required" if named.group(1) == "missing required" else "unknown field"
+        elif prefixed := _FIELD_PREFIX.match(message):
+            sub, message = prefixed.group(1), prefixed.group(2)
+        else:
+            sub = ""
+        if sub:
+            key = f"{key}.{sub}" if key else sub
+        errors.append({"field": key or None, "message": message, "source": item.get("source")})
+    if errors:
+        detail = "; ".join(
+            f"{e['field']}: {e['message']}" if e["field"] else e["message"] for e in errors
+        )
+    else:
+        detail = str(exc.detail)
+    return Response(
+        {
+            "status_code": exc.status_code,
+            "detail": detail,
+            "extra": {"field": errors[0]["field"] if errors else None, "errors": errors},
+        },
+        status_code=exc.status_code,
+    )

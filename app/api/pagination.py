@@ -1,16 +1,26 @@
-"""Keyset (cursor) pagination: stable under inserts, O(limit) at any depth."""
+"""Keyset (cursor) pagination: stable under inserts, O(limit) at any depth.
+
+A cursor is the ``(created_at, id)`` of the last item of a page; the next page holds the items
+strictly after it in ``created_at DESC, id DESC`` order. Cursors are opaque to clients.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import uuid
+from collections.abc import Callable
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 from litestar.exceptions import ClientException
+from sqlalchemy import Select, and_, or_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -30,12 +40,51 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         ts, _, id_ = raw.partition("|")
-        return datetime.fromisoformat(ts), uuid.UUID(id_)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ClientException("cursor: not a cursor returned by this API") from exc
+        at, last_id = datetime.fromisoformat(ts), uuid.UUID(id_)
+    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+        raise _bad_cursor() from exc
+    if at.tzinfo is None:  # never produced by encode_cursor; naive datetimes cannot be compared
+        raise _bad_cursor()
+    return at, last_id
+
+
+def _bad_cursor() -> ClientException:
+    return ClientException(
+        "cursor: not a cursor returned by this API (use next_cursor from the previous page)",
+        extra={"field": "cursor"},
+    )
 
 
 def check_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_LIMIT:
-        raise ClientException(f"limit: must be between 1 and {MAX_LIMIT}")
+        raise ClientException(
+            f"limit: must be between 1 and {MAX_LIMIT}, got {limit}", extra={"field": "limit"}
+        )
     return limit
+
+
+async def keyset_page(
+    session: AsyncSession,
+    query: Select[tuple[R]],
+    created_at: InstrumentedAttribute[datetime],
+    id_: InstrumentedAttribute[uuid.UUID],
+    *,
+    cursor: str | None,
+    limit: int,
+    shape: Callable[[R], T],
+    key: Callable[[R], tuple[datetime, uuid.UUID]],
+) -> Page[T]:
+    """One page of ``query`` newest first. ``key`` gives a row's ``(created_at, id)``."""
+    check_limit(limit)
+    if cursor:
+        at, last_id = decode_cursor(cursor)
+        query = query.where(or_(created_at < at, and_(created_at == at, id_ < last_id)))
+    rows: list[Any] = list(
+        await session.scalars(query.order_by(created_at.desc(), id_.desc()).limit(limit + 1))
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(
+        items=[shape(r) for r in rows],
+        next_cursor=encode_cursor(*key(rows[-1])) if more else None,
+    )

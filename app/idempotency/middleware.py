@@ -3,24 +3,47 @@
 The first request with a key runs and its answer is stored; a retry with the same key and the same
 request gets the stored answer (``Idempotent-Replayed: true``) and changes nothing; the same key
 with a different request is refused (422); a retry while the first is still running gets 409.
-Keys are scoped to the credential, so tenants never see each other's answers. Server errors are
-not stored: the client may retry them.
+Keys are scoped to the credential, so tenants never see each other's answers. Server errors (and
+401/403/409/429, which depend on the moment) are not stored: the client may retry them.
+
+The answer is stored before it is sent (answers of these POSTs are small JSON), so a client that
+got it and retries at once is replayed rather than told the first request is still running. Keys
+are remembered for ``RETENTION``; a key whose first request never finished (the process died) is
+released after ``IN_FLIGHT_TIMEOUT``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+from datetime import timedelta
 from typing import Any
 
+import msgspec
+import structlog
 from litestar.types import ASGIApp
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from app.db import Database, utcnow, uuid7
 from app.idempotency.models import IdempotencyRecord
 from app.services import Services
 
+log = structlog.get_logger(__name__)
+
 _PREFIXES = ("/api/", "/supplier/")
 _NOT_STORED = {401, 403, 409, 429}
+MAX_KEY_LENGTH = 255
+#: Largest body read for a keyed request (Litestar's own default limit).
+MAX_BODY = 10_000_000
+RETENTION = timedelta(hours=24)
+IN_FLIGHT_TIMEOUT = timedelta(minutes=5)
+_BOUNDARY = re.compile(rb'boundary="?([^";]+)"?', re.IGNORECASE)
+
+
+class _BodyTooLarge(Exception):
+    pass
 
 
 def _header(scope: Any, name: bytes) -> str | None:
@@ -41,9 +64,101 @@ async def _json_response(
 
 
 def _error(status: int, detail: str) -> bytes:
-    import msgspec
+    return msgspec.json.encode(
+        {"status_code": status, "detail": detail, "extra": {"field": "Idempotency-Key"}}
+    )
 
-    return msgspec.json.encode({"status_code": status, "detail": detail, "extra": {}})
+
+async def _read_body(receive: Any, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect: the client is gone
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def request_fingerprint(scope: Any, body: bytes) -> str:
+    """What makes two requests "the same": path, query and body.
+
+    A multipart body's boundary is random per attempt in most HTTP clients, so it is left out:
+    a retry of the same upload is the same request.
+    """
+    content_type = (_header(scope, b"content-type") or "").encode("latin-1")
+    if content_type.lower().startswith(b"multipart/") and (m := _BOUNDARY.search(content_type)):
+        body = body.replace(m.group(1), b"")
+    return hashlib.sha256(
+        b"\0".join([scope["path"].encode(), scope.get("query_string", b""), body])
+    ).hexdigest()
+
+
+def _insert(dialect: str) -> Any:
+    return postgresql_insert if dialect == "postgresql" else sqlite_insert
+
+
+async def _claim(db: Database, owner: str, key: str, request_hash: str) -> IdempotencyRecord | None:
+    """Take the key for this request: None if this request now owns it, else the record of the
+    request that does.
+
+    ``INSERT ... ON CONFLICT DO NOTHING`` rather than catching ``IntegrityError``: on SQLite a
+    failed statement's cursor is freed later by the garbage collector, which then blocks the
+    event loop on the connection's mutex for as long as the connection waits for the write lock.
+    """
+    now = utcnow()
+    async with db.transaction() as session:
+        inserted = await session.execute(
+            _insert(db.dialect)(IdempotencyRecord)
+            .values(id=uuid7(), scope=owner, key=key, request_hash=request_hash, created_at=now)
+            .on_conflict_do_nothing(index_elements=["scope", "key"])
+        )
+        if getattr(inserted, "rowcount", 0) == 1:
+            return None
+        existing = await session.scalar(
+            select(IdempotencyRecord).where(
+                IdempotencyRecord.scope == owner, IdempotencyRecord.key == key
+            )
+        )
+        if existing is None:  # deleted in between (a failed first attempt): the client retries
+            return IdempotencyRecord(scope=owner, key=key, request_hash="", status_code=None)
+        expired = existing.created_at < now - RETENTION
+        abandoned = existing.status_code is None and existing.created_at < now - IN_FLIGHT_TIMEOUT
+        if not (expired or abandoned):
+            return existing
+        taken = await session.execute(
+            update(IdempotencyRecord)
+            .where(
+                IdempotencyRecord.id == existing.id,
+                IdempotencyRecord.created_at == existing.created_at,
+            )
+            .values(request_hash=request_hash, status_code=None, response_body=None, created_at=now)
+        )
+        if getattr(taken, "rowcount", 0) == 1:
+            return None
+        return IdempotencyRecord(scope=owner, key=key, request_hash="", status_code=None)
+
+
+async def _finish(db: Database, owner: str, key: str, status: int, body: bytes) -> None:
+    where = (IdempotencyRecord.scope == owner, IdempotencyRecord.key == key)
+    try:
+        async with db.transaction() as session:
+            if status >= 500 or status in _NOT_STORED:
+                await session.execute(delete(IdempotencyRecord).where(*where))
+            else:
+                await session.execute(
+                    update(IdempotencyRecord)
+                    .where(*where)
+                    .values(status_code=status, response_body=body)
+                )
+    except Exception:  # the answer must still reach the client; the key frees itself later
+        log.exception("idempotency.store_failed", key=key, status=status)
 
 
 def idempotency_middleware(app: ASGIApp) -> ASGIApp:
@@ -60,36 +175,31 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         if not key or not auth:
             await app(scope, receive, send)
             return
-        if len(key) > 255:
-            await _json_response(send, 400, _error(400, "Idempotency-Key: at most 255 characters"))
+        if len(key) > MAX_KEY_LENGTH:
+            await _json_response(
+                send, 400, _error(400, f"Idempotency-Key: at most {MAX_KEY_LENGTH} characters")
+            )
             return
-
-        chunks: list[bytes] = []
-        more: bool = True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = bool(message.get("more_body", False))
-        body = b"".join(chunks)
+        limit = getattr(scope["litestar_app"], "request_max_body_size", None) or MAX_BODY
+        try:
+            declared = int(_header(scope, b"content-length") or 0)
+        except ValueError:
+            declared = 0
+        try:
+            if declared > limit:
+                raise _BodyTooLarge
+            body = await _read_body(receive, limit)
+        except _BodyTooLarge:
+            await _json_response(send, 413, _error(413, f"request body larger than {limit} bytes"))
+            return
         owner = hashlib.sha256(auth.encode()).hexdigest()[:64]
-        request_hash = hashlib.sha256(
-            b"\0".join([scope["path"].encode(), scope.get("query_string", b""), body])
-        ).hexdigest()
+        request_hash = request_fingerprint(scope, body)
         services: Services = scope["litestar_app"].state.services
         db = services.db
 
-        try:
-            async with db.transaction() as session:
-                session.add(IdempotencyRecord(scope=owner, key=key, request_hash=request_hash))
-                await session.flush()
-        except IntegrityError:
-            async with db.sessionmaker() as session:
-                existing = await session.scalar(
-                    select(IdempotencyRecord).where(
-                        IdempotencyRecord.scope == owner, IdempotencyRecord.key == key
-                    )
-                )
-            if existing is None:  # deleted between our insert and read: let the client retry
+        existing = await _claim(db, owner, key, request_hash)
+        if existing is not None:
+            if not existing.request_hash:  # changed hands between our insert and read
                 await _json_response(send, 409, _error(409, "Idempotency-Key in use; retry"))
             elif existing.request_hash != request_hash:
                 await _json_response(
@@ -99,7 +209,10 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
                 )
             elif existing.status_code is None:
                 await _json_response(
-                    send, 409, _error(409, "a request with this Idempotency-Key is still running")
+                    send,
+                    409,
+                    _error(409, "Idempotency-Key: a request with this key is still running"),
+                    [(b"retry-after", b"1")],
                 )
             else:
                 await _json_response(
@@ -119,29 +232,33 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        status = 500
+        start: dict[str, Any] | None = None
         out: list[bytes] = []
+        finished = False
 
         async def capture(message: Any) -> None:
-            nonlocal status
+            # Hold the answer: it is stored first, then sent (below, once the app has returned
+            # and released everything it held, e.g. SQLite's write lock).
+            nonlocal start, finished
             if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body":
+                start = message
+            elif message["type"] == "http.response.body" and start is not None and not finished:
                 out.append(message.get("body", b""))
-            await send(message)
+                finished = not message.get("more_body", False)
+            else:
+                await send(message)
 
         try:
             await app(scope, replay_receive, capture)
-        finally:
-            async with db.transaction() as session:
-                where = (IdempotencyRecord.scope == owner, IdempotencyRecord.key == key)
-                if status >= 500 or status in _NOT_STORED:
-                    await session.execute(delete(IdempotencyRecord).where(*where))
-                else:
-                    await session.execute(
-                        update(IdempotencyRecord)
-                        .where(*where)
-                        .values(status_code=status, response_body=b"".join(out))
-                    )
+        except BaseException:
+            await _finish(db, owner, key, 500, b"")  # no answer: the client may retry
+            raise
+        if start is None or not finished:
+            await _finish(db, owner, key, 500, b"")
+            return
+        response = b"".join(out)
+        await _finish(db, owner, key, int(start["status"]), response)
+        await send(start)
+        await send({"type": "http.response.body", "body": response})
 
     return middleware

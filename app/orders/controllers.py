@@ -9,13 +9,18 @@ from typing import Annotated, Any
 from litestar import Controller, Request, get, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import ClientException, HTTPException, NotFoundException
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    NotFoundException,
+    ValidationException,
+)
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.deps import provide_merchant
-from app.api.pagination import DEFAULT_LIMIT, Page, check_limit, decode_cursor, encode_cursor
+from app.api.deps import provide_merchant, validation_error
+from app.api.pagination import DEFAULT_LIMIT, Page, check_limit, keyset_page
 from app.merchants.models import Merchant
 from app.orders.csv_import import CsvFormatError, import_orders
 from app.orders.models import ExceptionCase, Order, OrderStatus
@@ -34,6 +39,7 @@ class OrderController(Controller):
     path = "/api/v1/orders"
     tags = ["orders"]
     dependencies = {"merchant": Provide(provide_merchant)}
+    exception_handlers = {ValidationException: validation_error}
 
     @get("/", summary="List orders (newest first, cursor-paginated)")
     async def list_orders(
@@ -44,49 +50,47 @@ class OrderController(Controller):
             str | None, QueryParameter(description="one status, or several separated by commas")
         ] = None,
         created_from: Annotated[
-            datetime | None, QueryParameter(description="ISO 8601, inclusive")
+            datetime | None,
+            QueryParameter(description="ISO 8601 with a UTC offset, inclusive"),
         ] = None,
         created_to: Annotated[
-            datetime | None, QueryParameter(description="ISO 8601, exclusive")
+            datetime | None,
+            QueryParameter(description="ISO 8601 with a UTC offset, exclusive"),
         ] = None,
         cursor: FromQuery[str | None] = None,
         limit: FromQuery[int] = DEFAULT_LIMIT,
     ) -> Page[OrderSummary]:
         check_limit(limit)
         query = select(Order).where(Order.merchant_id == merchant.id)
-        if status:
-            wanted = [s.strip() for s in status.split(",") if s.strip()]
+        wanted = [s.strip() for s in (status or "").split(",") if s.strip()]
+        if wanted:  # an empty value (``?status=``) is no filter, never "no status matches"
             bad = [s for s in wanted if s not in OrderStatus.ALL]
             if bad:
                 raise ClientException(
                     f"status: unknown value(s) {', '.join(bad)}; "
-                    f"one of {', '.join(OrderStatus.ALL)}"
+                    f"one of {', '.join(OrderStatus.ALL)} (several separated by commas)",
+                    extra={"field": "status"},
                 )
             query = query.where(Order.status.in_(wanted))
         for name, value in (("created_from", created_from), ("created_to", created_to)):
             if value is not None and value.tzinfo is None:
-                raise ClientException(f"{name}: include a UTC offset, e.g. 2026-01-31T00:00:00Z")
+                raise ClientException(
+                    f"{name}: include a UTC offset, e.g. 2026-01-31T00:00:00Z",
+                    extra={"field": name},
+                )
         if created_from is not None:
             query = query.where(Order.created_at >= created_from)
         if created_to is not None:
             query = query.where(Order.created_at < created_to)
-        if cursor:
-            at, last_id = decode_cursor(cursor)
-            query = query.where(
-                or_(Order.created_at < at, and_(Order.created_at == at, Order.id < last_id))
-            )
-        rows = list(
-            (
-                await db_session.scalars(
-                    query.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit + 1)
-                )
-            ).all()
-        )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(
-            items=[OrderSummary.of(o) for o in rows],
-            next_cursor=encode_cursor(rows[-1].created_at, rows[-1].id) if more else None,
+        return await keyset_page(
+            db_session,
+            query,
+            Order.created_at,
+            Order.id,
+            cursor=cursor,
+            limit=limit,
+            shape=OrderSummary.of,
+            key=lambda o: (o.created_at, o.id),
         )
 
     @get("/{order_id:uuid}", summary="One order with lines and timeline")
@@ -115,9 +119,12 @@ class OrderController(Controller):
             raise HTTPException(
                 status_code=409,
                 detail=f"reference: an order with reference {data.reference!r} already exists",
-                extra={"order_id": str(intake.order.id)},
+                extra={"field": "reference", "order_id": str(intake.order.id)},
             )
         await db_session.flush()
+        # Answer with the order as stored (money at its stored scale, as GET shows it), not with
+        # the objects as built.
+        db_session.expunge_all()
         order = await get_order(db_session, merchant.id, intake.order.id)
         assert order is not None
         return OrderDetail.of(order, services.settings.public_url)
@@ -137,31 +144,45 @@ class OrderController(Controller):
         try:
             return await import_orders(db_session, merchant.id, text)
         except CsvFormatError as exc:
-            raise ClientException(str(exc)) from exc
+            raise ClientException(str(exc), extra={"field": exc.field}) from exc
+
+
+_CSV_TYPES = ("text/csv", "text/plain", "application/csv", "application/vnd.ms-excel")
 
 
 async def _csv_text(request: Request[Any, Any, Any]) -> str:
     content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
         form = await request.form()
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
-            raise ClientException("file: send the CSV as the multipart field 'file'")
+            raise ClientException(
+                "file: send the CSV as the multipart field 'file'", extra={"field": "file"}
+            )
         raw = await upload.read()
-    elif content_type.startswith(("text/csv", "text/plain", "application/csv")):
+    elif media_type in _CSV_TYPES:
         raw = await request.body()
     else:
-        raise ClientException("send the CSV as a text/csv body or as multipart field 'file'")
+        raise ClientException(
+            f"Content-Type: send the CSV as a text/csv body or as multipart field 'file', "
+            f"not {media_type or 'no content type'}",
+            extra={"field": "Content-Type"},
+        )
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ClientException("file: not UTF-8 text") from exc
+        raise ClientException(
+            f"file: not UTF-8 text (byte {exc.start}); export the CSV as UTF-8",
+            extra={"field": "file"},
+        ) from exc
 
 
 class ExceptionController(Controller):
     path = "/api/v1/exceptions"
     tags = ["exceptions"]
     dependencies = {"merchant": Provide(provide_merchant)}
+    exception_handlers = {ValidationException: validation_error}
 
     @get("/", summary="The exceptions queue: everything that needs a person, with the reason")
     async def list_exceptions(
@@ -172,41 +193,16 @@ class ExceptionController(Controller):
         cursor: FromQuery[str | None] = None,
         limit: FromQuery[int] = DEFAULT_LIMIT,
     ) -> Page[ExceptionOut]:
-        check_limit(limit)
         query = select(ExceptionCase).where(ExceptionCase.merchant_id == merchant.id)
         if not include_resolved:
             query = query.where(ExceptionCase.resolved_at.is_(None))
-        if cursor:
-            at, last_id = decode_cursor(cursor)
-            query = query.where(
-                or_(
-                    ExceptionCase.created_at < at,
-                    and_(ExceptionCase.created_at == at, ExceptionCase.id < last_id),
-                )
-            )
-        rows = list(
-            (
-                await db_session.scalars(
-                    query.order_by(ExceptionCase.created_at.desc(), ExceptionCase.id.desc()).limit(
-                        limit + 1
-                    )
-                )
-            ).all()
-        )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(
-            items=[
-                ExceptionOut(
-                    id=c.id,
-                    kind=c.kind,
-                    reason=c.reason,
-                    order_id=c.order_id,
-                    created_at=c.created_at,
-                    resolved_at=c.resolved_at,
-                    data=c.data,
-                )
-                for c in rows
-            ],
-            next_cursor=encode_cursor(rows[-1].created_at, rows[-1].id) if more else None,
+        return await keyset_page(
+            db_session,
+            query,
+            ExceptionCase.created_at,
+            ExceptionCase.id,
+            cursor=cursor,
+            limit=limit,
+            shape=ExceptionOut.of,
+            key=lambda c: (c.created_at, c.id),
         )

@@ -1,16 +1,29 @@
 """CSV import of orders: one row per order line, rows grouped into orders by ``reference``.
 
-Every row gets a verdict in the report. An order is all or nothing: if one of its rows is bad,
-none of its rows is imported, and each bad row says why. Re-importing a file is harmless:
-orders whose reference already exists are reported as ``duplicate``.
+The header (case-insensitive, any column order; blank column names are ignored)::
+
+    reference,currency,name,address1,city,country_code,sku,quantity,price        (required)
+    email,financial_status,address2,company,province_code,zip,phone,
+    shipping_method,shipping_price,tax,title,note                                 (optional)
+
+``sku``, ``quantity``, ``price`` and ``title`` belong to the row's line; every other column
+belongs to the order and may be repeated on each of its rows or given once (a different value on
+another row of the same order is an error, never silently dropped).
+
+Every row gets a verdict in the report, numbered as a spreadsheet numbers it (the header is row
+1, blank rows count). An order is all or nothing: if one of its rows is bad, none of its rows is
+imported; the bad row says why and its sibling rows say which row was rejected. Re-importing a
+file is harmless: orders whose reference already exists are reported as ``duplicate``. The
+report's ``created``, ``duplicate`` and ``rejected`` count orders (a row without a reference
+counts as one rejected order).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 import uuid
-from collections import OrderedDict
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -18,7 +31,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.orders.models import OrderSource
-from app.orders.schemas import ImportReport, ImportRow, OrderIn
+from app.orders.schemas import ImportReport, ImportRow, OrderIn, check_amount
 from app.orders.service import create_order
 
 REQUIRED_COLUMNS = (
@@ -47,11 +60,27 @@ OPTIONAL_COLUMNS = (
     "note",
 )
 HEADER = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+LINE_COLUMNS = ("sku", "quantity", "price", "title")
+ORDER_COLUMNS = tuple(c for c in HEADER if c not in LINE_COLUMNS)
+#: Columns compared case-insensitively (and stored upper-case).
+_UPPER = ("currency", "country_code")
 MAX_ROWS = 10_000
+MAX_QUANTITY = 100_000
+_DIGITS = re.compile(r"^[0-9]+$")
+_MSGSPEC_ERROR = re.compile(r"^(?P<message>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)
+_LINE_PATH = re.compile(r"^lines\[(?P<index>\d+)\]\.?(?P<rest>.*)$")
+_MISSING_FIELD = re.compile(r"^Object missing required field `([^`]+)`$")
+_FIELD_PREFIX = re.compile(r"^[a-z_]+: ")
+
+Row = tuple[int, dict[str, str]]
 
 
 class CsvFormatError(ValueError):
-    pass
+    """The file as a whole cannot be read (HTTP 400); ``field`` names the culprit."""
+
+    def __init__(self, message: str, field: str = "file") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def _blank(value: str | None) -> str | None:
@@ -59,58 +88,131 @@ def _blank(value: str | None) -> str | None:
     return value or None
 
 
-def parse_rows(text: str) -> list[tuple[int, dict[str, str]]]:
-    reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None:
-        raise CsvFormatError("empty file: expected a header row")
-    fields = [f.strip().lower() for f in reader.fieldnames]
-    missing = [c for c in REQUIRED_COLUMNS if c not in fields]
-    if missing:
-        raise CsvFormatError(
-            f"missing column(s): {', '.join(missing)}; expected header: {','.join(HEADER)}"
+def _value(row: dict[str, str], column: str) -> str | None:
+    value = _blank(row.get(column))
+    return value.upper() if value is not None and column in _UPPER else value
+
+
+def parse_rows(text: str) -> tuple[list[Row], list[tuple[int, str]]]:
+    """The data rows with their spreadsheet row numbers, and rows unreadable on their own."""
+    if "\x00" in text:
+        raise CsvFormatError("file: contains NUL characters; is it really a CSV text file?")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if header is None or not any(h.strip() for h in header):
+            raise CsvFormatError(f"empty file: expected a header row: {','.join(HEADER)}")
+        fields = [h.strip().lower() for h in header]
+        named = [f for f in fields if f]
+        duplicated = sorted({f for f in named if named.count(f) > 1})
+        if duplicated:
+            raise CsvFormatError(
+                f"duplicate column(s): {', '.join(duplicated)}", field=duplicated[0]
+            )
+        missing = [c for c in REQUIRED_COLUMNS if c not in fields]
+        if missing:
+            raise CsvFormatError(
+                f"{', '.join(missing)}: missing column(s); expected header: {','.join(HEADER)}",
+                field=missing[0],
+            )
+        unknown = [f for f in named if f not in HEADER]
+        if unknown:
+            raise CsvFormatError(
+                f"{', '.join(unknown)}: unknown column(s); expected header: {','.join(HEADER)}",
+                field=unknown[0],
+            )
+        rows: list[Row] = []
+        broken: list[tuple[int, str]] = []
+        for number, values in enumerate(reader, start=2):  # row 1 is the header
+            if not any(v.strip() for v in values):
+                continue
+            if len(rows) + len(broken) >= MAX_ROWS:
+                raise CsvFormatError(f"too many rows: at most {MAX_ROWS} per file")
+            extra = values[len(fields) :]
+            if any(v.strip() for v in extra):
+                broken.append(
+                    (number, f"row has {len(values)} values but the header has {len(fields)}")
+                )
+                continue
+            row = {f: v for f, v in zip(fields, values, strict=False) if f}
+            rows.append((number, {f: row.get(f, "") for f in HEADER}))
+    except csv.Error as exc:
+        raise CsvFormatError(f"row {reader.line_num}: not valid CSV ({exc})") from exc
+    return rows, broken
+
+
+def _int(value: str | None) -> int | None:
+    text = _blank(value)
+    return int(text) if text is not None and _DIGITS.match(text) else None
+
+
+def _row_problem(row: dict[str, str]) -> str | None:
+    """Check one line row on its own so the report can point at the exact row."""
+    if not _blank(row.get("reference")):
+        return "reference: required"
+    sku = _blank(row.get("sku"))
+    if not sku:
+        return "sku: required"
+    if len(sku) > 255:
+        return "sku: at most 255 characters"
+    qty = _int(row.get("quantity"))
+    if qty is None or not 0 < qty <= MAX_QUANTITY:
+        return (
+            f"quantity: must be a whole number from 1 to {MAX_QUANTITY}, "
+            f"got {row.get('quantity', '')!r}"
         )
-    unknown = [f for f in fields if f not in HEADER]
-    if unknown:
-        raise CsvFormatError(f"unknown column(s): {', '.join(unknown)}")
-    reader.fieldnames = fields
-    rows = []
-    for number, row in enumerate(reader, start=2):  # row 1 is the header
-        if number - 1 > MAX_ROWS:
-            raise CsvFormatError(f"too many rows: at most {MAX_ROWS} per file")
-        if None in row:
-            raise CsvFormatError(f"row {number}: more values than columns")
-        if not any((v or "").strip() for v in row.values()):
-            continue
-        rows.append((number, {k: (v or "") for k, v in row.items()}))
-    return rows
+    try:
+        check_amount("price", Decimal(_blank(row.get("price")) or "NaN"))
+    except (InvalidOperation, ValueError) as exc:
+        message = str(exc) if isinstance(exc, ValueError) and str(exc) else ""
+        return message or f"price: must be a non-negative amount, got {row.get('price', '')!r}"
+    if len(_blank(row.get("title")) or "") > 512:
+        return "title: at most 512 characters"
+    return None
 
 
-def _order_in(rows: list[tuple[int, dict[str, str]]]) -> OrderIn:
-    first = rows[0][1]
+def _merge(group: list[Row]) -> tuple[dict[str, str | None], dict[int, str]]:
+    """The order's columns (first value given on any row) and rows that contradict them."""
+    merged: dict[str, str | None] = dict.fromkeys(ORDER_COLUMNS)
+    seen_on: dict[str, int] = {}
+    conflicts: dict[int, str] = {}
+    for number, row in group:
+        for column in ORDER_COLUMNS:
+            value = _value(row, column)
+            if value is None:
+                continue
+            if merged[column] is None:
+                merged[column], seen_on[column] = value, number
+            elif merged[column] != value and number not in conflicts:
+                conflicts[number] = (
+                    f"{column}: {value!r} differs from {merged[column]!r} "
+                    f"on row {seen_on[column]} of the same order"
+                )
+    return merged, conflicts
+
+
+def _order_in(merged: dict[str, str | None], group: list[Row]) -> OrderIn:
+    address = {
+        "name": merged["name"],
+        "address1": merged["address1"],
+        "address2": merged["address2"],
+        "company": merged["company"],
+        "city": merged["city"],
+        "province_code": merged["province_code"],
+        "zip": merged["zip"],
+        "country_code": merged["country_code"],
+        "phone": merged["phone"],
+    }
     payload: dict[str, Any] = {
-        "reference": _blank(first.get("reference")),
-        "currency": (_blank(first.get("currency")) or "").upper(),
-        "email": _blank(first.get("email")),
-        "financial_status": _blank(first.get("financial_status")) or "paid",
-        "shipping_method": _blank(first.get("shipping_method")),
-        "note": _blank(first.get("note")),
-        "shipping_price": _blank(first.get("shipping_price")) or "0",
-        "tax": _blank(first.get("tax")) or "0",
-        "shipping_address": {
-            k: v
-            for k, v in {
-                "name": _blank(first.get("name")),
-                "address1": _blank(first.get("address1")),
-                "address2": _blank(first.get("address2")),
-                "company": _blank(first.get("company")),
-                "city": _blank(first.get("city")),
-                "province_code": _blank(first.get("province_code")),
-                "zip": _blank(first.get("zip")),
-                "country_code": (_blank(first.get("country_code")) or "").upper() or None,
-                "phone": _blank(first.get("phone")),
-            }.items()
-            if v is not None
-        },
+        "reference": merged["reference"],
+        "currency": merged["currency"],
+        "email": merged["email"],
+        "financial_status": merged["financial_status"] or "paid",
+        "shipping_method": merged["shipping_method"],
+        "note": merged["note"],
+        "shipping_price": merged["shipping_price"] or "0",
+        "tax": merged["tax"] or "0",
+        "shipping_address": {k: v for k, v in address.items() if v is not None},
         "lines": [
             {
                 "sku": _blank(r.get("sku")),
@@ -118,72 +220,87 @@ def _order_in(rows: list[tuple[int, dict[str, str]]]) -> OrderIn:
                 "price": _blank(r.get("price")),
                 "title": _blank(r.get("title")),
             }
-            for _, r in rows
+            for _, r in group
         ],
     }
-    return msgspec.convert(payload, OrderIn, strict=False)
+    return msgspec.convert(
+        {k: v for k, v in payload.items() if v is not None}, OrderIn, strict=False
+    )
 
 
-def _int(value: str | None) -> int | str | None:
-    text = _blank(value)
-    if text is None:
-        return None
-    return int(text) if text.lstrip("-").isdigit() else text
-
-
-def _row_problem(row: dict[str, str]) -> str | None:
-    """Check one line row on its own so the report can point at the exact row."""
-    if not _blank(row.get("reference")):
-        return "reference: required"
-    if not _blank(row.get("sku")):
-        return "sku: required"
-    qty = _int(row.get("quantity"))
-    if not isinstance(qty, int) or qty <= 0:
-        return f"quantity: must be a positive integer, got {row.get('quantity')!r}"
-    try:
-        price = Decimal(_blank(row.get("price")) or "x")
-    except InvalidOperation:
-        price = Decimal("NaN")
-    if not price.is_finite() or price < 0:
-        return f"price: must be a non-negative amount, got {row.get('price')!r}"
-    return None
+def _order_problem(exc: msgspec.ValidationError, group: list[Row]) -> tuple[int, str]:
+    """Which row an order-level validation error belongs to, and the reason naming the column."""
+    match = _MSGSPEC_ERROR.match(str(exc))
+    message = match.group("message") if match else str(exc)
+    path = (match.group("path") if match else None) or ""
+    number = group[0][0]
+    if line := _LINE_PATH.match(path):
+        index = int(line.group("index"))
+        number = group[index][0] if index < len(group) else number
+        path = line.group("rest")
+    if missing := _MISSING_FIELD.match(message):
+        return number, f"{missing.group(1)}: required"
+    if _FIELD_PREFIX.match(message) or not path:
+        return number, message  # names its field already ("discount: larger than ...")
+    column = path.removeprefix("shipping_address.")
+    for n, row in group:  # point at the row that carries the offending value
+        if _blank(row.get(column)):
+            number = n
+            break
+    return number, f"{column}: {message}"
 
 
 async def import_orders(session: AsyncSession, merchant_id: uuid.UUID, text: str) -> ImportReport:
-    rows = parse_rows(text)
-    groups: OrderedDict[str, list[tuple[int, dict[str, str]]]] = OrderedDict()
-    report: list[ImportRow] = []
+    rows, broken = parse_rows(text)
+    report: list[ImportRow] = [
+        ImportRow(row=number, status="rejected", reason=reason) for number, reason in broken
+    ]
+    rejected_orders = len(broken)
+    groups: dict[str, list[Row]] = {}
     for number, row in rows:
-        problem = _row_problem(row)
-        if problem and not _blank(row.get("reference")):
-            report.append(ImportRow(row=number, status="rejected", reason=problem))
+        reference = _blank(row.get("reference"))
+        if reference is None:
+            report.append(ImportRow(row=number, status="rejected", reason="reference: required"))
+            rejected_orders += 1
             continue
-        groups.setdefault(row["reference"].strip(), []).append((number, row))
+        groups.setdefault(reference, []).append((number, row))
 
+    created: set[str] = set()
+    duplicate: set[str] = set()
     for reference, group in groups.items():
         problems = {n: p for n, r in group if (p := _row_problem(r))}
+        merged, conflicts = _merge(group)
+        for n, conflict in conflicts.items():
+            problems.setdefault(n, conflict)
+        order_in: OrderIn | None = None
         if not problems:
             try:
-                order_in = _order_in(group)
+                order_in = _order_in(merged, group)
             except msgspec.ValidationError as exc:
-                problems = {group[0][0]: str(exc).replace("$.", "")}
-        if problems:
+                n, reason = _order_problem(exc, group)
+                problems[n] = reason
+        if order_in is None:
+            rejected_orders += 1
+            bad_rows = ", ".join(str(n) for n in sorted(problems))
+            sibling = f"another row of this order was rejected (row {bad_rows})"
             for n, _ in group:
-                reason = problems.get(n) or "another row of this order was rejected"
                 report.append(
-                    ImportRow(row=n, status="rejected", reference=reference, reason=reason)
+                    ImportRow(
+                        row=n,
+                        status="rejected",
+                        reference=reference,
+                        reason=problems.get(n, sibling),
+                    )
                 )
             continue
         intake = await create_order(session, merchant_id, order_in.to_draft(OrderSource.CSV))
         status = "created" if intake.created else "duplicate"
+        (created if intake.created else duplicate).add(reference)
         for n, _ in group:
             report.append(
                 ImportRow(row=n, status=status, reference=reference, order_id=intake.order.id)
             )
     report.sort(key=lambda r: r.row)
     return ImportReport(
-        created=len({r.reference for r in report if r.status == "created"}),
-        duplicate=len({r.reference for r in report if r.status == "duplicate"}),
-        rejected=sum(1 for r in report if r.status == "rejected"),
-        rows=report,
+        created=len(created), duplicate=len(duplicate), rejected=rejected_orders, rows=report
     )

@@ -12,12 +12,39 @@ import msgspec
 from msgspec import Meta
 
 from app.orders.drafts import ADDRESS_FIELDS, CustomerDraft, LineDraft, OrderDraft
-from app.orders.models import Order, OrderEvent, OrderLine, OrderSource
+from app.orders.models import ExceptionCase, Order, OrderEvent, OrderLine, OrderSource
 
 Currency = Annotated[str, Meta(pattern="^[A-Z]{3}$", description="ISO 4217 code")]
 CountryCode = Annotated[str, Meta(pattern="^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
-NonNegative = Annotated[Decimal, Meta(ge=0)]
+#: A decimal amount (a string like "19.99", or a JSON number). msgspec cannot put bounds on a
+#: ``Decimal``, so the bounds are checked in ``__post_init__`` (see ``check_amount``).
+Amount = Annotated[
+    Decimal,
+    Meta(description=f"non-negative, at most 4 decimal places, at most {10**12}"),
+]
 ShortText = Annotated[str, Meta(min_length=1, max_length=255)]
+OptionalText = Annotated[str, Meta(max_length=255)] | None
+
+#: Largest amount accepted anywhere (stored as NUMERIC(18, 4): 14 integer digits).
+MAX_AMOUNT = Decimal(10**12)
+
+
+def check_amount(name: str, value: Decimal) -> None:
+    """Refuse what cannot be stored exactly: NaN, infinities, negatives, more than 4 decimals."""
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"{name}: must be a non-negative amount, got {value}")
+    if value > MAX_AMOUNT:
+        raise ValueError(f"{name}: must be at most {MAX_AMOUNT}, got {value}")
+    if value.normalize().as_tuple().exponent < -4:  # type: ignore[operator]
+        raise ValueError(f"{name}: at most 4 decimal places, got {value}")
+
+
+def check_text(struct: msgspec.Struct) -> None:
+    """PostgreSQL cannot store NUL in text or JSON: refuse it here rather than fail there."""
+    for name in struct.__struct_fields__:
+        value = getattr(struct, name)
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError(f"{name}: must not contain NUL characters")
 
 
 class AddressIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -25,22 +52,29 @@ class AddressIn(msgspec.Struct, forbid_unknown_fields=True):
     address1: ShortText
     city: ShortText
     country_code: CountryCode
-    address2: str | None = None
-    company: str | None = None
-    province: str | None = None
-    province_code: str | None = None
-    zip: str | None = None
-    phone: str | None = None
-    first_name: str | None = None
-    last_name: str | None = None
-    country: str | None = None
+    address2: OptionalText = None
+    company: OptionalText = None
+    province: OptionalText = None
+    province_code: OptionalText = None
+    zip: OptionalText = None
+    phone: OptionalText = None
+    first_name: OptionalText = None
+    last_name: OptionalText = None
+    country: OptionalText = None
+
+    def __post_init__(self) -> None:
+        check_text(self)
 
 
 class LineIn(msgspec.Struct, forbid_unknown_fields=True):
     sku: ShortText
     quantity: Annotated[int, Meta(gt=0, le=100_000)]
-    price: NonNegative
-    title: str | None = None
+    price: Amount
+    title: Annotated[str, Meta(max_length=512)] | None = None
+
+    def __post_init__(self) -> None:
+        check_text(self)
+        check_amount("price", self.price)
 
 
 class OrderIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -51,16 +85,29 @@ class OrderIn(msgspec.Struct, forbid_unknown_fields=True):
     lines: Annotated[list[LineIn], Meta(min_length=1, max_length=500)]
     shipping_address: AddressIn
     reference: ShortText | None = None
-    email: str | None = None
-    shipping_price: NonNegative = Decimal("0")
-    tax: NonNegative = Decimal("0")
-    discount: NonNegative = Decimal("0")
-    shipping_method: str | None = None
-    financial_status: Annotated[str, Meta(max_length=32)] = "paid"
-    note: str | None = None
+    email: Annotated[str, Meta(max_length=320)] | None = None
+    shipping_price: Amount = Decimal("0")
+    tax: Amount = Decimal("0")
+    discount: Amount = Decimal("0")
+    shipping_method: OptionalText = None
+    financial_status: Annotated[str, Meta(min_length=1, max_length=32)] = "paid"
+    note: Annotated[str, Meta(max_length=10_000)] | None = None
+
+    def __post_init__(self) -> None:
+        check_text(self)
+        for name in ("shipping_price", "tax", "discount"):
+            check_amount(name, getattr(self, name))
+        if self.subtotal > MAX_AMOUNT:
+            raise ValueError(f"lines: the order's subtotal must be at most {MAX_AMOUNT}")
+        if self.discount > self.subtotal + self.tax + self.shipping_price:
+            raise ValueError("discount: larger than the order's subtotal, tax and shipping")
+
+    @property
+    def subtotal(self) -> Decimal:
+        return sum((ln.price * ln.quantity for ln in self.lines), Decimal("0"))
 
     def to_draft(self, source: str = OrderSource.MANUAL) -> OrderDraft:
-        subtotal = sum((ln.price * ln.quantity for ln in self.lines), Decimal("0"))
+        subtotal = self.subtotal
         addr = msgspec.structs.asdict(self.shipping_address)
         return OrderDraft(
             source=source,
@@ -233,6 +280,18 @@ class ExceptionOut(msgspec.Struct):
     resolved_at: datetime | None
     data: dict[str, Any]
 
+    @classmethod
+    def of(cls, c: ExceptionCase) -> ExceptionOut:
+        return cls(
+            id=c.id,
+            kind=c.kind,
+            reason=c.reason,
+            order_id=c.order_id,
+            created_at=c.created_at,
+            resolved_at=c.resolved_at,
+            data=c.data,
+        )
+
 
 class ImportRow(msgspec.Struct):
     row: int
@@ -243,6 +302,9 @@ class ImportRow(msgspec.Struct):
 
 
 class ImportReport(msgspec.Struct):
+    """``created``/``duplicate``/``rejected`` count orders (a row without a reference counts as
+    one rejected order); ``rows`` has the verdict of every row."""
+
     created: int
     duplicate: int
     rejected: int
