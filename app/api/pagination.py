@@ -73,15 +73,19 @@ async def keyset_page(
     limit: int,
     shape: Callable[[R], T],
     key: Callable[[R], tuple[datetime, uuid.UUID]],
+    oldest_first: bool = False,
 ) -> Page[T]:
-    """One page of ``query`` newest first. ``key`` gives a row's ``(created_at, id)``."""
+    """One page of ``query``, newest first (or oldest first: work queues read in arrival
+    order). ``key`` gives a row's ``(created_at, id)``."""
     check_limit(limit)
     if cursor:
         at, last_id = decode_cursor(cursor)
-        query = query.where(or_(created_at < at, and_(created_at == at, id_ < last_id)))
-    rows: list[Any] = list(
-        await session.scalars(query.order_by(created_at.desc(), id_.desc()).limit(limit + 1))
-    )
+        if oldest_first:
+            query = query.where(or_(created_at > at, and_(created_at == at, id_ > last_id)))
+        else:
+            query = query.where(or_(created_at < at, and_(created_at == at, id_ < last_id)))
+    order = (created_at, id_) if oldest_first else (created_at.desc(), id_.desc())
+    rows: list[Any] = list(await session.scalars(query.order_by(*order).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(

@@ -18,12 +18,12 @@ from litestar.exceptions import (
     NotFoundException,
 )
 from litestar.params import FromPath, FromQuery, JSONBody
-from sqlalchemy import Table, and_, bindparam, or_, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.api.deps import bearer_token
-from app.api.pagination import DEFAULT_LIMIT, Page, check_limit, decode_cursor, encode_cursor
+from app.api.pagination import DEFAULT_LIMIT, Page, keyset_page
 from app.db import utcnow
 from app.purchasing import service
 from app.purchasing.models import POStatus, PurchaseOrder, Shipment
@@ -124,7 +124,6 @@ class SupplierApiController(Controller):
         cursor: FromQuery[str | None] = None,
         limit: FromQuery[int] = DEFAULT_LIMIT,
     ) -> Page[SupplierOrderOut]:
-        check_limit(limit)
         query = (
             select(PurchaseOrder)
             .where(PurchaseOrder.supplier_id == supplier.id)
@@ -137,26 +136,16 @@ class SupplierApiController(Controller):
             query = query.where(PurchaseOrder.status.in_(statuses))
         else:
             query = query.where(PurchaseOrder.status != POStatus.PENDING)
-        if cursor:
-            at, last = decode_cursor(cursor)
-            query = query.where(
-                or_(
-                    PurchaseOrder.created_at > at,
-                    and_(PurchaseOrder.created_at == at, PurchaseOrder.id > last),
-                )
-            )
-        rows = list(
-            (
-                await db_session.scalars(
-                    query.order_by(PurchaseOrder.created_at, PurchaseOrder.id).limit(limit + 1)
-                )
-            ).all()
-        )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(
-            items=[supplier_view(po) for po in rows],
-            next_cursor=encode_cursor(rows[-1].created_at, rows[-1].id) if more else None,
+        return await keyset_page(
+            db_session,
+            query,
+            PurchaseOrder.created_at,
+            PurchaseOrder.id,
+            cursor=cursor,
+            limit=limit,
+            shape=supplier_view,
+            key=lambda po: (po.created_at, po.id),
+            oldest_first=True,
         )
 
     @post("/orders/{po_id:uuid}/accept", status_code=200, summary="Accept a purchase order")

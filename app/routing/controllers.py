@@ -13,12 +13,12 @@ from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ClientException, HTTPException, NotFoundException
 from litestar.params import FromPath, FromQuery, JSONBody
 from msgspec import Meta
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.api.deps import provide_merchant
-from app.api.pagination import DEFAULT_LIMIT, Page, check_limit, decode_cursor, encode_cursor
+from app.api.pagination import DEFAULT_LIMIT, Page, keyset_page
 from app.merchants.models import Merchant
 from app.orders.models import Order, OrderLine, OrderStatus
 from app.orders.service import record
@@ -281,7 +281,6 @@ class PurchaseOrderController(Controller):
         cursor: FromQuery[str | None] = None,
         limit: FromQuery[int] = DEFAULT_LIMIT,
     ) -> Page[PurchaseOrderOut]:
-        check_limit(limit)
         query = (
             select(PurchaseOrder)
             .where(PurchaseOrder.merchant_id == merchant.id)
@@ -297,28 +296,15 @@ class PurchaseOrderController(Controller):
             query = query.where(PurchaseOrder.supplier_id == supplier_id)
         if dead_letter:
             query = query.where(PurchaseOrder.dead_lettered_at.is_not(None))
-        if cursor:
-            at, last = decode_cursor(cursor)
-            query = query.where(
-                or_(
-                    PurchaseOrder.created_at < at,
-                    and_(PurchaseOrder.created_at == at, PurchaseOrder.id < last),
-                )
-            )
-        rows = list(
-            (
-                await db_session.scalars(
-                    query.order_by(PurchaseOrder.created_at.desc(), PurchaseOrder.id.desc()).limit(
-                        limit + 1
-                    )
-                )
-            ).all()
-        )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(
-            items=[po_out(po) for po in rows],
-            next_cursor=encode_cursor(rows[-1].created_at, rows[-1].id) if more else None,
+        return await keyset_page(
+            db_session,
+            query,
+            PurchaseOrder.created_at,
+            PurchaseOrder.id,
+            cursor=cursor,
+            limit=limit,
+            shape=po_out,
+            key=lambda po: (po.created_at, po.id),
         )
 
     @get("/{po_id:uuid}", summary="One purchase order")

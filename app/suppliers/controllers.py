@@ -9,11 +9,11 @@ from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import FromPath, FromQuery, JSONBody
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import provide_merchant
-from app.api.pagination import DEFAULT_LIMIT, Page, check_limit, decode_cursor, encode_cursor
+from app.api.pagination import DEFAULT_LIMIT, Page, keyset_page
 from app.merchants.models import Merchant
 from app.orders.controllers import _csv_text
 from app.services import Services
@@ -193,32 +193,21 @@ class SupplierProductController(Controller):
         cursor: FromQuery[str | None] = None,
         limit: FromQuery[int] = DEFAULT_LIMIT,
     ) -> Page[ProductOut]:
-        check_limit(limit)
         query = select(SupplierProduct).where(SupplierProduct.merchant_id == merchant.id)
         if supplier_id is not None:
             query = query.where(SupplierProduct.supplier_id == supplier_id)
         if sku:
             query = query.where(SupplierProduct.sku == sku)
-        if cursor:
-            at, last = decode_cursor(cursor)
-            query = query.where(
-                or_(
-                    SupplierProduct.created_at > at,
-                    and_(SupplierProduct.created_at == at, SupplierProduct.id > last),
-                )
-            )
-        rows = list(
-            (
-                await db_session.scalars(
-                    query.order_by(SupplierProduct.created_at, SupplierProduct.id).limit(limit + 1)
-                )
-            ).all()
-        )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(
-            items=[product_out(p) for p in rows],
-            next_cursor=encode_cursor(rows[-1].created_at, rows[-1].id) if more else None,
+        return await keyset_page(
+            db_session,
+            query,
+            SupplierProduct.created_at,
+            SupplierProduct.id,
+            cursor=cursor,
+            limit=limit,
+            shape=product_out,
+            key=lambda p: (p.created_at, p.id),
+            oldest_first=True,
         )
 
     @post("/", status_code=201, summary="Add or update one offer (upsert on supplier + SKU)")
