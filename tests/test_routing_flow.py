@@ -146,6 +146,15 @@ class TestTwoSuppliers:
             await client.get(f"/api/v1/orders/{rest_po['order_id']}", headers=shop.headers)
         ).json()
         assert order["status"] == "routed"
+        assert sorted(
+            (p["number"], p["status"], [ln["sku"] for ln in p["lines"]])
+            for p in order["purchase_orders"]
+        ) == sorted(
+            [
+                (rest_po["number"], "accepted", ["IPOD2008GREEN"]),
+                (portal_po["number"], "placed", ["IPOD2008RED"]),
+            ]
+        )
         types = [e["type"] for e in order["timeline"]]
         assert "routing.decided" in types
         decided = next(e for e in order["timeline"] if e["type"] == "routing.decided")
@@ -225,6 +234,12 @@ class TestTwoSuppliers:
         shipment_id = rest.json()["id"]
         [shipped] = await purchase_orders(client, shop)
         assert shipped["status"] == "shipped"
+        detail = (await client.get(f"/api/v1/orders/{po['order_id']}", headers=shop.headers)).json()
+        [with_shipments] = detail["purchase_orders"]
+        assert [(x["tracking_number"], x["carrier"]) for x in with_shipments["shipments"]] == [
+            ("1Z999", "UPS"),
+            ("1Z1000", "UPS"),
+        ]
 
         for status in ("in_transit", "out_for_delivery", "delivered"):
             r = await client.post(

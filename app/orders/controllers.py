@@ -18,6 +18,7 @@ from litestar.exceptions import (
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
 
 from app.api.deps import provide_merchant, validation_error
 from app.api.pagination import DEFAULT_LIMIT, Page, check_limit, keyset_page
@@ -32,6 +33,9 @@ from app.orders.schemas import (
     OrderSummary,
 )
 from app.orders.service import create_order, get_order
+from app.purchasing.models import PurchaseOrder, Shipment
+from app.purchasing.schemas import OrderPurchaseOrder, ShipmentOut, SupplierLineOut
+from app.purchasing.supplier_api import shipment_out
 from app.services import Services
 
 
@@ -104,7 +108,9 @@ class OrderController(Controller):
         order = await get_order(db_session, merchant.id, order_id)
         if order is None:
             raise NotFoundException(f"order {order_id} not found")
-        return OrderDetail.of(order, services.settings.public_url)
+        return OrderDetail.of(
+            order, services.settings.public_url, await purchase_orders_of(db_session, order.id)
+        )
 
     @post("/", status_code=201, summary="Enter an order by hand (validated like Shopify orders)")
     async def create(
@@ -206,3 +212,48 @@ class ExceptionController(Controller):
             shape=ExceptionOut.of,
             key=lambda c: (c.created_at, c.id),
         )
+
+
+async def purchase_orders_of(
+    session: AsyncSession, order_id: uuid.UUID
+) -> list[OrderPurchaseOrder]:
+    pos = list(
+        await session.scalars(
+            select(PurchaseOrder)
+            .where(PurchaseOrder.order_id == order_id)
+            .options(selectinload(PurchaseOrder.lines))
+            .order_by(PurchaseOrder.created_at, PurchaseOrder.id)
+        )
+    )
+    shipments: dict[uuid.UUID, list[ShipmentOut]] = {}
+    if pos:
+        for sh in await session.scalars(
+            select(Shipment)
+            .where(Shipment.purchase_order_id.in_([po.id for po in pos]))
+            .order_by(Shipment.shipped_at, Shipment.id)
+        ):
+            shipments.setdefault(sh.purchase_order_id, []).append(shipment_out(sh))
+    return [
+        OrderPurchaseOrder(
+            id=po.id,
+            supplier_id=po.supplier_id,
+            number=po.number,
+            status=po.status,
+            currency=po.currency,
+            total_cost=po.total_cost,
+            supplier_reference=po.supplier_reference,
+            last_error=po.last_error,
+            lines=[
+                SupplierLineOut(
+                    supplier_sku=ln.supplier_sku,
+                    sku=ln.sku,
+                    quantity=ln.quantity,
+                    quantity_shipped=ln.quantity_shipped,
+                    unit_cost=ln.unit_cost,
+                )
+                for ln in po.lines
+            ],
+            shipments=shipments.get(po.id, []),
+        )
+        for po in pos
+    ]

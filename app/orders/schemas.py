@@ -13,6 +13,7 @@ from msgspec import Meta
 
 from app.orders.drafts import ADDRESS_FIELDS, CustomerDraft, LineDraft, OrderDraft
 from app.orders.models import ExceptionCase, Order, OrderEvent, OrderLine, OrderSource
+from app.purchasing.schemas import OrderPurchaseOrder
 
 Currency = Annotated[str, Meta(pattern="^[A-Z]{3}$", description="ISO 4217 code")]
 CountryCode = Annotated[str, Meta(pattern="^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
@@ -235,9 +236,13 @@ class OrderDetail(msgspec.Struct):
     tracking_url: str
     lines: list[LineOut]
     timeline: list[EventOut]
+    #: Where each line went: purchase orders with their shipments, oldest first.
+    purchase_orders: list[OrderPurchaseOrder] = msgspec.field(default_factory=list)
 
     @classmethod
-    def of(cls, o: Order, public_url: str) -> OrderDetail:
+    def of(
+        cls, o: Order, public_url: str, purchase_orders: list[OrderPurchaseOrder] | None = None
+    ) -> OrderDetail:
         return cls(
             id=o.id,
             name=o.name,
@@ -268,6 +273,7 @@ class OrderDetail(msgspec.Struct):
             tracking_url=f"{public_url.rstrip('/')}/track/{o.tracking_token}",
             lines=[LineOut.of(ln) for ln in o.lines],
             timeline=[EventOut.of(e) for e in sorted(o.events, key=lambda e: (e.created_at, e.id))],
+            purchase_orders=purchase_orders or [],
         )
 
 

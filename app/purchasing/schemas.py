@@ -101,3 +101,18 @@ class PurchaseOrderOut(msgspec.Struct):
     dead_lettered_at: datetime | None
     lines: list[SupplierLineOut]
     created_at: datetime
+
+
+class OrderPurchaseOrder(msgspec.Struct):
+    """A purchase order inside the merchant's order view, with its shipments."""
+
+    id: uuid.UUID
+    supplier_id: uuid.UUID
+    number: str
+    status: str
+    currency: str
+    total_cost: Decimal
+    supplier_reference: str | None
+    last_error: str | None
+    lines: list[SupplierLineOut]
+    shipments: list[ShipmentOut]
