@@ -49,9 +49,15 @@ STATUS_ALIASES = {"pending": (POStatus.PLACED,), "open": POStatus.OPEN}
 async def provide_supplier(
     request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
 ) -> Supplier:
-    supplier = await authenticate_supplier(db_session, bearer_token(request))
-    if supplier is None:
-        raise NotAuthorizedException("invalid supplier key")
+    try:
+        supplier = await authenticate_supplier(db_session, bearer_token(request))
+        if supplier is None:
+            raise NotAuthorizedException("invalid supplier key")
+    except Exception:
+        # A failed dependency's already-resolved session is never cleaned up by Litestar:
+        # release its transaction (on SQLite, the write lock) now.
+        await db_session.close()
+        raise
     return supplier
 
 
