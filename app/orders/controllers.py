@@ -243,16 +243,7 @@ async def purchase_orders_of(
             total_cost=po.total_cost,
             supplier_reference=po.supplier_reference,
             last_error=po.last_error,
-            lines=[
-                SupplierLineOut(
-                    supplier_sku=ln.supplier_sku,
-                    sku=ln.sku,
-                    quantity=ln.quantity,
-                    quantity_shipped=ln.quantity_shipped,
-                    unit_cost=ln.unit_cost,
-                )
-                for ln in po.lines
-            ],
+            lines=[SupplierLineOut.of(ln) for ln in po.lines],
             shipments=shipments.get(po.id, []),
         )
         for po in pos

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from app.purchasing.models import PurchaseOrderLine
+
 
 class SupplierLineOut(msgspec.Struct):
     supplier_sku: str
@@ -15,6 +17,16 @@ class SupplierLineOut(msgspec.Struct):
     quantity: int
     quantity_shipped: int
     unit_cost: Decimal
+
+    @classmethod
+    def of(cls, ln: PurchaseOrderLine) -> SupplierLineOut:
+        return cls(
+            supplier_sku=ln.supplier_sku,
+            sku=ln.sku,
+            quantity=ln.quantity,
+            quantity_shipped=ln.quantity_shipped,
+            unit_cost=ln.unit_cost,
+        )
 
 
 class SupplierOrderOut(msgspec.Struct):

@@ -71,17 +71,7 @@ def supplier_view(po: PurchaseOrder) -> SupplierOrderOut:
         ship_to=po.ship_to,
         shipping_method=po.shipping_method,
         supplier_reference=po.supplier_reference,
-        lines=[
-            SupplierLineOut(
-                supplier_sku=ln.supplier_sku,
-                sku=ln.sku,
-                quantity=ln.quantity,
-                quantity_shipped=ln.quantity_shipped,
-                unit_cost=ln.unit_cost,
-            )
-            for ln in po.lines
-            if ln.status == "open"
-        ],
+        lines=[SupplierLineOut.of(ln) for ln in po.lines if ln.status == "open"],
         created_at=po.created_at,
     )
 

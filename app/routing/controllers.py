@@ -115,16 +115,7 @@ def po_out(po: PurchaseOrder) -> PurchaseOrderOut:
         placed_at=po.placed_at,
         accepted_at=po.accepted_at,
         dead_lettered_at=po.dead_lettered_at,
-        lines=[
-            SupplierLineOut(
-                supplier_sku=ln.supplier_sku,
-                sku=ln.sku,
-                quantity=ln.quantity,
-                quantity_shipped=ln.quantity_shipped,
-                unit_cost=ln.unit_cost,
-            )
-            for ln in po.lines
-        ],
+        lines=[SupplierLineOut.of(ln) for ln in po.lines],
         created_at=po.created_at,
     )
 
