@@ -6,7 +6,9 @@ what it needs to ship them.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from typing import Any, cast
 
 from litestar import Controller, Request, get, post, put
@@ -98,12 +100,16 @@ async def _own_po(
     return po
 
 
-def _conflict(exc: Exception) -> HTTPException:
-    return HTTPException(status_code=409, detail=str(exc))
-
-
-def _bad(exc: service.PurchaseOrderInputError) -> ClientException:
-    return ClientException(str(exc), extra={"field": exc.field})
+@contextlib.contextmanager
+def _as_http_errors() -> Iterator[None]:
+    """Purchase-order rule violations as HTTP answers: bad input 400 (naming the field), a
+    state that forbids the operation 409."""
+    try:
+        yield
+    except service.PurchaseOrderInputError as exc:
+        raise ClientException(str(exc), extra={"field": exc.field}) from exc
+    except service.PurchaseOrderConflict as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from exc
 
 
 class SupplierApiController(Controller):
@@ -158,7 +164,7 @@ class SupplierApiController(Controller):
         reference = data.supplier_reference if data else None
         if po.status == POStatus.ACCEPTED and reference in (None, po.supplier_reference):
             return supplier_view(po)  # accepting twice is harmless
-        try:
+        with _as_http_errors():
             po.supplier_reference = reference or po.supplier_reference
             await service.transition(
                 db_session,
@@ -166,8 +172,6 @@ class SupplierApiController(Controller):
                 POStatus.ACCEPTED,
                 "accepted by supplier" + (f" (reference {reference})" if reference else ""),
             )
-        except service.PurchaseOrderConflict as exc:
-            raise _conflict(exc) from exc
         return supplier_view(po)
 
     @post(
@@ -185,12 +189,8 @@ class SupplierApiController(Controller):
     ) -> SupplierOrderOut:
         dialect = request.app.state.services.db.dialect
         po = await _own_po(db_session, supplier, po_id, dialect)
-        try:
+        with _as_http_errors():
             await service.reject(db_session, po, data.reason, data.lines or None)
-        except service.PurchaseOrderInputError as exc:
-            raise _bad(exc) from exc
-        except service.PurchaseOrderConflict as exc:
-            raise _conflict(exc) from exc
         return supplier_view(po)
 
     @post(
@@ -208,7 +208,7 @@ class SupplierApiController(Controller):
     ) -> ShipmentOut:
         dialect = request.app.state.services.db.dialect
         po = await _own_po(db_session, supplier, po_id, dialect)
-        try:
+        with _as_http_errors():
             shipment, _ = await service.add_shipment(
                 db_session,
                 po,
@@ -218,10 +218,6 @@ class SupplierApiController(Controller):
                 lines=[service.ShipmentLineInput(x.sku, x.quantity) for x in data.lines],
                 shipped_at=data.shipped_at,
             )
-        except service.PurchaseOrderInputError as exc:
-            raise _bad(exc) from exc
-        except service.PurchaseOrderConflict as exc:
-            raise _conflict(exc) from exc
         return shipment_out(shipment)
 
     @post("/shipments/{shipment_id:uuid}/events", status_code=201, summary="Tracking events")
@@ -241,14 +237,10 @@ class SupplierApiController(Controller):
             raise NotFoundException(f"shipment {shipment_id} not found")
         if data.occurred_at.tzinfo is None:
             raise ClientException("occurred_at: include a UTC offset")
-        try:
+        with _as_http_errors():
             await service.add_tracking_event(
                 db_session, shipment, data.status, data.occurred_at, data.description
             )
-        except service.PurchaseOrderInputError as exc:
-            raise _bad(exc) from exc
-        except service.PurchaseOrderConflict as exc:
-            raise _conflict(exc) from exc
         return shipment_out(shipment)
 
     @put("/inventory", status_code=200, summary="Stock and cost by SKU, up to 10,000 rows")
