@@ -29,6 +29,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from app.sqlite_writer import serialize_writers
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -137,18 +139,24 @@ def _sqlite_path(url: str) -> Path | None:
     return None
 
 
+#: How long a SQLite transaction waits for the write lock (other processes: SQLite's busy
+#: timeout; this process: :mod:`app.sqlite_writer`) before failing as a transient error.
+SQLITE_LOCK_TIMEOUT = 30.0
+
+
 def create_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> AsyncEngine:
     """An async engine tuned for the backend.
 
-    SQLite: WAL, a generous busy timeout and ``BEGIN IMMEDIATE`` so concurrent writers (the API
-    and the in-process workers) queue for the write lock instead of failing with "database is
-    locked" when a read transaction tries to upgrade.
+    SQLite: WAL, ``BEGIN IMMEDIATE`` so a transaction never has to upgrade a read lock (which
+    fails at once with "database is locked"), the writers of this process queued on one
+    :class:`~app.sqlite_writer.WriterLock` per file, and a generous busy timeout for writers in
+    other processes (``dropship migrate``, the CLI).
     """
     if url.startswith("sqlite"):
         path = _sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": SQLITE_LOCK_TIMEOUT})
 
         @event.listens_for(engine.sync_engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -158,12 +166,17 @@ def create_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> As
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_LOCK_TIMEOUT * 1000)}")
             cursor.close()
 
-        @event.listens_for(engine.sync_engine, "begin")
-        def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if path is not None:
+            # Writers of this process queue in Python, not in SQLite's busy handler (see there).
+            serialize_writers(engine, path, timeout=SQLITE_LOCK_TIMEOUT)
+        else:
+
+            @event.listens_for(engine.sync_engine, "begin")
+            def _on_begin(conn: Any) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_async_engine(

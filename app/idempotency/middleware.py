@@ -108,9 +108,9 @@ async def _claim(db: Database, owner: str, key: str, request_hash: str) -> Idemp
     """Take the key for this request: None if this request now owns it, else the record of the
     request that does.
 
-    ``INSERT ... ON CONFLICT DO NOTHING`` rather than catching ``IntegrityError``: on SQLite a
-    failed statement's cursor is freed later by the garbage collector, which then blocks the
-    event loop on the connection's mutex for as long as the connection waits for the write lock.
+    ``INSERT ... ON CONFLICT DO NOTHING`` rather than catching ``IntegrityError``: one round
+    trip, and no failed statement whose cursor lingers until the garbage collector frees it (see
+    ``app.sqlite_writer`` for what such a cursor could do on SQLite).
     """
     now = utcnow()
     async with db.transaction() as session:
