@@ -3,6 +3,7 @@
 from app.db import Base
 from app.idempotency.models import IdempotencyRecord
 from app.jobs.models import OutboxMessage, PeriodicRun
+from app.mail.models import OutgoingEmail
 from app.merchants.models import ApiToken, Merchant
 from app.orders.models import Customer, ExceptionCase, Order, OrderEvent, OrderLine
 from app.purchasing.models import (
@@ -29,6 +30,7 @@ __all__ = [
     "OrderEvent",
     "OrderLine",
     "OutboxMessage",
+    "OutgoingEmail",
     "PeriodicRun",
     "PurchaseOrder",
     "PurchaseOrderLine",

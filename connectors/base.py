@@ -93,6 +93,9 @@ class PlacementResult:
     status: str
     supplier_reference: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+    #: Ask for a notice email to the supplier's contact address (channels with no push of
+    #: their own, like the portal).
+    notify_supplier: bool = False
 
 
 @dataclass(frozen=True)

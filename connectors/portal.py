@@ -1,17 +1,31 @@
 """Suppliers who pull: they list their purchase orders through the supplier API
 (``GET /supplier/v1/orders``) and report acceptance, shipments and tracking back through it.
-Placing an order only makes it visible to them."""
+Placing an order only makes it visible to them, and (unless ``email_notice`` is false) asks for
+a notice to the supplier's contact email, sent once per purchase order."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
-from connectors.base import Connector, PlacementResult, PurchaseOrderDTO
+from connectors.base import Connector, ConnectorConfigError, PlacementResult, PurchaseOrderDTO
 
 
 class PortalConnector(Connector):
     kind: ClassVar[str] = "portal"
     pull_based: ClassVar[bool] = True
 
+    @classmethod
+    def validate_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(config) - {"email_notice"})
+        if unknown:
+            raise ConnectorConfigError(unknown[0], "unknown setting for a portal supplier")
+        notice = config.get("email_notice", True)
+        if not isinstance(notice, bool):
+            raise ConnectorConfigError("email_notice", "must be true or false")
+        return {"email_notice": notice}
+
     async def place_order(self, po: PurchaseOrderDTO) -> PlacementResult:
-        return PlacementResult(status="placed")
+        return PlacementResult(
+            status="placed", notify_supplier=bool(self.config.get("email_notice", True))
+        )

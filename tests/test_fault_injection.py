@@ -26,6 +26,7 @@ from app.settings import Settings
 from app.webhooks.models import WebhookDelivery
 from tests.conftest import SHOPIFY_SECRET, MerchantHandle
 from tests.support import services as svc
+from tests.support.broker import losing_jobs
 from tests.support.shopify import order_payload, webhook_headers
 from tests.support.wait import eventually
 
@@ -131,24 +132,9 @@ class TestWorkerFailure:
     async def test_lost_job_is_recovered_by_the_sweeper(
         self, client: Client, merchant: MerchantHandle, db: Database, settings: Settings
     ) -> None:
-        broker = client.app.state.workers.broker
-        real_enqueue = broker.enqueue
-        lost: list[Any] = []
-
-        def swallow(message: Any, **kwargs: Any) -> Any:
-            # The broker acknowledged and then lost the message (e.g. Redis restarted without
-            # persistence): the outbox row is gone, the delivery is not processed.
-            if message.actor_name == "webhook.process":
-                lost.append(message)
-                return message
-            return real_enqueue(message, **kwargs)
-
-        broker.enqueue = swallow
-        try:
+        with losing_jobs(client.app.state.workers.broker, "webhook.process") as lost:
             assert await send(client, 3) == [200] * 3
             await eventually(lambda: _gt(lambda: len(lost), 2))
-        finally:
-            broker.enqueue = real_enqueue
         assert await orders_count(db) == 0
 
         from workers.maintenance import sweep

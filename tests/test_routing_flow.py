@@ -13,13 +13,21 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from app.db import Database
-from tests.conftest import SHOPIFY_SECRET, MerchantHandle, make_merchant
-from tests.support.shopify import order_payload, webhook_headers
+from tests.conftest import MerchantHandle, make_merchant
+from tests.support.broker import losing_jobs
+from tests.support.routing import (
+    SHOP,
+    create_supplier,
+    import_catalog,
+    purchase_orders,
+    send_order,
+    wait_pos,
+)
+from tests.support.shopify import order_payload
 from tests.support.supplier_sim import BASE_URL, SupplierSim, rest_config
 from tests.support.wait import eventually
 
 Client = AsyncTestClient[Litestar]
-SHOP = "route-shop.myshopify.com"
 
 
 @pytest.fixture
@@ -34,52 +42,6 @@ def sim() -> Iterator[SupplierSim]:
         mock.post(f"{BASE_URL}/orders").mock(side_effect=simulator.place)
         mock.get(url__startswith=f"{BASE_URL}/orders/").mock(side_effect=simulator.get)
         yield simulator
-
-
-async def create_supplier(client: Client, shop: MerchantHandle, **body: Any) -> dict[str, Any]:
-    r = await client.post("/api/v1/suppliers", json=body, headers=shop.headers)
-    assert r.status_code == 201, r.text
-    return dict(r.json())
-
-
-async def import_catalog(client: Client, shop: MerchantHandle, rows: list[str]) -> dict[str, Any]:
-    header = "sku,supplier,supplier_sku,unit_cost,currency,stock,lead_time_days,ships_to,priority"
-    r = await client.post(
-        "/api/v1/supplier-products/import",
-        content="\n".join([header, *rows]).encode(),
-        headers={**shop.headers, "Content-Type": "text/csv"},
-    )
-    assert r.status_code == 200, r.text
-    return dict(r.json())
-
-
-async def send_order(client: Client, **overrides: Any) -> None:
-    payload = order_payload(**overrides)
-    body = json.dumps(payload).encode()
-    r = await client.post(
-        "/webhooks/shopify",
-        content=body,
-        headers=webhook_headers(body, secret=SHOPIFY_SECRET, shop=SHOP),
-    )
-    assert r.status_code == 200, r.text
-
-
-async def purchase_orders(
-    client: Client, shop: MerchantHandle, **params: Any
-) -> list[dict[str, Any]]:
-    r = await client.get("/api/v1/purchase-orders", params=params, headers=shop.headers)
-    assert r.status_code == 200, r.text
-    return list(r.json()["items"])
-
-
-async def wait_pos(
-    client: Client, shop: MerchantHandle, predicate: Any, wait: float = 20
-) -> list[dict[str, Any]]:
-    async def probe() -> list[dict[str, Any]] | None:
-        pos = await purchase_orders(client, shop)
-        return pos if predicate(pos) else None
-
-    return await eventually(probe, timeout=wait)
 
 
 def two_line_order() -> dict[str, Any]:
@@ -560,18 +522,7 @@ class TestRecovery:
         from workers.maintenance import sweep
         from workers.registry import TaskContext
 
-        broker = client.app.state.workers.broker
-        real = broker.enqueue
-        lost: list[Any] = []
-
-        def swallow(message: Any, **kwargs: Any) -> Any:
-            if message.actor_name == "purchase_order.place":
-                lost.append(message)
-                return message
-            return real(message, **kwargs)
-
-        broker.enqueue = swallow
-        try:
+        with losing_jobs(client.app.state.workers.broker, "purchase_order.place") as lost:
             await import_catalog(client, shop, ["IPOD2008GREEN,RestCo,RC-GREEN,80.00,USD,10,3,*,1"])
             await send_order(client, line_items=[order_payload()["line_items"][0]])
 
@@ -579,8 +530,6 @@ class TestRecovery:
                 return bool(lost)
 
             await eventually(lost_one)
-        finally:
-            broker.enqueue = real
         [po] = await purchase_orders(client, shop)
         assert po["status"] == "pending"
         assert sim.orders == {}

@@ -2,7 +2,9 @@
 
 The sweeper re-enqueues work that should have progressed but did not: a webhook accepted but not
 processed (its job was lost with a Redis that had no persistence, say), an order still waiting
-for validation. Tasks are idempotent, so a spurious re-enqueue costs only a no-op run.
+for validation or routing, a purchase order still to place, an email still to send. It also
+drops what has outlived its use: raw webhook bodies after 30 days, idempotency keys after 24 h.
+Tasks are idempotent, so a spurious re-enqueue costs only a no-op run.
 """
 
 from __future__ import annotations
@@ -10,11 +12,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 
 from app.db import utcnow
+from app.idempotency.middleware import RETENTION as IDEMPOTENCY_RETENTION
+from app.idempotency.models import IdempotencyRecord
 from app.jobs.models import PeriodicRun
 from app.jobs.outbox import enqueue
+from app.mail.models import EmailStatus, OutgoingEmail
+from app.mail.tasks import LEASE as EMAIL_LEASE
 from app.merchants.models import Merchant
 from app.orders.models import Order, OrderStatus
 from app.orders.tasks import auto_route
@@ -77,6 +83,23 @@ async def sweep(ctx: TaskContext, older_than: int | None = None) -> None:
         ).all()
         for po_id in pending:
             await enqueue(session, "purchase_order.place", po_id)
+        # An email whose job was lost, or whose sender died after claiming it (lease over).
+        emails = (
+            await session.scalars(
+                select(OutgoingEmail.id)
+                .where(
+                    OutgoingEmail.status == EmailStatus.QUEUED,
+                    OutgoingEmail.created_at < cutoff,
+                    or_(
+                        OutgoingEmail.claimed_at.is_(None),
+                        OutgoingEmail.claimed_at < utcnow() - EMAIL_LEASE,
+                    ),
+                )
+                .limit(5000)
+            )
+        ).all()
+        for email_id in emails:
+            await enqueue(session, "email.send", email_id)
         # Raw bodies hold customer data: keep the ids (redelivery detection) and drop the
         # bodies of deliveries handled long ago.
         await session.execute(
@@ -88,6 +111,11 @@ async def sweep(ctx: TaskContext, older_than: int | None = None) -> None:
             .values(payload="")
         )
         await session.execute(
+            delete(IdempotencyRecord).where(
+                IdempotencyRecord.created_at < utcnow() - IDEMPOTENCY_RETENTION
+            )
+        )
+        await session.execute(
             delete(PeriodicRun).where(PeriodicRun.created_at < utcnow() - timedelta(days=2))
         )
     result = {
@@ -95,6 +123,7 @@ async def sweep(ctx: TaskContext, older_than: int | None = None) -> None:
         "orders": len(orders),
         "routing": len(routable),
         "placements": len(pending),
+        "emails": len(emails),
     }
-    if deliveries or orders:
+    if any(result.values()):
         log.info("maintenance.sweep", **result)

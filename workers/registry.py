@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from app.db import Database
+from app.mail.sender import MailSender
 from app.security import SecretBox
 from app.settings import Settings
 
@@ -25,6 +26,7 @@ class TaskContext:
     box: SecretBox
     _http: httpx.AsyncClient | None = field(default=None, repr=False)
     _limits: Any = field(default=None, repr=False)
+    _mail: MailSender | None = field(default=None, repr=False)
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -50,6 +52,13 @@ class TaskContext:
 
                 self._limits = StubBackend()  # type: ignore[no-untyped-call]
         return self._limits
+
+    @property
+    def mail(self) -> MailSender:
+        """SMTP when ``DROPSHIP_SMTP_URL`` is set, else ``.eml`` files under ``var/mail``."""
+        if self._mail is None:
+            self._mail = MailSender(self.settings.smtp_url, self.settings.var_dir / "mail")
+        return self._mail
 
     async def aclose(self) -> None:
         if self._http is not None:
@@ -77,6 +86,7 @@ TASK_MODULES = (
     "app.orders.tasks",
     "app.routing.tasks",
     "app.purchasing.tasks",
+    "app.mail.tasks",
     "workers.maintenance",
 )
 

@@ -150,6 +150,19 @@ class SupplierApiController(Controller):
             oldest_first=True,
         )
 
+    @get("/orders/{po_id:uuid}", summary="One purchase order routed to you")
+    async def get_order(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        supplier: NamedDependency[Supplier],
+        po_id: FromPath[uuid.UUID],
+    ) -> SupplierOrderOut:
+        po = await service.load(db_session, po_id)
+        # Not yet handed over (pending) is not yet theirs to see, as in the list.
+        if po is None or po.supplier_id != supplier.id or po.status == POStatus.PENDING:
+            raise NotFoundException(f"purchase order {po_id} not found")
+        return supplier_view(po)
+
     @post("/orders/{po_id:uuid}/accept", status_code=200, summary="Accept a purchase order")
     async def accept(
         self,

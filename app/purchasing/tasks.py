@@ -31,6 +31,7 @@ from app.db import utcnow
 from app.orders.service import open_exception, record
 from app.purchasing import service
 from app.purchasing.models import POStatus
+from app.purchasing.notices import queue_supplier_notice
 from app.suppliers.models import Supplier
 from app.suppliers.service import decrypt_config
 from connectors.base import PermanentConnectorError, RetryableConnectorError
@@ -142,6 +143,10 @@ async def place(ctx: TaskContext, po_id: str) -> None:
             supplier_reference=po.supplier_reference,
             attempts=attempt,
         )
+        if result.notify_supplier:
+            await queue_supplier_notice(
+                session, ctx.settings, po, supplier, await service._order(session, po)
+            )
     log.info("purchase_order.placed", po_id=po_id, status=status, attempts=attempt)
 
 

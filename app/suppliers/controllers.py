@@ -83,17 +83,26 @@ class SupplierController(Controller):
     tags = ["suppliers"]
     dependencies = {"merchant": Provide(provide_merchant)}
 
-    @get("/", summary="List suppliers")
+    @get("/", summary="List suppliers, oldest first (cursor-paginated)")
     async def list_suppliers(
         self,
         db_session: NamedDependency[AsyncSession],
         merchant: NamedDependency[Merchant],
         services: NamedDependency[Services],
-    ) -> list[SupplierOut]:
-        rows = await db_session.scalars(
-            select(Supplier).where(Supplier.merchant_id == merchant.id).order_by(Supplier.name)
+        cursor: FromQuery[str | None] = None,
+        limit: FromQuery[int] = DEFAULT_LIMIT,
+    ) -> Page[SupplierOut]:
+        return await keyset_page(
+            db_session,
+            select(Supplier).where(Supplier.merchant_id == merchant.id),
+            Supplier.created_at,
+            Supplier.id,
+            cursor=cursor,
+            limit=limit,
+            shape=lambda s: supplier_out(services, s),
+            key=lambda s: (s.created_at, s.id),
+            oldest_first=True,
         )
-        return [supplier_out(services, s) for s in rows]
 
     @post("/", status_code=201, summary="Create a supplier; its API key is shown once")
     async def create(

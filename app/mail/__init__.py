@@ -1,0 +1,1 @@
+"""Outgoing email: one stored message per event, sent by a worker over SMTP or to ``var/mail``."""

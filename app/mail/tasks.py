@@ -1,0 +1,118 @@
+"""``email.send``: deliver one stored email, once.
+
+A short transaction claims the email (a lease, so two deliveries of the job never send it
+twice at the same time), the message goes out with no transaction open, and a second
+transaction marks it sent. A crash between sending and marking leaves it claimed; when the lease
+runs out the sweeper sends it again with the same ``Message-ID``, so the repeat is recognisable
+(and, without SMTP, replaces the same file). Temporary refusals retry with backoff; a permanent
+refusal fails the email and says so on the order's timeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from datetime import timedelta
+
+import dramatiq
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import utcnow
+from app.mail.models import EmailStatus, OutgoingEmail
+from app.mail.sender import MailError, build_message
+from app.orders.models import Order
+from app.orders.service import record
+from workers.broker import is_transient
+from workers.registry import TaskContext, task
+
+log = structlog.get_logger(__name__)
+
+MAX_ATTEMPTS = 10
+MARK_TRIES = 5
+#: How long a claimed email is left to its sender before the sweeper may send it again.
+LEASE = timedelta(minutes=5)
+
+
+def backoff_ms(attempt: int) -> int:
+    cap = min(30 * 60_000, 5_000 * 2 ** max(0, attempt - 1))
+    return int(random.uniform(cap / 2, cap))
+
+
+async def _load(ctx: TaskContext, session: AsyncSession, eid: uuid.UUID) -> OutgoingEmail | None:
+    query = select(OutgoingEmail).where(OutgoingEmail.id == eid)
+    if ctx.db.dialect == "postgresql":
+        query = query.with_for_update()
+    email: OutgoingEmail | None = await session.scalar(query)
+    return email
+
+
+async def _note(session: AsyncSession, email: OutgoingEmail, type_: str, message: str) -> None:
+    if email.order_id is None:
+        return
+    order = await session.get(Order, email.order_id)
+    if order is not None:
+        record(session, order, type_, message, email_id=str(email.id), kind=email.kind)
+
+
+@task("email.send", max_retries=MAX_ATTEMPTS * 4)
+async def send_email(ctx: TaskContext, email_id: str) -> None:
+    eid = uuid.UUID(email_id)
+    now = utcnow()
+    async with ctx.db.transaction() as session:
+        email = await _load(ctx, session, eid)
+        if email is None or email.status != EmailStatus.QUEUED:
+            return
+        if email.claimed_at is not None and email.claimed_at > now - LEASE:
+            return  # another worker is sending it right now
+        email.claimed_at = now
+        email.attempts += 1
+        attempt = email.attempts
+        msg = build_message(email)
+
+    try:
+        await ctx.mail.send(msg)
+    except MailError as exc:
+        async with ctx.db.transaction() as session:
+            email = await _load(ctx, session, eid)
+            if email is None or email.status != EmailStatus.QUEUED:
+                return
+            email.last_error = exc.message
+            email.claimed_at = None
+            if not exc.retryable or attempt >= MAX_ATTEMPTS:
+                email.status = EmailStatus.FAILED
+                await _note(
+                    session,
+                    email,
+                    "email.failed",
+                    f"{email.kind} email to {email.to_address} failed: {exc.message}",
+                )
+                log.error("email.failed", email_id=email_id, error=exc.message)
+                return
+        raise dramatiq.Retry(exc.message, delay=backoff_ms(attempt)) from None
+
+    # Sent: recording it must not fail into a second send. A transient database error is
+    # retried here, in place; only a crash leaves the email to the sweeper (after the lease).
+    for retry in range(MARK_TRIES):
+        try:
+            await _mark_sent(ctx, eid)
+            break
+        except Exception as exc:
+            if retry == MARK_TRIES - 1 or not is_transient(exc):
+                raise
+            log.warning("email.mark_failed", email_id=email_id, error=repr(exc))
+            await asyncio.sleep(0.2 * 2**retry)
+    log.info("email.sent", email_id=email_id, via=ctx.mail.describe)
+
+
+async def _mark_sent(ctx: TaskContext, eid: uuid.UUID) -> None:
+    async with ctx.db.transaction() as session:
+        email = await _load(ctx, session, eid)
+        if email is None or email.status != EmailStatus.QUEUED:
+            return
+        email.status = EmailStatus.SENT
+        email.sent_at = utcnow()
+        email.last_error = None
+        await _note(session, email, "email.sent", f"{email.kind} email sent to {email.to_address}")
