@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 from typing import Any
 
 import httpx
@@ -27,6 +24,7 @@ from app.webhooks.models import WebhookDelivery
 from tests.conftest import SHOPIFY_SECRET, MerchantHandle
 from tests.support import services as svc
 from tests.support.broker import losing_jobs
+from tests.support.processes import dropship_env, start_dropship
 from tests.support.shopify import order_payload, webhook_headers
 from tests.support.wait import eventually
 
@@ -157,22 +155,8 @@ class TestServerCrash:
         """Run the real server in a subprocess, SIGKILL it right after it answered, restart:
         every webhook that got a 2xx becomes an order."""
         port = svc.free_port()
-        env = {
-            **os.environ,
-            "DROPSHIP_DATABASE_URL": settings.database_url,
-            "DROPSHIP_SECRET_KEY": "test-secret-key",
-            "DROPSHIP_SHOPIFY_API_SECRET": SHOPIFY_SECRET,
-            "DROPSHIP_VAR_DIR": str(tmp_path / "var"),
-            "DROPSHIP_LOG_LEVEL": "WARNING",
-        }
-        env.pop("DROPSHIP_REDIS_URL", None)
-        if settings.redis_url:
-            env["DROPSHIP_REDIS_URL"] = settings.redis_url
-        proc = subprocess.Popen(  # noqa: ASYNC220 (started once, before any await)
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+        proc = start_dropship(
+            "serve", "--port", str(port), env=dropship_env(settings, tmp_path / "var")
         )
         accepted = 0
         try:
