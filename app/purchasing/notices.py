@@ -47,7 +47,7 @@ async def queue_supplier_notice(
         key=f"po-notice:{po.id}",
         kind=KIND,
         to=supplier.contact_email,
-        sender=str(merchant.settings.get("mail_from") or settings.mail_from),
+        sender=settings.mail_from,
         sender_name=merchant.shop_domain,
         template=KIND,
         context={
