@@ -17,12 +17,12 @@ which is also fairer and faster than SQLite's sleep-and-retry busy handler.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections import deque
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import await_only
@@ -32,19 +32,29 @@ class WriterLockTimeout(TimeoutError):
     """The writer lock was not granted in time (a transaction left open, or a runaway one)."""
 
 
+Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+
+
 class WriterLock:
     """A FIFO lock usable from any thread and any event loop.
 
     ``acquire`` suspends the calling coroutine, never its thread; ``release`` may run on any
     thread and hands the lock to the oldest waiter on that waiter's own loop, without waiting.
+
+    ``release`` can be reached from a garbage collection (SQLAlchemy terminating an abandoned
+    connection), which may run at any allocation on a thread that is inside ``acquire``. So the
+    sections under ``_mutex`` allocate nothing the collector tracks, and the mutex is reentrant:
+    a collection there can never deadlock on it.
     """
 
     def __init__(self) -> None:
-        self._mutex = threading.Lock()
+        self._mutex = threading.RLock()
         self._held = False
         #: ``id()`` of the DBAPI connection whose transaction holds the lock (set by its user).
         self.owner: int | None = None
-        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
+        self._waiters: deque[Waiter] = deque()
+        #: The waiter the lock is being handed to (its grant is queued on its loop).
+        self._handoff: Waiter | None = None
 
     @property
     def locked(self) -> bool:
@@ -52,22 +62,26 @@ class WriterLock:
 
     async def acquire(self, timeout: float) -> None:  # noqa: ASYNC109 (the lock's own deadline)
         loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        waiter: Waiter = (loop, fut)  # allocated before taking the mutex (see the class doc)
         with self._mutex:
             if not self._held:
                 self._held = True
                 return
-            fut: asyncio.Future[None] = loop.create_future()
-            self._waiters.append((loop, fut))
+            self._waiters.append(waiter)
         try:
             async with asyncio.timeout(timeout):
                 await fut
         except BaseException as exc:
+            if loop.is_closed():  # discarded with its loop: release() skips this waiter
+                raise
             # Timed out or cancelled. The grant and this handler both run on this loop, so
             # the lock is either ours (pass it on) or will be passed on when granted.
             if fut.done() and not fut.cancelled():
                 self.release()
             else:
                 fut.cancel()
+                self._reclaim_lost_handoff()
             if isinstance(exc, TimeoutError):
                 raise WriterLockTimeout(
                     f"database is locked: waited {timeout:g}s for the write lock"
@@ -77,10 +91,13 @@ class WriterLock:
     def release(self) -> None:
         while True:
             with self._mutex:
+                self._handoff = None
                 if not self._waiters:
                     self._held = False
                     return
-                loop, fut = self._waiters.popleft()
+                waiter = self._waiters.popleft()
+                self._handoff = waiter
+            loop, fut = waiter
             try:
                 loop.call_soon_threadsafe(self._grant, fut)
                 return
@@ -88,10 +105,24 @@ class WriterLock:
                 continue
 
     def _grant(self, fut: asyncio.Future[None]) -> None:
+        with self._mutex:
+            if self._handoff is not None and self._handoff[1] is fut:
+                self._handoff = None
         if fut.done():  # the waiter gave up meanwhile: pass the lock on
             self.release()
         else:
             fut.set_result(None)
+
+    def _reclaim_lost_handoff(self) -> None:
+        """A grant queued on a loop that stopped before running it is lost, and with it the
+        lock. A waiter that gives up notices and passes the lock on."""
+        with self._mutex:
+            handoff = self._handoff
+            lost = handoff is not None and (handoff[0].is_closed() or not handoff[0].is_running())
+            if lost:
+                self._handoff = None
+        if lost:
+            self.release()
 
 
 _locks: dict[str, WriterLock] = {}
@@ -108,26 +139,36 @@ def lock_for(path: Path) -> WriterLock:
         return lock
 
 
+def _raw(conn: Any) -> Any:
+    """The DBAPI connection: SQLAlchemy passes its pool proxy to begin, commit and reset."""
+    return conn.dbapi_connection if isinstance(conn, PoolProxiedConnection) else conn
+
+
 def serialize_writers(engine: AsyncEngine, path: Path, *, timeout: float) -> None:
     """Make every transaction of ``engine`` hold ``path``'s writer lock from BEGIN to its end."""
     lock = lock_for(path)
     dialect = engine.sync_engine.dialect
 
-    @event.listens_for(engine.sync_engine, "begin")
-    def _begin(conn: Any) -> None:
-        dbapi_conn = conn.connection.dbapi_connection
-        await_only(lock.acquire(timeout))
-        lock.owner = id(dbapi_conn)
+    def do_begin(dbapi_conn: Any) -> None:
+        # Inside SQLAlchemy's own begin (not a "begin" event): a failure here leaves the
+        # connection as if BEGIN had failed, and is wrapped like any database error.
         try:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            await_only(lock.acquire(timeout))
+        except WriterLockTimeout as exc:
+            raise sqlite3.OperationalError(str(exc)) from exc
+        lock.owner = id(_raw(dbapi_conn))
+        try:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            cursor.close()
         except BaseException:
             _release(dbapi_conn)
             raise
 
+    dialect.do_begin = do_begin  # type: ignore[method-assign,assignment]
+
     def _release(conn: Any) -> None:
-        # The pool passes its proxy (a ``_ConnectionFairy``) when it resets a connection.
-        dbapi_conn = conn.dbapi_connection if isinstance(conn, PoolProxiedConnection) else conn
-        if lock.owner == id(dbapi_conn):
+        if lock.owner == id(_raw(conn)):
             lock.owner = None
             lock.release()
 
