@@ -138,11 +138,15 @@ def supplier() -> None:
 @click.option("--name", required=True)
 @click.option("--connector", "kind", required=True, help="portal, rest_json")
 @click.option("--config", "config_json", default="{}", help="connector settings as JSON")
-def supplier_create(shop: str, name: str, kind: str, config_json: str) -> None:
+@click.option("--contact-email", default=None, help="where purchase-order notices go")
+def supplier_create(
+    shop: str, name: str, kind: str, config_json: str, contact_email: str | None
+) -> None:
     """Create a supplier for a merchant; prints its supplier API key once."""
     import json
 
     from app.db import Database
+    from app.mail.address import is_email
     from app.merchants.service import MerchantError, get_by_shop, normalize_shop_domain
     from app.security import SecretBox
     from app.suppliers.service import SupplierError, create_supplier
@@ -155,6 +159,8 @@ def supplier_create(shop: str, name: str, kind: str, config_json: str) -> None:
         raise click.ClickException(f"--config is not JSON: {exc}") from exc
     if not isinstance(config, dict):
         raise click.ClickException("--config must be a JSON object")
+    if contact_email is not None and not is_email(contact_email):
+        raise click.ClickException(f"--contact-email: {contact_email!r} is not one email address")
 
     async def run() -> tuple[str, str]:
         db = Database(settings.database_url)
@@ -172,6 +178,7 @@ def supplier_create(shop: str, name: str, kind: str, config_json: str) -> None:
                     name=name,
                     connector=kind,
                     config=config,
+                    contact_email=contact_email,
                 )
                 return str(created.id), key
         finally:

@@ -11,12 +11,12 @@ import structlog
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.types import ASGIApp
 
-from app.api.deps import provide_services, provide_session
+from app.api.deps import provide_services, provide_session, validation_error
 from app.health.controllers import live, ready
 from app.idempotency.middleware import idempotency_middleware
 from app.logging import configure_logging
@@ -124,7 +124,12 @@ def create_app(
         middleware=[request_id_middleware, idempotency_middleware],
         lifespan=[lifespan],
         state=State({"services": services, "workers": None}),
-        exception_handlers={Exception: _internal_error, HTTPException: _http_error},
+        exception_handlers={
+            Exception: _internal_error,
+            HTTPException: _http_error,
+            # Every endpoint names the offending field in ``detail`` (see the function).
+            ValidationException: validation_error,
+        },
         openapi_config=OpenAPIConfig(
             title="dropship",
             version="0.1.0",

@@ -13,14 +13,13 @@ from litestar.exceptions import (
     ClientException,
     HTTPException,
     NotFoundException,
-    ValidationException,
 )
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from app.api.deps import provide_merchant, validation_error
+from app.api.deps import provide_merchant
 from app.api.pagination import DEFAULT_LIMIT, Page, check_limit, keyset_page
 from app.merchants.models import Merchant
 from app.orders.csv_import import CsvFormatError, import_orders
@@ -43,7 +42,6 @@ class OrderController(Controller):
     path = "/api/v1/orders"
     tags = ["orders"]
     dependencies = {"merchant": Provide(provide_merchant)}
-    exception_handlers = {ValidationException: validation_error}
 
     @get("/", summary="List orders (newest first, cursor-paginated)")
     async def list_orders(
@@ -188,7 +186,6 @@ class ExceptionController(Controller):
     path = "/api/v1/exceptions"
     tags = ["exceptions"]
     dependencies = {"merchant": Provide(provide_merchant)}
-    exception_handlers = {ValidationException: validation_error}
 
     @get("/", summary="The exceptions queue: everything that needs a person, with the reason")
     async def list_exceptions(

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from app.mail.address import EmailAddress
+
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Country = Annotated[str, Meta(pattern="^[A-Z]{2}$")]
 
@@ -16,7 +18,7 @@ class SupplierIn(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     connector: Annotated[str, Meta(description="portal or rest_json")]
     config: dict[str, Any] = {}
-    contact_email: str | None = None
+    contact_email: EmailAddress | None = None
     ship_from_country: Country | None = None
     shipping_rates: dict[str, dict[str, str]] = {}
     rate_limit_per_second: Annotated[float, Meta(gt=0, le=1000)] | None = None
@@ -26,7 +28,7 @@ class SupplierIn(msgspec.Struct, forbid_unknown_fields=True):
 class SupplierPatch(msgspec.Struct, forbid_unknown_fields=True):
     status: Annotated[str, Meta(pattern="^(active|inactive)$")] | None = None
     config: dict[str, Any] | None = None
-    contact_email: str | None = None
+    contact_email: EmailAddress | None = None
     ship_from_country: Country | None = None
     shipping_rates: dict[str, dict[str, str]] | None = None
     rate_limit_per_second: Annotated[float, Meta(gt=0, le=1000)] | None = None
