@@ -159,6 +159,23 @@ class TestSupplierNotice:
         assert email.attempts == 2
         assert len(inbox.to(SUPPLIER_EMAIL)) == 1
 
+    async def test_a_session_refusal_is_a_configuration_problem_retried_not_a_failed_email(
+        self,
+        client: Client,
+        shop: MerchantHandle,
+        db: Database,
+        inbox: Inbox,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """530 at MAIL FROM (say, the server wants STARTTLS or a login) is about our settings,
+        not this email: retried with backoff, delivered once the server accepts."""
+        monkeypatch.setattr("app.mail.tasks.backoff_ms", lambda attempt: 50)
+        inbox.refuse_sender = ["530 5.7.0 Must issue a STARTTLS command first"]
+        await portal_order(client, shop, contact_email=SUPPLIER_EMAIL)
+        email = await wait_email_status(db, EmailStatus.SENT)
+        assert email.attempts == 2
+        assert len(inbox.to(SUPPLIER_EMAIL)) == 1
+
     async def test_a_permanent_refusal_fails_the_email_and_says_so(
         self, client: Client, shop: MerchantHandle, db: Database, inbox: Inbox
     ) -> None:
@@ -278,6 +295,63 @@ class TestSupplierNotice:
         assert await stored_emails(db) == []
         assert inbox.messages == []
 
+    async def test_the_sweeper_leaves_an_email_alone_while_it_backs_off(
+        self, client: Client, shop: MerchantHandle, db: Database, settings: Settings
+    ) -> None:
+        from app.db import utcnow
+        from workers.maintenance import sweep
+        from workers.registry import TaskContext
+
+        broker = client.app.state.workers.broker
+        with losing_jobs(broker, "email.send"):
+            await portal_order(client, shop, contact_email=SUPPLIER_EMAIL)
+            email = await wait_email_status(db, EmailStatus.QUEUED)
+        async with db.transaction() as session:
+            row = await session.get(OutgoingEmail, email.id)
+            assert row is not None
+            row.attempts = 1
+            row.next_attempt_at = utcnow() + timedelta(minutes=10)
+        ctx = TaskContext(settings=settings, db=db, box=client.app.state.services.box)
+
+        async def swept() -> list[Any]:
+            with losing_jobs(broker, "email.send") as lost:
+                await sweep(ctx, 0)
+                client.app.state.workers.relay.wake()
+                await eventually(lambda: _outbox_empty(db), timeout=10)
+            return lost
+
+        assert await swept() == []  # backing off: not re-enqueued
+        async with db.transaction() as session:
+            row = await session.get(OutgoingEmail, email.id)
+            assert row is not None
+            row.next_attempt_at = utcnow() - timedelta(seconds=1)
+        assert len(await swept()) == 1  # due: re-enqueued
+
+    async def test_a_notice_that_cannot_be_queued_does_not_undo_the_placement(
+        self, client: Client, shop: MerchantHandle, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        async def broken(*args: Any) -> None:
+            raise RuntimeError("template exploded")
+
+        monkeypatch.setattr("app.purchasing.tasks.queue_supplier_notice", broken)
+        await portal_order(client, shop, contact_email=SUPPLIER_EMAIL)
+        [po] = await wait_pos(client, shop, lambda p: len(p) == 1 and p[0]["status"] == "placed")
+        timeline = (
+            await client.get(f"/api/v1/orders/{po['order_id']}", headers=shop.headers)
+        ).json()["timeline"]
+        failed = [e for e in timeline if e["type"] == "purchase_order.notice_failed"]
+        assert len(failed) == 1
+        assert "template exploded" in failed[0]["message"]
+
+
+async def _outbox_empty(db: Database) -> bool:
+    from sqlalchemy import func
+
+    from app.jobs.models import OutboxMessage
+
+    async with db.sessionmaker() as session:
+        return (await session.scalar(select(func.count()).select_from(OutboxMessage))) == 0
+
 
 class TestPortalSettings:
     @pytest.mark.parametrize(
@@ -296,6 +370,21 @@ class TestPortalSettings:
         assert f"config.{field}" in r.json()["detail"]
         listed = (await client.get("/api/v1/suppliers", headers=shop.headers)).json()["items"]
         assert listed == []
+
+    @pytest.mark.parametrize(
+        "address",
+        ["orders@portalco.example\r\nBcc: all@evil.example", "PortalCo <o@portalco.example>", "x"],
+    )
+    async def test_a_contact_email_must_be_one_plain_address(
+        self, client: Client, shop: MerchantHandle, address: str
+    ) -> None:
+        r = await client.post(
+            "/api/v1/suppliers",
+            json={"name": "PortalCo", "connector": "portal", "contact_email": address},
+            headers=shop.headers,
+        )
+        assert r.status_code == 400, r.text
+        assert "contact_email" in r.json()["detail"]
 
 
 class TestWithoutSmtp:

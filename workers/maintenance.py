@@ -94,6 +94,10 @@ async def sweep(ctx: TaskContext, older_than: int | None = None) -> None:
                         OutgoingEmail.claimed_at.is_(None),
                         OutgoingEmail.claimed_at < utcnow() - EMAIL_LEASE,
                     ),
+                    or_(
+                        OutgoingEmail.next_attempt_at.is_(None),
+                        OutgoingEmail.next_attempt_at <= utcnow(),
+                    ),
                 )
                 .limit(5000)
             )

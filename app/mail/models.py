@@ -50,6 +50,8 @@ class OutgoingEmail(IdMixin, Base):
     attempts: Mapped[int] = mapped_column(default=0)
     #: When a worker took it for sending (a lease: see ``app.mail.tasks``).
     claimed_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: After a temporary failure: not before this (the sweeper respects the backoff).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(default=None)

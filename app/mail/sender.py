@@ -3,8 +3,9 @@ file under ``var/mail/`` (nothing leaves the machine on the embedded default).
 
 SMTP goes through ``aiosmtplib``: ``smtp://`` upgrades with STARTTLS when the server offers it,
 ``smtps://`` is TLS from the first byte. Failures are split as for supplier connectors: a
-temporary refusal (4xx) or a network error is retried; a permanent refusal (5xx, e.g. an unknown
-mailbox) fails the email for good.
+temporary refusal (4xx), a network error or a session problem (authentication, TLS, sender) is
+retried with backoff; only a permanent refusal of this email (5xx to its recipient or its
+content) fails it for good.
 """
 
 from __future__ import annotations
@@ -99,23 +100,36 @@ class MailSender:
                 timeout=self.timeout,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
+            # About this email's address: 5xx will not change by retrying.
             codes = [r.code for r in exc.recipients]
             raise MailError(
                 f"recipient refused: {exc}", retryable=all(400 <= c < 500 for c in codes)
             ) from exc
-        except aiosmtplib.SMTPResponseException as exc:
+        except aiosmtplib.SMTPDataError as exc:
+            # About this message's content.
             raise MailError(
-                f"mail server answered {exc.code}: {exc.message}",
-                retryable=400 <= exc.code < 500,
+                f"mail server refused the message: {exc.code} {exc.message}",
+                retryable=not 500 <= exc.code < 600,
+            ) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            # About the session (authentication, TLS required, sender refused, greeting): a
+            # configuration to fix, not a reason to drop this email. Retried with backoff.
+            raise MailError(
+                f"mail server answered {exc.code}: {exc.message}", retryable=True
             ) from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise MailError(f"mail server unreachable: {exc}", retryable=True) from exc
+        except ValueError as exc:  # aiosmtplib's own checks of addresses and headers
+            raise MailError(f"cannot send this message: {exc}", retryable=False) from exc
 
     def _write(self, msg: EmailMessage) -> None:
         """One file per Message-ID, written atomically: a repeated send replaces it."""
-        self.mail_dir.mkdir(parents=True, exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9._-]", "_", str(msg["Message-ID"]).strip("<>")) + ".eml"
         final = self.mail_dir / name
         tmp = final.with_suffix(".eml.tmp")
-        tmp.write_bytes(bytes(msg))
-        os.replace(tmp, final)
+        try:
+            self.mail_dir.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(bytes(msg))
+            os.replace(tmp, final)
+        except OSError as exc:  # a full or read-only disk: worth another try later
+            raise MailError(f"cannot write {final}: {exc}", retryable=True) from exc

@@ -21,6 +21,8 @@ from app.db import utcnow, uuid7
 from app.jobs.outbox import enqueue
 from app.mail.models import EmailStatus, OutgoingEmail
 
+SUBJECT_MAX = 300  # the column's size
+
 
 @cache
 def _templates() -> Environment:
@@ -37,6 +39,8 @@ def render(template: str, context: dict[str, Any]) -> tuple[str, str, str | None
     """(subject, text, html or None) from ``<template>.subject``, ``.txt`` and ``.html``."""
     env = _templates()
     subject = " ".join(env.get_template(f"{template}.subject").render(context).split())
+    if len(subject) > SUBJECT_MAX:
+        subject = subject[: SUBJECT_MAX - 1] + "…"
     text = env.get_template(f"{template}.txt").render(context)
     try:
         html: str | None = env.get_template(f"{template}.html").render(context)

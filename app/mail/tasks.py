@@ -32,8 +32,13 @@ log = structlog.get_logger(__name__)
 
 MAX_ATTEMPTS = 10
 MARK_TRIES = 5
-#: How long a claimed email is left to its sender before the sweeper may send it again.
-LEASE = timedelta(minutes=5)
+#: A send (connect, TLS, the SMTP dialogue) is cut off after this long.
+SEND_TIME_LIMIT_S = 120
+#: How long a claimed email is left to its sender before the sweeper may send it again:
+#: longer than a send may take, so a slow send is never doubled.
+LEASE = timedelta(seconds=SEND_TIME_LIMIT_S * 2.5)
+#: A retry may arrive this much before its ``next_attempt_at`` (clock steps, broker timing).
+EARLY = timedelta(seconds=2)
 
 
 def backoff_ms(attempt: int) -> int:
@@ -49,6 +54,16 @@ async def _load(ctx: TaskContext, session: AsyncSession, eid: uuid.UUID) -> Outg
     return email
 
 
+async def _fail(session: AsyncSession, email: OutgoingEmail, reason: str) -> None:
+    email.status = EmailStatus.FAILED
+    email.last_error = reason
+    email.claimed_at = None
+    await _note(
+        session, email, "email.failed", f"{email.kind} email to {email.to_address} failed: {reason}"
+    )
+    log.error("email.failed", email_id=str(email.id), error=reason)
+
+
 async def _note(session: AsyncSession, email: OutgoingEmail, type_: str, message: str) -> None:
     if email.order_id is None:
         return
@@ -57,7 +72,7 @@ async def _note(session: AsyncSession, email: OutgoingEmail, type_: str, message
         record(session, order, type_, message, email_id=str(email.id), kind=email.kind)
 
 
-@task("email.send", max_retries=MAX_ATTEMPTS * 4)
+@task("email.send", max_retries=MAX_ATTEMPTS * 4, time_limit_s=SEND_TIME_LIMIT_S)
 async def send_email(ctx: TaskContext, email_id: str) -> None:
     eid = uuid.UUID(email_id)
     now = utcnow()
@@ -67,14 +82,24 @@ async def send_email(ctx: TaskContext, email_id: str) -> None:
             return
         if email.claimed_at is not None and email.claimed_at > now - LEASE:
             return  # another worker is sending it right now
+        if email.next_attempt_at is not None and email.next_attempt_at > now + EARLY:
+            return  # backing off: its own retry is scheduled
+        if email.attempts >= MAX_ATTEMPTS:
+            await _fail(session, email, f"gave up after {email.attempts} attempts")
+            return
+        try:
+            msg = build_message(email)
+        except ValueError as exc:  # an address or header no attempt can send
+            await _fail(session, email, f"cannot build the message: {exc}")
+            return
         email.claimed_at = now
         email.attempts += 1
         attempt = email.attempts
-        msg = build_message(email)
 
     try:
         await ctx.mail.send(msg)
     except MailError as exc:
+        delay = backoff_ms(attempt)
         async with ctx.db.transaction() as session:
             email = await _load(ctx, session, eid)
             if email is None or email.status != EmailStatus.QUEUED:
@@ -82,16 +107,11 @@ async def send_email(ctx: TaskContext, email_id: str) -> None:
             email.last_error = exc.message
             email.claimed_at = None
             if not exc.retryable or attempt >= MAX_ATTEMPTS:
-                email.status = EmailStatus.FAILED
-                await _note(
-                    session,
-                    email,
-                    "email.failed",
-                    f"{email.kind} email to {email.to_address} failed: {exc.message}",
-                )
-                log.error("email.failed", email_id=email_id, error=exc.message)
+                await _fail(session, email, exc.message)
                 return
-        raise dramatiq.Retry(exc.message, delay=backoff_ms(attempt)) from None
+            # The sweeper leaves it alone until then, so retries never pile up.
+            email.next_attempt_at = utcnow() + timedelta(milliseconds=delay)
+        raise dramatiq.Retry(exc.message, delay=delay) from None
 
     # Sent: recording it must not fail into a second send. A transient database error is
     # retried here, in place; only a crash leaves the email to the sweeper (after the lease).

@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("claimed_at", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("next_attempt_at", app.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("sent_at", app.db.UTCDateTime(timezone=True), nullable=True),

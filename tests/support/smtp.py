@@ -20,8 +20,20 @@ class Inbox:
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
         self.refuse: list[str] = []
+        #: Answers to give to MAIL FROM instead of accepting (session-level trouble).
+        self.refuse_sender: list[str] = []
         self.lock = threading.Lock()
         self.url = ""
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        with self.lock:
+            if self.refuse_sender:
+                return self.refuse_sender.pop(0)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self.lock:
