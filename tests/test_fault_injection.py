@@ -23,7 +23,7 @@ from app.settings import Settings
 from app.webhooks.models import WebhookDelivery
 from tests.conftest import SHOPIFY_SECRET, MerchantHandle
 from tests.support import services as svc
-from tests.support.broker import losing_jobs
+from tests.support.broker import losing_jobs, outbox_empty
 from tests.support.processes import dropship_env, start_dropship
 from tests.support.shopify import order_payload, webhook_headers
 from tests.support.wait import eventually
@@ -236,3 +236,55 @@ class TestDatabaseOutage:
         assert await scalar_count(db, WebhookDelivery) == 0
         # Shopify's retry then succeeds.
         assert await send(client, 1) == [200]
+
+
+class TestPoisonDelivery:
+    async def test_a_delivery_that_keeps_failing_is_given_up_and_reported(
+        self,
+        client: Client,
+        merchant: MerchantHandle,
+        db: Database,
+        settings: Settings,
+        monkeypatch: Any,
+    ) -> None:
+        """A bug in a handler fails the same delivery every time: each failed run is counted,
+        the sweeper retries it until the limit, then stops and a person is told."""
+        from workers.maintenance import sweep
+        from workers.registry import TaskContext
+
+        monkeypatch.setattr("app.webhooks.tasks.MAX_FAILURES", 3)
+        monkeypatch.setattr("workers.maintenance.DELIVERY_MAX_FAILURES", 3)
+
+        async def buggy(*args: Any) -> str:
+            raise RuntimeError("a bug in the handler")
+
+        monkeypatch.setattr("app.webhooks.tasks._handle", buggy)
+        assert await send(client, 1) == [200]
+
+        async def failures(n: int) -> bool:
+            async with db.sessionmaker() as session:
+                delivery = await session.scalar(select(WebhookDelivery))
+            return delivery is not None and delivery.failures == n
+
+        await eventually(lambda: failures(1))
+        ctx = TaskContext(settings=settings, db=db, box=client.app.state.services.box)
+        relay = client.app.state.workers.relay
+        for n in (2, 3):
+            await sweep(ctx, 0)
+            relay.wake()
+            await eventually(lambda n=n: failures(n))
+
+        with losing_jobs(client.app.state.workers.broker, "webhook.process") as lost:
+            await sweep(ctx, 0)
+            relay.wake()
+            await eventually(lambda: outbox_empty(db))
+        assert lost == []  # at the limit: no longer retried
+        async with db.sessionmaker() as session:
+            delivery = await session.scalar(select(WebhookDelivery))
+        assert delivery is not None
+        assert delivery.processed_at is None
+        assert "a bug in the handler" in (delivery.outcome or "")
+        r = await client.get("/api/v1/exceptions", headers=merchant.headers)
+        [case] = [c for c in r.json()["items"] if c["kind"] == "webhook_failed"]
+        assert "failed 3 times" in case["reason"]
+        assert "a bug in the handler" in case["reason"]

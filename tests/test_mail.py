@@ -20,7 +20,7 @@ from app.mail.models import EmailStatus, OutgoingEmail
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import MerchantHandle, make_merchant
-from tests.support.broker import losing_jobs
+from tests.support.broker import losing_jobs, outbox_empty
 from tests.support.routing import (
     SHOP,
     Client,
@@ -82,6 +82,10 @@ async def wait_email_status(db: Database, status: str) -> OutgoingEmail:
         return rows[0] if len(rows) == 1 and rows[0].status == status else None
 
     return await eventually(probe, timeout=20)
+
+
+async def _some(items: list[Any]) -> bool:
+    return bool(items)
 
 
 class TestSupplierNotice:
@@ -240,9 +244,10 @@ class TestSupplierNotice:
         from workers.maintenance import sweep
         from workers.registry import TaskContext
 
-        with losing_jobs(client.app.state.workers.broker, "email.send"):
+        with losing_jobs(client.app.state.workers.broker, "email.send") as lost:
             await portal_order(client, shop, contact_email=SUPPLIER_EMAIL)
             email = await wait_email_status(db, EmailStatus.QUEUED)
+            await eventually(lambda: _some(lost))  # its job reached the broker, and vanished
         # The dead worker's claim, as it left it.
         async with db.transaction() as session:
             row = await session.get(OutgoingEmail, email.id)
@@ -303,9 +308,10 @@ class TestSupplierNotice:
         from workers.registry import TaskContext
 
         broker = client.app.state.workers.broker
-        with losing_jobs(broker, "email.send"):
+        with losing_jobs(broker, "email.send") as lost:
             await portal_order(client, shop, contact_email=SUPPLIER_EMAIL)
             email = await wait_email_status(db, EmailStatus.QUEUED)
+            await eventually(lambda: _some(lost))
         async with db.transaction() as session:
             row = await session.get(OutgoingEmail, email.id)
             assert row is not None
@@ -317,7 +323,7 @@ class TestSupplierNotice:
             with losing_jobs(broker, "email.send") as lost:
                 await sweep(ctx, 0)
                 client.app.state.workers.relay.wake()
-                await eventually(lambda: _outbox_empty(db), timeout=10)
+                await eventually(lambda: outbox_empty(db), timeout=10)
             return lost
 
         assert await swept() == []  # backing off: not re-enqueued
@@ -342,15 +348,6 @@ class TestSupplierNotice:
         failed = [e for e in timeline if e["type"] == "purchase_order.notice_failed"]
         assert len(failed) == 1
         assert "template exploded" in failed[0]["message"]
-
-
-async def _outbox_empty(db: Database) -> bool:
-    from sqlalchemy import func
-
-    from app.jobs.models import OutboxMessage
-
-    async with db.sessionmaker() as session:
-        return (await session.scalar(select(func.count()).select_from(OutboxMessage))) == 0
 
 
 class TestPortalSettings:
@@ -413,9 +410,12 @@ class TestWithoutSmtp:
                 row = await session.get(OutgoingEmail, email.id)
                 assert row is not None
                 row.status = EmailStatus.QUEUED
+                row.claimed_at = None
             ctx = TaskContext(settings=settings, db=db, box=client.app.state.services.box)
             await send_email(ctx, str(email.id))
-            assert len(list(mail_dir.glob("*.eml"))) == 1
+            resent = await wait_email_status(db, EmailStatus.SENT)
+            assert resent.attempts == 2  # it was written again...
+            assert len(list(mail_dir.glob("*.eml"))) == 1  # ...over the same file
             assert list(mail_dir.glob("*.tmp")) == []
 
 

@@ -26,6 +26,7 @@ from app.orders.models import Order, OrderStatus
 from app.orders.tasks import auto_route
 from app.purchasing.models import POStatus, PurchaseOrder
 from app.webhooks.models import WebhookDelivery
+from app.webhooks.tasks import MAX_FAILURES as DELIVERY_MAX_FAILURES
 from workers.registry import TaskContext, task
 
 log = structlog.get_logger(__name__)
@@ -43,7 +44,11 @@ async def sweep(ctx: TaskContext, older_than: int | None = None) -> None:
         deliveries = (
             await session.scalars(
                 select(WebhookDelivery.id)
-                .where(WebhookDelivery.processed_at.is_(None), WebhookDelivery.received_at < cutoff)
+                .where(
+                    WebhookDelivery.processed_at.is_(None),
+                    WebhookDelivery.received_at < cutoff,
+                    WebhookDelivery.failures < DELIVERY_MAX_FAILURES,
+                )
                 .limit(5000)
             )
         ).all()

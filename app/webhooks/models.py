@@ -35,3 +35,6 @@ class WebhookDelivery(IdMixin, Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(default=None)
     outcome: Mapped[str | None] = mapped_column(String(255), default=None)
+    #: Runs that ended in an error (the last one is in ``outcome``). At
+    #: ``app.webhooks.tasks.MAX_FAILURES`` the sweeper stops retrying it and a person is told.
+    failures: Mapped[int] = mapped_column(default=0, server_default="0")

@@ -33,8 +33,51 @@ _ORDER_TOPICS = frozenset({topics.ORDERS_CREATE, topics.ORDERS_UPDATED, topics.O
 _REDACTION_TOPICS = frozenset({topics.CUSTOMERS_REDACT, topics.SHOP_REDACT})
 
 
+#: Failed runs after which a delivery is left for a person (the sweeper stops re-enqueuing it).
+MAX_FAILURES = 20
+
+
 @task("webhook.process")
 async def process_delivery(ctx: TaskContext, delivery_id: str) -> None:
+    try:
+        await _process(ctx, delivery_id)
+    except Exception as exc:
+        await _count_failure(ctx, delivery_id, exc)
+        raise
+
+
+async def _count_failure(ctx: TaskContext, delivery_id: str, exc: Exception) -> None:
+    """Remember a failed run (its own transaction: the run's was rolled back). At the limit,
+    open an exceptions-queue entry: Shopify got its 200 and will not send this again."""
+    try:
+        async with ctx.db.transaction() as session:
+            delivery = await session.get(WebhookDelivery, uuid.UUID(delivery_id))
+            if delivery is None or delivery.processed_at is not None:
+                return
+            delivery.failures += 1
+            delivery.outcome = f"failed ({delivery.failures}x): {exc!r}"[:255]
+            if delivery.failures == MAX_FAILURES and delivery.merchant_id is not None:
+                session.add(
+                    ExceptionCase(
+                        merchant_id=delivery.merchant_id,
+                        kind="webhook_failed",
+                        reason=(
+                            f"Shopify {delivery.topic} webhook failed {MAX_FAILURES} times and "
+                            f"is no longer retried: {exc!r}"[:2000]
+                        ),
+                        data={
+                            "delivery_id": delivery_id,
+                            "topic": delivery.topic,
+                            "shopify_order_id": _raw_order_id(delivery.payload),
+                        },
+                    )
+                )
+                log.error("webhook.given_up", delivery_id=delivery_id, error=repr(exc))
+    except Exception as count_exc:  # the database is what failed: the sweeper will come back
+        log.warning("webhook.failure_not_counted", delivery_id=delivery_id, error=repr(count_exc))
+
+
+async def _process(ctx: TaskContext, delivery_id: str) -> None:
     async with ctx.db.transaction() as session:
         query = select(WebhookDelivery).where(WebhookDelivery.id == uuid.UUID(delivery_id))
         if ctx.db.dialect == "postgresql":

@@ -6,6 +6,11 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from sqlalchemy import func, select
+
+from app.db import Database
+from app.jobs.models import OutboxMessage
+
 
 @contextlib.contextmanager
 def losing_jobs(broker: Any, actor: str) -> Iterator[list[Any]]:
@@ -25,3 +30,9 @@ def losing_jobs(broker: Any, actor: str) -> Iterator[list[Any]]:
         yield lost
     finally:
         broker.enqueue = real
+
+
+async def outbox_empty(db: Database) -> bool:
+    """Every job written so far has been handed to the broker."""
+    async with db.sessionmaker() as session:
+        return (await session.scalar(select(func.count()).select_from(OutboxMessage))) == 0
