@@ -288,3 +288,41 @@ class TestPoisonDelivery:
         [case] = [c for c in r.json()["items"] if c["kind"] == "webhook_failed"]
         assert "failed 3 times" in case["reason"]
         assert "a bug in the handler" in case["reason"]
+
+    async def test_transient_trouble_is_retried_and_not_counted_against_the_delivery(
+        self, client: Client, merchant: MerchantHandle, db: Database, monkeypatch: Any
+    ) -> None:
+        import app.webhooks.tasks as webhook_tasks
+
+        real = webhook_tasks._handle
+        calls: list[int] = []
+
+        async def flaky(*args: Any) -> str:
+            calls.append(1)
+            if len(calls) == 1:
+                raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+            return str(await real(*args))
+
+        monkeypatch.setattr(webhook_tasks, "_handle", flaky)
+        assert await send(client, 1) == [200]
+        await eventually(lambda: _equals(orders_count(db), 1), timeout=30)
+        async with db.sessionmaker() as session:
+            delivery = await session.scalar(select(WebhookDelivery))
+        assert delivery is not None
+        assert delivery.failures == 0
+        assert len(calls) == 2
+
+
+def test_postgres_deadlocks_and_serialization_failures_are_transient() -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from workers.broker import is_transient
+
+    class PgError(Exception):
+        def __init__(self, code: str) -> None:
+            super().__init__(code)
+            self.pgcode = self.sqlstate = code
+
+    for code, expected in (("40P01", True), ("40001", True), ("23505", False)):
+        exc = DBAPIError("UPDATE x", {}, PgError(code))
+        assert is_transient(exc) is expected, code

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import threading
 from pathlib import Path
 
@@ -106,7 +107,10 @@ class TestWorkerKilledMidPlacement:
                 await eventually(placed, timeout=60)
             finally:
                 again.terminate()
-                await asyncio.to_thread(again.wait, 30)
+                try:
+                    await asyncio.to_thread(again.wait, 30)
+                except subprocess.TimeoutExpired:
+                    again.kill()
 
         # Two calls, one idempotency key, one order at the supplier.
         keys = [r.headers.get("idempotency-key") for r in sim.requests]

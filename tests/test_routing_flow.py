@@ -493,6 +493,19 @@ class TestMerchantRoutingTools:
             "/supplier/v1/inventory", json=[{"sku": "x", "quantity": 1}] * 10_001, headers=key
         )
         assert too_many.status_code == 400
+        # A bad row is named by its index and field, and nothing changes.
+        bad = await client.put(
+            "/supplier/v1/inventory",
+            json=[{"sku": "P-A1", "quantity": 7}, {"sku": "P-A1", "quantity": "lots"}],
+            headers=key,
+        )
+        assert bad.status_code == 400
+        assert bad.json()["extra"]["field"] == "[1].quantity"
+        assert bad.json()["detail"].startswith("[1].quantity: Expected `int`")
+        [product] = (await client.get("/api/v1/supplier-products", headers=shop.headers)).json()[
+            "items"
+        ]
+        assert product["stock"] == 42
 
     async def test_connector_secrets_are_masked_and_kept(
         self, client: Client, shop: MerchantHandle, suppliers: dict[str, Any]

@@ -34,9 +34,19 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+#: PostgreSQL's "try again" errors: deadlock detected, serialization failure.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+        if getattr(orig, "pgcode", None) in RETRYABLE_SQLSTATES or (
+            getattr(orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+        ):
+            return True
     if isinstance(exc, (*TRANSIENT_ERRORS, dramatiq.Retry, dramatiq.RateLimitExceeded)):
         return True
     # Application code may mark its own exceptions retryable.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 
 from app.db import utcnow
 from app.idempotency.middleware import RETENTION as IDEMPOTENCY_RETENTION
@@ -110,11 +110,19 @@ async def sweep(ctx: TaskContext, older_than: int | None = None) -> None:
         for email_id in emails:
             await enqueue(session, "email.send", email_id)
         # Raw bodies hold customer data: keep the ids (redelivery detection) and drop the
-        # bodies of deliveries handled long ago.
+        # bodies of deliveries handled long ago, or given up on long ago (a person had that
+        # long to look at them).
+        expired = utcnow() - timedelta(days=PAYLOAD_RETENTION_DAYS)
         await session.execute(
             update(WebhookDelivery)
             .where(
-                WebhookDelivery.processed_at < utcnow() - timedelta(days=PAYLOAD_RETENTION_DAYS),
+                or_(
+                    WebhookDelivery.processed_at < expired,
+                    and_(
+                        WebhookDelivery.failures >= DELIVERY_MAX_FAILURES,
+                        WebhookDelivery.received_at < expired,
+                    ),
+                ),
                 WebhookDelivery.payload != "",
             )
             .values(payload="")

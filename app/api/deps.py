@@ -70,6 +70,7 @@ async def provide_merchant(
 
 
 _FIELD_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*): (.*)$", re.DOTALL)
+_AT_PATH = re.compile(r"^(.*) - at `(\$[^`]*)`$", re.DOTALL)
 _NAMED_FIELD = re.compile(r"^Object (missing required|contains unknown) field `([^`]+)`$")
 
 
@@ -88,9 +89,17 @@ def validation_error(
         if not isinstance(item, dict):
             continue
         key = str(item.get("key") or "")
+        if (
+            key in ("", "data")
+            and len(raw) == 1
+            and (at := _AT_PATH.match(str(exc.__cause__ or "")))
+        ):
+            # A path Litestar drops (a body that is a list: ``$.data[1].quantity``): msgspec's
+            # own error, the cause, still has it.
+            key = at.group(2).removeprefix("$").removeprefix(".")
         message = str(item.get("message") or "invalid value")
-        if key == "data":  # the body as a whole (an error raised by the body's own checks)
-            key = ""
+        if key == "data" or key.startswith(("data[", "data.")):  # the body itself
+            key = key.removeprefix("data").removeprefix(".")
         # Missing or unknown fields, and checks written as "field: message", are reported on
         # the object that holds them: point at the field itself.
         if named := _NAMED_FIELD.match(message):

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from app.mail.address import EmailAddress
+from app.mail.address import EmailAddress, check_email
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Country = Annotated[str, Meta(pattern="^[A-Z]{2}$")]
@@ -24,6 +24,9 @@ class SupplierIn(msgspec.Struct, forbid_unknown_fields=True):
     rate_limit_per_second: Annotated[float, Meta(gt=0, le=1000)] | None = None
     max_concurrency: Annotated[int, Meta(ge=1, le=1000)] | None = None
 
+    def __post_init__(self) -> None:
+        check_email("contact_email", self.contact_email)
+
 
 class SupplierPatch(msgspec.Struct, forbid_unknown_fields=True):
     status: Annotated[str, Meta(pattern="^(active|inactive)$")] | None = None
@@ -33,6 +36,9 @@ class SupplierPatch(msgspec.Struct, forbid_unknown_fields=True):
     shipping_rates: dict[str, dict[str, str]] | None = None
     rate_limit_per_second: Annotated[float, Meta(gt=0, le=1000)] | None = None
     max_concurrency: Annotated[int, Meta(ge=1, le=1000)] | None = None
+
+    def __post_init__(self) -> None:
+        check_email("contact_email", self.contact_email)
 
 
 class SupplierOut(msgspec.Struct):

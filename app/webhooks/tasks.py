@@ -25,6 +25,7 @@ from app.orders.models import ExceptionCase
 from app.orders.service import apply_update, cancel_order, create_order, find_existing
 from app.webhooks import topics
 from app.webhooks.models import WebhookDelivery
+from workers.broker import is_transient
 from workers.registry import TaskContext, task
 
 log = structlog.get_logger(__name__)
@@ -42,37 +43,57 @@ async def process_delivery(ctx: TaskContext, delivery_id: str) -> None:
     try:
         await _process(ctx, delivery_id)
     except Exception as exc:
-        await _count_failure(ctx, delivery_id, exc)
+        # Transient trouble (a lost connection, a deadlock) is Dramatiq's to retry and says
+        # nothing about this delivery: only failures that would happen again are counted.
+        if not is_transient(exc):
+            await _count_failure(ctx, delivery_id, exc)
         raise
 
 
 async def _count_failure(ctx: TaskContext, delivery_id: str, exc: Exception) -> None:
-    """Remember a failed run (its own transaction: the run's was rolled back). At the limit,
+    """Remember a failed run, in its own transaction (the run's was rolled back), in one
+    statement that never touches a delivery processed meanwhile by another run. At the limit,
     open an exceptions-queue entry: Shopify got its 200 and will not send this again."""
     try:
         async with ctx.db.transaction() as session:
-            delivery = await session.get(WebhookDelivery, uuid.UUID(delivery_id))
-            if delivery is None or delivery.processed_at is not None:
+            counted = (
+                await session.execute(
+                    update(WebhookDelivery)
+                    .where(
+                        WebhookDelivery.id == uuid.UUID(delivery_id),
+                        WebhookDelivery.processed_at.is_(None),
+                    )
+                    .values(
+                        failures=WebhookDelivery.failures + 1,
+                        outcome=f"failed: {exc!r}"[:255],
+                    )
+                    .returning(
+                        WebhookDelivery.failures,
+                        WebhookDelivery.merchant_id,
+                        WebhookDelivery.topic,
+                        WebhookDelivery.payload,
+                    )
+                )
+            ).one_or_none()
+            if counted is None or counted.failures != MAX_FAILURES:
                 return
-            delivery.failures += 1
-            delivery.outcome = f"failed ({delivery.failures}x): {exc!r}"[:255]
-            if delivery.failures == MAX_FAILURES and delivery.merchant_id is not None:
+            log.error("webhook.given_up", delivery_id=delivery_id, error=repr(exc))
+            if counted.merchant_id is not None:
                 session.add(
                     ExceptionCase(
-                        merchant_id=delivery.merchant_id,
+                        merchant_id=counted.merchant_id,
                         kind="webhook_failed",
                         reason=(
-                            f"Shopify {delivery.topic} webhook failed {MAX_FAILURES} times and "
+                            f"Shopify {counted.topic} webhook failed {MAX_FAILURES} times and "
                             f"is no longer retried: {exc!r}"[:2000]
                         ),
                         data={
                             "delivery_id": delivery_id,
-                            "topic": delivery.topic,
-                            "shopify_order_id": _raw_order_id(delivery.payload),
+                            "topic": counted.topic,
+                            "shopify_order_id": _raw_order_id(counted.payload),
                         },
                     )
                 )
-                log.error("webhook.given_up", delivery_id=delivery_id, error=repr(exc))
     except Exception as count_exc:  # the database is what failed: the sweeper will come back
         log.warning("webhook.failure_not_counted", delivery_id=delivery_id, error=repr(count_exc))
 
