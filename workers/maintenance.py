@@ -10,9 +10,11 @@ Tasks are idempotent, so a spurious re-enqueue costs only a no-op run.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import structlog
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import Select, and_, delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
 from app.idempotency.middleware import RETENTION as IDEMPOTENCY_RETENTION
@@ -35,34 +37,39 @@ log = structlog.get_logger(__name__)
 PAYLOAD_RETENTION_DAYS = 30
 
 
+#: Most items of one kind re-enqueued by one sweep (the next sweep takes the rest).
+BATCH = 5000
+
+
+async def _requeue(session: AsyncSession, actor: str, ids: Select[tuple[Any]]) -> int:
+    """Enqueue ``actor`` for each id the query finds (at most ``BATCH``); return how many."""
+    found = (await session.scalars(ids.limit(BATCH))).all()
+    for item_id in found:
+        await enqueue(session, actor, item_id)
+    return len(found)
+
+
 @task("maintenance.sweep", max_retries=0)
 async def sweep(ctx: TaskContext, older_than: int | None = None) -> None:
     """Re-enqueue work idle for ``older_than`` seconds (default: ``settings.stale_after``)."""
     idle = ctx.settings.stale_after if older_than is None else int(older_than)
-    cutoff = utcnow() - timedelta(seconds=idle)
+    now = utcnow()
+    cutoff = now - timedelta(seconds=idle)
     async with ctx.db.transaction() as session:
-        deliveries = (
-            await session.scalars(
-                select(WebhookDelivery.id)
-                .where(
-                    WebhookDelivery.processed_at.is_(None),
-                    WebhookDelivery.received_at < cutoff,
-                    WebhookDelivery.failures < DELIVERY_MAX_FAILURES,
-                )
-                .limit(5000)
-            )
-        ).all()
-        for delivery_id in deliveries:
-            await enqueue(session, "webhook.process", delivery_id)
-        orders = (
-            await session.scalars(
-                select(Order.id)
-                .where(Order.status == OrderStatus.RECEIVED, Order.updated_at < cutoff)
-                .limit(5000)
-            )
-        ).all()
-        for order_id in orders:
-            await enqueue(session, "order.validate", order_id)
+        deliveries = await _requeue(
+            session,
+            "webhook.process",
+            select(WebhookDelivery.id).where(
+                WebhookDelivery.processed_at.is_(None),
+                WebhookDelivery.received_at < cutoff,
+                WebhookDelivery.failures < DELIVERY_MAX_FAILURES,
+            ),
+        )
+        orders = await _requeue(
+            session,
+            "order.validate",
+            select(Order.id).where(Order.status == OrderStatus.RECEIVED, Order.updated_at < cutoff),
+        )
         to_route = (
             await session.execute(
                 select(Order.id, Merchant.settings)
@@ -72,47 +79,39 @@ async def sweep(ctx: TaskContext, older_than: int | None = None) -> None:
                     Order.updated_at < cutoff,
                     Merchant.status == "active",
                 )
-                .limit(5000)
+                .limit(BATCH)
             )
         ).all()
         routable = [oid for oid, settings in to_route if auto_route(settings)]
         for order_id in routable:
             await enqueue(session, "order.route", order_id)
         # A placement whose worker died mid-call: placing again is safe (idempotency key).
-        pending = (
-            await session.scalars(
-                select(PurchaseOrder.id)
-                .where(PurchaseOrder.status == POStatus.PENDING, PurchaseOrder.updated_at < cutoff)
-                .limit(5000)
-            )
-        ).all()
-        for po_id in pending:
-            await enqueue(session, "purchase_order.place", po_id)
-        # An email whose job was lost, or whose sender died after claiming it (lease over).
-        emails = (
-            await session.scalars(
-                select(OutgoingEmail.id)
-                .where(
-                    OutgoingEmail.status == EmailStatus.QUEUED,
-                    OutgoingEmail.created_at < cutoff,
-                    or_(
-                        OutgoingEmail.claimed_at.is_(None),
-                        OutgoingEmail.claimed_at < utcnow() - EMAIL_LEASE,
-                    ),
-                    or_(
-                        OutgoingEmail.next_attempt_at.is_(None),
-                        OutgoingEmail.next_attempt_at <= utcnow(),
-                    ),
-                )
-                .limit(5000)
-            )
-        ).all()
-        for email_id in emails:
-            await enqueue(session, "email.send", email_id)
+        pending = await _requeue(
+            session,
+            "purchase_order.place",
+            select(PurchaseOrder.id).where(
+                PurchaseOrder.status == POStatus.PENDING, PurchaseOrder.updated_at < cutoff
+            ),
+        )
+        # An email whose job was lost, or whose sender died after claiming it (lease over),
+        # unless it is backing off after a temporary failure.
+        emails = await _requeue(
+            session,
+            "email.send",
+            select(OutgoingEmail.id).where(
+                OutgoingEmail.status == EmailStatus.QUEUED,
+                OutgoingEmail.created_at < cutoff,
+                or_(
+                    OutgoingEmail.claimed_at.is_(None),
+                    OutgoingEmail.claimed_at < now - EMAIL_LEASE,
+                ),
+                or_(OutgoingEmail.next_attempt_at.is_(None), OutgoingEmail.next_attempt_at <= now),
+            ),
+        )
         # Raw bodies hold customer data: keep the ids (redelivery detection) and drop the
         # bodies of deliveries handled long ago, or given up on long ago (a person had that
         # long to look at them).
-        expired = utcnow() - timedelta(days=PAYLOAD_RETENTION_DAYS)
+        expired = now - timedelta(days=PAYLOAD_RETENTION_DAYS)
         await session.execute(
             update(WebhookDelivery)
             .where(
@@ -129,18 +128,18 @@ async def sweep(ctx: TaskContext, older_than: int | None = None) -> None:
         )
         await session.execute(
             delete(IdempotencyRecord).where(
-                IdempotencyRecord.created_at < utcnow() - IDEMPOTENCY_RETENTION
+                IdempotencyRecord.created_at < now - IDEMPOTENCY_RETENTION
             )
         )
         await session.execute(
-            delete(PeriodicRun).where(PeriodicRun.created_at < utcnow() - timedelta(days=2))
+            delete(PeriodicRun).where(PeriodicRun.created_at < now - timedelta(days=2))
         )
     result = {
-        "webhooks": len(deliveries),
-        "orders": len(orders),
+        "webhooks": deliveries,
+        "orders": orders,
         "routing": len(routable),
-        "placements": len(pending),
-        "emails": len(emails),
+        "placements": pending,
+        "emails": emails,
     }
     if any(result.values()):
         log.info("maintenance.sweep", **result)

@@ -72,11 +72,10 @@ async def keyset_page(
     cursor: str | None,
     limit: int,
     shape: Callable[[R], T],
-    key: Callable[[R], tuple[datetime, uuid.UUID]],
     oldest_first: bool = False,
 ) -> Page[T]:
     """One page of ``query``, newest first (or oldest first: work queues read in arrival
-    order). ``key`` gives a row's ``(created_at, id)``."""
+    order), keyed on the rows' ``created_at`` and ``id`` columns given."""
     check_limit(limit)
     if cursor:
         at, last_id = decode_cursor(cursor)
@@ -90,5 +89,9 @@ async def keyset_page(
     rows = rows[:limit]
     return Page(
         items=[shape(r) for r in rows],
-        next_cursor=encode_cursor(*key(rows[-1])) if more else None,
+        next_cursor=(
+            encode_cursor(getattr(rows[-1], created_at.key), getattr(rows[-1], id_.key))
+            if more
+            else None
+        ),
     )

@@ -12,7 +12,6 @@ from functools import cache
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, TemplateNotFound, select_autoescape
-from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -100,12 +99,3 @@ async def queue_email(
         return None
     await enqueue(session, "email.send", email_id)
     return email_id
-
-
-async def emails_for_order(session: AsyncSession, order_id: uuid.UUID) -> list[OutgoingEmail]:
-    rows = await session.scalars(
-        select(OutgoingEmail)
-        .where(OutgoingEmail.order_id == order_id)
-        .order_by(OutgoingEmail.created_at, OutgoingEmail.id)
-    )
-    return list(rows)

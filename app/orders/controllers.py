@@ -92,7 +92,6 @@ class OrderController(Controller):
             cursor=cursor,
             limit=limit,
             shape=OrderSummary.of,
-            key=lambda o: (o.created_at, o.id),
         )
 
     @get("/{order_id:uuid}", summary="One order with lines and timeline")
@@ -207,7 +206,6 @@ class ExceptionController(Controller):
             cursor=cursor,
             limit=limit,
             shape=ExceptionOut.of,
-            key=lambda c: (c.created_at, c.id),
         )
 
 

@@ -146,7 +146,6 @@ class SupplierApiController(Controller):
             cursor=cursor,
             limit=limit,
             shape=supplier_view,
-            key=lambda po: (po.created_at, po.id),
             oldest_first=True,
         )
 

@@ -295,7 +295,6 @@ class PurchaseOrderController(Controller):
             cursor=cursor,
             limit=limit,
             shape=po_out,
-            key=lambda po: (po.created_at, po.id),
         )
 
     @get("/{po_id:uuid}", summary="One purchase order")

@@ -100,7 +100,6 @@ class SupplierController(Controller):
             cursor=cursor,
             limit=limit,
             shape=lambda s: supplier_out(services, s),
-            key=lambda s: (s.created_at, s.id),
             oldest_first=True,
         )
 
@@ -215,7 +214,6 @@ class SupplierProductController(Controller):
             cursor=cursor,
             limit=limit,
             shape=product_out,
-            key=lambda p: (p.created_at, p.id),
             oldest_first=True,
         )
 
