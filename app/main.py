@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,14 +11,20 @@ from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.types import ASGIApp
 
-from app.api.deps import provide_services, provide_session, validation_error
+from app.api.deps import (
+    ApiRequest,
+    body_too_large,
+    provide_services,
+    provide_session,
+    validation_error,
+)
 from app.health.controllers import live, ready
 from app.idempotency.middleware import idempotency_middleware
-from app.logging import configure_logging
+from app.logging import configure_logging, request_id_middleware, stamp_request_id
 from app.migrate import check_schema
 from app.orders.controllers import ExceptionController, OrderController
 from app.purchasing.supplier_api import SupplierApiController
@@ -31,35 +36,8 @@ from app.webhooks.controllers import ShopifyWebhookController
 
 log = structlog.get_logger(__name__)
 
-
-def request_id_middleware(app: ASGIApp) -> ASGIApp:
-    """Bind a request id (the caller's ``X-Request-Id`` or a new one) to every log line."""
-
-    async def middleware(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        request_id = None
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                request_id = value.decode("latin-1")[:64]
-                break
-        request_id = request_id or uuid.uuid4().hex
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-
-        async def send_with_id(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                message["headers"] = headers
-            await send(message)
-
-        try:
-            await app(scope, receive, send_with_id)
-        finally:
-            structlog.contextvars.unbind_contextvars("request_id")
-
-    return middleware
+#: Largest request body any endpoint reads (bytes); larger ones get a 413 before being buffered.
+MAX_REQUEST_BODY = 8 * 1024 * 1024
 
 
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[object]:
@@ -122,11 +100,17 @@ def create_app(
             "services": Provide(provide_services),
         },
         middleware=[request_id_middleware, idempotency_middleware],
+        request_class=ApiRequest,
+        # Answers that never reach the middleware (404, 405) still carry the request id.
+        before_send=[stamp_request_id],
+        # No endpoint buffers more than this (the webhook has its own, smaller, bound).
+        request_max_body_size=MAX_REQUEST_BODY,
         lifespan=[lifespan],
         state=State({"services": services, "workers": None}),
         exception_handlers={
             Exception: _internal_error,
             HTTPException: _http_error,
+            RequestEntityTooLarge: _too_large,
             # Every endpoint names the offending field in ``detail`` (see the function).
             ValidationException: validation_error,
         },
@@ -148,3 +132,8 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
         status_code=exc.status_code,
         headers=exc.headers,
     )
+
+
+def _too_large(request: Request[Any, Any, Any], exc: RequestEntityTooLarge) -> Response[object]:
+    limit = request.route_handler.resolve_request_max_body_size() or MAX_REQUEST_BODY
+    return Response(body_too_large(limit), status_code=413)

@@ -26,6 +26,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from app.api.deps import body_too_large
 from app.db import Database, utcnow, uuid7
 from app.idempotency.models import IdempotencyRecord
 from app.services import Services
@@ -190,7 +191,7 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
                 raise _BodyTooLarge
             body = await _read_body(receive, limit)
         except _BodyTooLarge:
-            await _json_response(send, 413, _error(413, f"request body larger than {limit} bytes"))
+            await _json_response(send, 413, msgspec.json.encode(body_too_large(limit)))
             return
         owner = hashlib.sha256(auth.encode()).hexdigest()[:64]
         request_hash = request_fingerprint(scope, body)

@@ -15,9 +15,12 @@ from typing import Any
 import msgspec
 import structlog
 from litestar import Controller, Request, post
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.response import Response
 from litestar.types import ASGIApp
 
+from app.api.deps import body_too_large
+from app.logging import request_id_middleware
 from app.merchants.service import MerchantError, normalize_shop_domain
 from app.services import Services
 from app.webhooks.ingest import IncomingWebhook, Overloaded
@@ -26,6 +29,9 @@ from app.webhooks.topics import HANDLED_TOPICS, INACTIVE_SHOP_TOPICS
 log = structlog.get_logger(__name__)
 
 PATH = "/webhooks/shopify"
+#: Largest webhook body read (bytes). Shopify's order payloads are a few KiB (a large order some
+#: hundred); a bigger body is refused with 413 before it is buffered.
+MAX_WEBHOOK_BODY = 4 * 1024 * 1024
 _ACCEPTED = b'{"status":"accepted"}'
 _DUPLICATE = b'{"status":"duplicate"}'
 _IGNORED = b'{"status":"ignored"}'
@@ -42,9 +48,18 @@ class Reply:
     retry_after: int | None = None
 
 
-def _error(status: int, detail: str, retry_after: int | None = None) -> Reply:
-    body = msgspec.json.encode({"status_code": status, "detail": detail, "extra": {}})
+def _error(
+    status: int,
+    detail: str,
+    retry_after: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Reply:
+    body = msgspec.json.encode({"status_code": status, "detail": detail, "extra": extra or {}})
     return Reply(status, body, retry_after)
+
+
+_TOO_LARGE = Reply(413, msgspec.json.encode(body_too_large(MAX_WEBHOOK_BODY)))
+_BODY = {"field": "body"}
 
 
 async def receive_shopify(
@@ -56,7 +71,7 @@ async def receive_shopify(
     try:
         body = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return _error(400, "body is not UTF-8")
+        return _error(400, "body: not valid UTF-8", extra=_BODY)
     result = services.shopify.verify_webhook_req(
         {"method": "POST", "headers": dict(headers), "url": path, "body": body}
     )
@@ -90,9 +105,11 @@ async def receive_shopify(
         # Validates the whole document without building it (the worker parses it for real).
         msgspec.json.decode(raw, type=_JsonObject)
     except msgspec.ValidationError:
-        return _error(400, "body must be a JSON object")
+        return _error(400, "body: must be a JSON object", extra=_BODY)
     except msgspec.DecodeError as exc:
-        return _error(400, f"body is not valid JSON: {exc}")
+        return _error(400, f"body: not valid JSON: {exc}", extra=_BODY)
+    except RecursionError:  # deeper than the decoder goes: no order is
+        return _error(400, "body: nested too deeply", extra=_BODY)
 
     entry = await services.directory.lookup(shop_domain)
     if entry is None:
@@ -130,14 +147,22 @@ class ShopifyWebhookController(Controller):
     path = PATH
     tags = ["webhooks"]
 
-    @post("/", status_code=200, summary="Shopify webhook receiver")
+    @post(
+        "/",
+        status_code=200,
+        summary="Shopify webhook receiver",
+        request_max_body_size=MAX_WEBHOOK_BODY,
+    )
     async def receive(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         """Verified with ``X-Shopify-Hmac-Sha256``; a redelivery answers 200 and changes nothing.
         Answers ``{"status": "accepted" | "duplicate" | "ignored"}``."""
         services: Services = request.app.state.services
-        reply = await receive_shopify(
-            services, request.headers, request.scope["path"], await request.body()
-        )
+        try:
+            raw = await request.body()
+        except RequestEntityTooLarge:
+            reply = _TOO_LARGE
+        else:
+            reply = await receive_shopify(services, request.headers, request.scope["path"], raw)
         return Response(
             reply.body,
             status_code=reply.status,
@@ -146,33 +171,68 @@ class ShopifyWebhookController(Controller):
         )
 
 
+def _declared_length(scope: Any) -> int | None:
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:  # the server has refused it already; never trust it here
+                return None
+    return None
+
+
+async def _read_bounded(receive: Any, limit: int) -> bytes | None:
+    """The body, or None once it grows past ``limit`` (what was read so far is dropped; the
+    server discards the rest). Raises ``ConnectionError`` if the client left."""
+    chunks = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionError
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
 def shopify_fast_path(app: ASGIApp, services: Services) -> ASGIApp:
     """Serve ``POST /webhooks/shopify`` directly; everything else (and lifespan) goes to ``app``."""
 
-    async def asgi(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
-            await app(scope, receive, send)
-            return
-        chunks = []
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
+    async def webhook(scope: Any, receive: Any, send: Any) -> None:
+        declared = _declared_length(scope)
+        if declared is not None and declared > MAX_WEBHOOK_BODY:
+            reply = _TOO_LARGE  # answered without reading a byte of it
+        else:
+            try:
+                raw = await _read_bounded(receive, MAX_WEBHOOK_BODY)
+            except ConnectionError:
                 return
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        reply = await receive_shopify(services, headers, PATH, b"".join(chunks))
+            if raw is None:
+                reply = _TOO_LARGE
+            else:
+                headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+                reply = await receive_shopify(services, headers, PATH, raw)
         out = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(reply.body)).encode()),
         ]
         if reply.retry_after:
             out.append((b"retry-after", str(reply.retry_after).encode()))
-        request_id = headers.get("x-request-id")
-        if request_id:
-            out.append((b"x-request-id", request_id[:64].encode("latin-1")))
         await send({"type": "http.response.start", "status": reply.status, "headers": out})
         await send({"type": "http.response.body", "body": reply.body})
+
+    # The webhook skips Litestar, so it takes the request id (log lines, answer) here.
+    webhook_with_id = request_id_middleware(webhook)
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+            await app(scope, receive, send)
+            return
+        await webhook_with_id(scope, receive, send)
 
     return asgi
