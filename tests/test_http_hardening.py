@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+import structlog
+import structlog.testing
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 from litestar.routes import HTTPRoute
@@ -320,7 +322,7 @@ class TestServerMemoryUnderOversizedBodies:
 
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
-                deadline = time.monotonic() + 30
+                deadline = time.monotonic() + 60
                 while not await _up(http):
                     assert time.monotonic() < deadline, "the server did not start"
                     await asyncio.sleep(0.1)
@@ -355,3 +357,80 @@ class TestServerMemoryUnderOversizedBodies:
         assert results == [(413, too_large(MAX_WEBHOOK_BODY))] * 4
         grown = rss["peak"] - rss["start"]
         assert grown < 64 * 1024 * 1024, f"the server grew by {grown / 2**20:.0f} MiB"
+
+
+@contextmanager
+def captured_logs() -> Iterator[list[dict[str, Any]]]:
+    """Every structlog event, with the context-bound fields the app's configuration merges in."""
+    old = structlog.get_config()
+    capture = structlog.testing.LogCapture()
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, capture],
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield capture.entries
+    finally:
+        structlog.configure(**old)
+
+
+def ignored_topic(request_id: str | None = None) -> tuple[bytes, dict[str, str]]:
+    body = b'{"id": 1}'
+    headers = webhook_headers(body, secret=SHOPIFY_SECRET, topic="products/create")
+    if request_id is not None:
+        headers["X-Request-Id"] = request_id
+    return body, headers
+
+
+class TestRequestIds:
+    async def test_unknown_paths_and_methods_carry_the_callers_id(self, client: Client) -> None:
+        for method, path, status in (
+            ("GET", "/no/such/path", 404),
+            ("DELETE", "/health/live", 405),
+            ("GET", "/api/v1/orders", 401),
+        ):
+            r = await client.request(method, path, headers={"X-Request-Id": "abc-123"})
+            assert r.status_code == status
+            assert r.headers["x-request-id"] == "abc-123"
+            assert r.headers.get_list("x-request-id") == ["abc-123"]
+            assert r.json()["status_code"] == status
+            fresh = await client.request(method, path)
+            assert len(fresh.headers["x-request-id"]) == 32
+            assert int(fresh.headers["x-request-id"], 16) >= 0
+
+    async def test_a_callers_id_is_bounded_and_sanitised(self, client: Client) -> None:
+        r = await client.get(
+            "/health/live", headers={"X-Request-Id": 'evil id"; x=<y>' + "z" * 500}
+        )
+        assert r.headers["x-request-id"] == "evilidx=y" + "z" * 55
+        empty = await client.get("/health/live", headers={"X-Request-Id": "<>"})
+        assert len(empty.headers["x-request-id"]) == 32  # nothing usable left: a new one
+
+    async def test_log_lines_of_a_request_carry_its_id(
+        self, client: Client, merchant: MerchantHandle
+    ) -> None:
+        body, headers = ignored_topic("req-42")
+        with captured_logs() as logs:
+            r = await client.post("/webhooks/shopify", content=body, headers=headers)
+            body, headers = ignored_topic()
+            fresh = await client.post("/webhooks/shopify", content=body, headers=headers)
+        assert r.json() == {"status": "ignored"}
+        assert r.headers["x-request-id"] == "req-42"
+        lines = [e for e in logs if e["event"] == "webhook.topic_ignored"]
+        assert [e["request_id"] for e in lines] == ["req-42", fresh.headers["x-request-id"]]
+
+    async def test_the_webhook_fast_path_logs_and_answers_with_the_id(
+        self, app: Litestar, merchant: MerchantHandle
+    ) -> None:
+        fast = shopify_fast_path(app, app.state.services)
+        body, headers = ignored_topic("fast-7")
+        with captured_logs() as logs:
+            status, answer, _ = await call_asgi(fast, headers, [body])
+            body, headers = ignored_topic()
+            _, fresh, _ = await call_asgi(fast, headers, [body])
+        assert status == 200
+        assert answer[b"x-request-id"] == b"fast-7"
+        lines = [e for e in logs if e["event"] == "webhook.topic_ignored"]
+        assert [e["request_id"] for e in lines] == ["fast-7", fresh[b"x-request-id"].decode()]
+        assert len(fresh[b"x-request-id"]) == 32
+        assert structlog.contextvars.get_contextvars().get("request_id") is None
