@@ -4,26 +4,68 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
+from pydantic import ValidationError
 
 from app.settings import Settings
+from connectors.registry import CONNECTORS
 
 
 def _settings() -> Settings:
-    return Settings()
+    """The settings, or a one-line error naming each bad variable (never a traceback)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"])
+            message = str(error["msg"]).removeprefix("Value error, ")
+            field = Settings.model_fields.get(name)
+            if field is not None and field.repr and "input" in error:  # never echo a secret
+                message += f" (got {error['input']!r})"
+            problems.append(f"DROPSHIP_{name.upper()}: {message}")
+        raise click.ClickException("bad setting: " + "; ".join(problems)) from None
+
+
+def _reason(exc: BaseException) -> str:
+    """One line saying why, from the driver's own error when there is one."""
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, ModuleNotFoundError):
+        return f"no driver for it is installed (module {exc.name})"
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text = " ".join(str(cause).split())
+    return text or type(cause).__name__
+
+
+@contextmanager
+def _database(settings: Settings) -> Iterator[None]:
+    """A database that cannot be reached, opened or even parsed: one line, no traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except (SQLAlchemyError, OSError, ImportError) as exc:
+        raise click.ClickException(
+            f"cannot use the database {_redact(settings)}: {_reason(exc)}"
+        ) from None
 
 
 def _require_schema(settings: Settings) -> None:
     from app.migrate import SchemaOutOfDate, check_schema
 
     try:
-        asyncio.run(check_schema(settings.database_url))
+        with _database(settings):
+            asyncio.run(check_schema(settings.database_url))
     except SchemaOutOfDate as exc:
         raise click.ClickException(str(exc)) from exc
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dropship", prog_name="dropship", message="%(prog)s %(version)s")
 def main() -> None:
     """dropship: Shopify orders in, supplier purchase orders out."""
 
@@ -79,7 +121,8 @@ def worker() -> None:
         )
     _require_schema(settings)
     configure_logging(settings)
-    click.echo(f"dropship worker: {settings.worker_threads} threads, broker {settings.redis_url}")
+    broker = _redact_url(settings.redis_url or "")
+    click.echo(f"dropship worker: {settings.worker_threads} threads, broker {broker}")
     asyncio.run(run_worker(settings))
 
 
@@ -89,10 +132,10 @@ def migrate() -> None:
     from app import migrate as m
 
     settings = _settings()
-    m.upgrade(settings.database_url)
-    click.echo(
-        f"database {_redact(settings)} is at revision {m.head_revision(settings.database_url)}"
-    )
+    with _database(settings):
+        m.upgrade(settings.database_url)
+        revision = m.head_revision(settings.database_url)
+    click.echo(f"database {_redact(settings)} is at revision {revision}")
 
 
 @main.group()
@@ -121,7 +164,8 @@ def merchant_create(shop: str, email: str) -> None:
             await db.dispose()
 
     try:
-        merchant_id, domain, token = asyncio.run(run())
+        with _database(settings):
+            merchant_id, domain, token = asyncio.run(run())
     except MerchantError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"merchant {domain} created (id {merchant_id})")
@@ -136,7 +180,9 @@ def supplier() -> None:
 @supplier.command("create")
 @click.option("--merchant", "shop", required=True, help="the merchant's *.myshopify.com domain")
 @click.option("--name", required=True)
-@click.option("--connector", "kind", required=True, help="portal, rest_json")
+@click.option(
+    "--connector", "kind", required=True, help=f"connector kind: {', '.join(sorted(CONNECTORS))}"
+)
 @click.option("--config", "config_json", default="{}", help="connector settings as JSON")
 @click.option("--contact-email", default=None, help="where purchase-order notices go")
 def supplier_create(
@@ -152,6 +198,10 @@ def supplier_create(
     from app.suppliers.service import SupplierError, create_supplier
 
     settings = _settings()
+    try:
+        secret_key = settings.resolved_secret_key()
+    except (RuntimeError, OSError) as exc:  # production without a key; an unwritable var/
+        raise click.ClickException(f"secret key: {exc}") from None
     _require_schema(settings)
     try:
         config = json.loads(config_json)
@@ -173,7 +223,7 @@ def supplier_create(
                     )
                 created, key = await create_supplier(
                     session,
-                    SecretBox(settings.resolved_secret_key()),
+                    SecretBox(secret_key),
                     merchant.id,
                     name=name,
                     connector=kind,
@@ -185,7 +235,8 @@ def supplier_create(
             await db.dispose()
 
     try:
-        supplier_id, key = asyncio.run(run())
+        with _database(settings):
+            supplier_id, key = asyncio.run(run())
     except (MerchantError, SupplierError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"supplier {name!r} ({kind}) created for {shop} (id {supplier_id})")
@@ -193,9 +244,18 @@ def supplier_create(
 
 
 def _redact(settings: Settings) -> str:
-    from sqlalchemy.engine import make_url
+    return _redact_url(settings.database_url)
 
-    return make_url(settings.database_url).render_as_string(hide_password=True)
+
+def _redact_url(url: str) -> str:
+    """``url`` with its password hidden (``***``); one that cannot be parsed is not shown."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(an unparseable URL)"
 
 
 if __name__ == "__main__":

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 from pathlib import Path
 
-from click.testing import CliRunner
+import pytest
+from click.testing import CliRunner, Result
 from sqlalchemy import select
 
 from app.cli import main
 from app.db import Database
 from app.merchants.models import ApiToken, Merchant
 from app.security import hash_token
+from app.settings import Settings
+from connectors.registry import CONNECTORS
+from tests.support import services as svc
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -153,3 +158,98 @@ def test_supplier_create_prints_a_key_once_and_checks_its_input(tmp_path: Path) 
     )
     assert unknown.exit_code != 0
     assert "dropship merchant create" in unknown.output
+
+
+def test_version_prints_the_package_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"dropship {importlib.metadata.version('dropship')}\n"
+
+
+#: Every command that opens the database, with the arguments it needs to get that far.
+DATABASE_COMMANDS = [
+    ["migrate"],
+    ["serve", "--port", "1"],
+    ["worker"],
+    ["merchant", "create", "--shop", "s.myshopify.com", "--email", "o@x.io"],
+    ["supplier", "create", "--merchant", "s.myshopify.com", "--name", "X", "--connector", "portal"],
+]
+
+
+def _one_line_error(result: Result) -> str:
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("args", DATABASE_COMMANDS, ids=lambda a: " ".join(a[:2]))
+def test_a_bad_setting_is_one_line_naming_it(tmp_path: Path, args: list[str]) -> None:
+    env = {**_env(tmp_path), "DROPSHIP_REDIS_URL": "redis://127.0.0.1:1/0"}
+    result = CliRunner().invoke(main, args, env={**env, "DROPSHIP_ENV": "bogus"})
+    assert _one_line_error(result) == (
+        "Error: bad setting: DROPSHIP_ENV: Input should be 'development', 'production' or 'test'"
+        " (got 'bogus')"
+    )
+    result = CliRunner().invoke(main, args, env={**env, "DROPSHIP_SMTP_URL": "http://x"})
+    assert _one_line_error(result) == (
+        "Error: bad setting: DROPSHIP_SMTP_URL: expected smtp://user:pass@host:port"
+        " (or smtps:// for TLS) (got 'http://x')"
+    )
+
+
+@pytest.mark.parametrize("args", DATABASE_COMMANDS, ids=lambda a: " ".join(a[:2]))
+def test_an_unreachable_database_is_one_line_naming_it(tmp_path: Path, args: list[str]) -> None:
+    port = svc.free_port()  # nothing listens there
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("")
+    env = {**_env(tmp_path), "DROPSHIP_REDIS_URL": "redis://127.0.0.1:1/0"}
+    for url, expected in (
+        (
+            f"postgresql+asyncpg://dropship:hunter2@127.0.0.1:{port}/dropship",
+            f"Error: cannot use the database postgresql+asyncpg://dropship:***@127.0.0.1:{port}"
+            f"/dropship: [Errno 111] Connect call failed ('127.0.0.1', {port})",
+        ),
+        (
+            f"sqlite+aiosqlite:///{not_a_dir}/sub/x.db",
+            f"Error: cannot use the database sqlite+aiosqlite:///{not_a_dir}/sub/x.db:"
+            f" [Errno 20] Not a directory: '{not_a_dir}/sub'",
+        ),
+        (
+            "not a url",
+            "Error: cannot use the database (an unparseable URL):"
+            " Could not parse SQLAlchemy URL from given URL string",
+        ),
+    ):
+        result = CliRunner().invoke(main, args, env={**env, "DROPSHIP_DATABASE_URL": url})
+        assert _one_line_error(result) == expected
+        assert "hunter2" not in result.output
+
+
+def test_supplier_create_help_lists_the_connector_kinds() -> None:
+    result = CliRunner().invoke(main, ["supplier", "create", "--help"])
+    assert result.exit_code == 0
+    assert f"connector kind: {', '.join(sorted(CONNECTORS))}" in " ".join(result.output.split())
+    assert sorted(CONNECTORS) == ["portal", "rest_json"]
+
+
+def test_worker_hides_the_broker_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import workers.runtime
+
+    ran: list[Settings] = []
+
+    async def run_worker(settings: Settings) -> None:  # the broker itself is not the point here
+        ran.append(settings)
+
+    monkeypatch.setattr(workers.runtime, "run_worker", run_worker)
+    env = _env(tmp_path)
+    CliRunner().invoke(main, ["migrate"], env=env)
+    result = CliRunner().invoke(
+        main, ["worker"], env={**env, "DROPSHIP_REDIS_URL": "redis://:s3cret@127.0.0.1:1/0"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "broker redis://:***@127.0.0.1:1/0" in result.output
+    assert "s3cret" not in result.output
+    assert ran[0].redis_url == "redis://:s3cret@127.0.0.1:1/0"
