@@ -45,12 +45,14 @@ def app(settings: Settings) -> Litestar:
     return create_app(settings, run_workers=False, configure_logs=False)
 
 
-#: Invalid UTF-8 inside a JSON string (a lone continuation byte), and JSON nested 10,000 deep.
+#: Bytes that are never UTF-8 inside a JSON string, JSON nested 10,000 deep, malformed JSON.
 BAD_UTF8 = b'{"name": "\xff\xfe"}'
 DEEP = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
 BAD_BODIES = [
     (BAD_UTF8, "body: not valid UTF-8"),
     (DEEP, "body: nested too deeply"),
+    (b'{"name": ', "body: not valid JSON: Input data was truncated"),
+    (b"{bad", "body: not valid JSON: object keys must be strings (byte 1)"),
 ]
 
 

@@ -10,7 +10,11 @@ from typing import Any
 from litestar import Request, Response
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.exceptions import NotAuthorizedException, ValidationException
+from litestar.exceptions import (
+    NotAuthorizedException,
+    SerializationException,
+    ValidationException,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.merchants.models import Merchant
@@ -24,12 +28,15 @@ class ApiRequest(Request[Any, Any, Any]):
     Litestar turns malformed JSON into a 400 but lets two errors of its decoder through as 500s:
     invalid UTF-8 inside a string (``UnicodeDecodeError``) and nesting deeper than the
     interpreter's recursion limit (``RecursionError``). Every ``data`` body of every endpoint is
-    decoded here, so this one place covers them all.
+    decoded here, so this one place covers them all, in the API's error shape.
     """
 
     async def json(self) -> Any:
         try:
             return await super().json()
+        except SerializationException as exc:
+            reason = str(exc.detail).removeprefix("JSON is malformed: ")
+            raise body_error(f"not valid JSON: {reason}") from None
         except UnicodeDecodeError:
             raise body_error("not valid UTF-8") from None
         except RecursionError:
