@@ -54,6 +54,13 @@ def _database(settings: Settings) -> Iterator[None]:
         ) from None
 
 
+def _secret_key(settings: Settings) -> str:
+    try:
+        return settings.resolved_secret_key()
+    except (RuntimeError, OSError) as exc:  # production without a key; an unwritable var/
+        raise click.ClickException(str(exc)) from None
+
+
 def _require_schema(settings: Settings) -> None:
     from app.migrate import SchemaOutOfDate, check_schema
 
@@ -86,6 +93,7 @@ def serve(host: str, port: int, processes: int) -> None:
     import uvicorn
 
     settings = _settings()
+    _secret_key(settings)
     _require_schema(settings)
     if processes > 1 and settings.embedded_broker:
         raise click.ClickException(
@@ -119,6 +127,7 @@ def worker() -> None:
         raise click.ClickException(
             "DROPSHIP_REDIS_URL is not set: without Redis, `dropship serve` runs the workers itself"
         )
+    _secret_key(settings)
     _require_schema(settings)
     configure_logging(settings)
     broker = _redact_url(settings.redis_url or "")
@@ -198,10 +207,7 @@ def supplier_create(
     from app.suppliers.service import SupplierError, create_supplier
 
     settings = _settings()
-    try:
-        secret_key = settings.resolved_secret_key()
-    except (RuntimeError, OSError) as exc:  # production without a key; an unwritable var/
-        raise click.ClickException(f"secret key: {exc}") from None
+    secret_key = _secret_key(settings)
     _require_schema(settings)
     try:
         config = json.loads(config_json)

@@ -253,3 +253,19 @@ def test_worker_hides_the_broker_password(tmp_path: Path, monkeypatch: pytest.Mo
     assert "broker redis://:***@127.0.0.1:1/0" in result.output
     assert "s3cret" not in result.output
     assert ran[0].redis_url == "redis://:s3cret@127.0.0.1:1/0"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [a for a in DATABASE_COMMANDS if a[0] in ("serve", "worker", "supplier")],
+    ids=lambda a: a[0],
+)
+def test_production_without_a_secret_key_is_one_line(tmp_path: Path, args: list[str]) -> None:
+    env = {
+        **_env(tmp_path),
+        "DROPSHIP_REDIS_URL": "redis://127.0.0.1:1/0",
+        "DROPSHIP_ENV": "production",
+        "DROPSHIP_SECRET_KEY": "",
+    }
+    result = CliRunner().invoke(main, args, env=env)
+    assert _one_line_error(result) == "Error: DROPSHIP_SECRET_KEY must be set in production"
