@@ -17,7 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, MetaData, Numeric, String, Uuid, event
+from sqlalchemy import JSON, BigInteger, DateTime, MetaData, Numeric, String, Uuid, event
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
@@ -106,6 +106,41 @@ class Money(TypeDecorator[Decimal]):
 def _is_cents(value: Any) -> bool:
     d = Decimal(value)
     return d == d.quantize(Decimal("0.01"))
+
+
+#: Largest unsigned 64-bit integer: Shopify's ``UnsignedInt64`` ids go up to this.
+MAX_UNSIGNED_64 = 2**64 - 1
+
+
+class UnsignedBigInt(TypeDecorator[int]):
+    """Unsigned 64-bit integers (Shopify ids) kept exact in a signed BIGINT, by two's complement.
+
+    0 … 2**63-1 are stored as themselves, 2**63 … 2**64-1 as -2**63 … -1. Why this rather than
+    NUMERIC(20, 0): SQLite gives a NUMERIC column REAL affinity above 2**63-1 (the id would be
+    rounded), and PostgreSQL would have to rewrite the columns and their unique indexes. Here the
+    columns and indexes stay as they are, every existing row (all below 2**63) already means
+    what it meant, so no data migration; equality and ``IN`` lookups stay exact and indexed
+    because the compared value goes through the same conversion. The one thing that changes is
+    order: ids above 2**63 sort before the others in SQL, and nothing sorts by Shopify ids.
+    Raw SQL must not compare these columns with unconverted values.
+    """
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: int | None, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"an unsigned 64-bit id must be int, got {type(value).__name__}")
+        if not 0 <= value <= MAX_UNSIGNED_64:
+            raise ValueError(f"out of the unsigned 64-bit range: {value}")
+        return value - 2**64 if value >= 2**63 else value
+
+    def process_result_value(self, value: int | None, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        return value + 2**64 if value < 0 else value
 
 
 #: JSON on SQLite, JSONB on PostgreSQL.

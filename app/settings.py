@@ -7,17 +7,37 @@ CLI (or a test) and passed down explicitly.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SHOPIFY_API_VERSION = "2025-10"
+#: Settings that are URLs and may carry a password (``scheme://user:pass@host``).
+_URLS_WITH_PASSWORDS = ("database_url", "redis_url", "smtp_url")
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password, if any, replaced by ``***``: safe to print or log."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:  # not even a URL: it could be anything, show none of it
+        return "***"
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DROPSHIP_", extra="ignore")
+    # Validation errors must not echo a value back: a bad URL may still hold a password.
+    model_config = SettingsConfigDict(
+        env_prefix="DROPSHIP_", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str = "sqlite+aiosqlite:///var/dropship.db"
     redis_url: str | None = None
@@ -70,6 +90,14 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("smtp://", "smtps://")):
             raise ValueError("expected smtp://user:pass@host:port (or smtps:// for TLS)")
         return value
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # repr() and str() (and so any log of the settings) show URLs without their passwords;
+        # the other secrets are ``repr=False``.
+        for name, value in super().__repr_args__():
+            if name in _URLS_WITH_PASSWORDS and isinstance(value, str):
+                value = redact_url(value)
+            yield name, value
 
     @property
     def is_sqlite(self) -> bool:

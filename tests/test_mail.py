@@ -156,7 +156,7 @@ class TestSupplierNotice:
         inbox: Inbox,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        monkeypatch.setattr("app.mail.tasks.backoff_ms", lambda attempt: 50)
+        monkeypatch.setattr("app.mail.tasks.retry_delay_ms", lambda attempt: 50)
         inbox.refuse = ["451 4.3.0 Mailbox busy, try again later"]
         await portal_order(client, shop, contact_email=SUPPLIER_EMAIL)
         email = await wait_email_status(db, EmailStatus.SENT)
@@ -173,7 +173,7 @@ class TestSupplierNotice:
     ) -> None:
         """530 at MAIL FROM (say, the server wants STARTTLS or a login) is about our settings,
         not this email: retried with backoff, delivered once the server accepts."""
-        monkeypatch.setattr("app.mail.tasks.backoff_ms", lambda attempt: 50)
+        monkeypatch.setattr("app.mail.tasks.retry_delay_ms", lambda attempt: 50)
         inbox.refuse_sender = ["530 5.7.0 Must issue a STARTTLS command first"]
         await portal_order(client, shop, contact_email=SUPPLIER_EMAIL)
         email = await wait_email_status(db, EmailStatus.SENT)

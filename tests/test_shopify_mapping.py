@@ -343,7 +343,7 @@ class TestBadInput:
             (lambda p: p.update(id="abc"), "id"),
             (lambda p: p.update(id=True), "id"),
             (lambda p: p.update(id=0), "id"),
-            (lambda p: p.update(id=2**63), "id"),
+            (lambda p: p.update(id=2**64), "id"),  # unsigned 64-bit: 2**64-1 is the last
             (lambda p: p.update(id="--5"), "id"),
             (lambda p: p.update(id="\u00b2"), "id"),
             (lambda p: p.update(currency="usd"), "currency"),

@@ -2,8 +2,9 @@
 
 The sweeper re-enqueues work that should have progressed but did not: a webhook accepted but not
 processed (its job was lost with a Redis that had no persistence, say), an order still waiting
-for validation or routing, a purchase order still to place, an email still to send. It also
-drops what has outlived its use: raw webhook bodies after 30 days, idempotency keys after 24 h.
+for validation or routing, a purchase order still to place, an email still to send (those two
+not before their ``next_attempt_at`` while they back off). It also drops what has outlived its
+use: raw webhook bodies after 30 days, idempotency keys after 24 h.
 Tasks are idempotent, so a spurious re-enqueue costs only a no-op run.
 """
 
@@ -85,12 +86,15 @@ async def sweep(ctx: TaskContext, older_than: int | None = None) -> None:
         routable = [oid for oid, settings in to_route if auto_route(settings)]
         for order_id in routable:
             await enqueue(session, "order.route", order_id)
-        # A placement whose worker died mid-call: placing again is safe (idempotency key).
+        # A placement whose worker died mid-call: placing again is safe (idempotency key),
+        # unless it is backing off (its retry, or the supplier's Retry-After, is not due yet).
         pending = await _requeue(
             session,
             "purchase_order.place",
             select(PurchaseOrder.id).where(
-                PurchaseOrder.status == POStatus.PENDING, PurchaseOrder.updated_at < cutoff
+                PurchaseOrder.status == POStatus.PENDING,
+                PurchaseOrder.updated_at < cutoff,
+                or_(PurchaseOrder.next_attempt_at.is_(None), PurchaseOrder.next_attempt_at <= now),
             ),
         )
         # An email whose job was lost, or whose sender died after claiming it (lease over),

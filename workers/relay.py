@@ -20,6 +20,7 @@ from dramatiq.errors import ActorNotFound
 from sqlalchemy import delete, select, update
 
 from app.db import Database, utcnow
+from app.jobs.backoff import backoff_ms
 from app.jobs.models import OutboxMessage
 
 log = structlog.get_logger(__name__)
@@ -53,7 +54,9 @@ class OutboxRelay:
                 failures = 0
             except Exception as exc:
                 failures += 1
-                delay = min(30.0, self.interval * 2 ** min(failures, 8))
+                # The step is interval * 2**failures, at most 30 s (and 2**8 intervals).
+                cap_ms = min(30_000, self.interval * 2**8 * 1000)
+                delay = backoff_ms(failures, base_ms=self.interval * 2000, cap_ms=cap_ms) / 1000
                 log.warning("outbox.relay_failed", error=repr(exc), retry_in=round(delay, 2))
                 await self._sleep(delay)
                 continue

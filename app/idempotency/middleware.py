@@ -10,6 +10,12 @@ The answer is stored before it is sent (answers of these POSTs are small JSON), 
 got it and retries at once is replayed rather than told the first request is still running. Keys
 are remembered for ``RETENTION``; a key whose first request never finished (the process died) is
 released after ``IN_FLIGHT_TIMEOUT``.
+
+Secrets are shown once and never stored: a route whose answer carries one (a new supplier API
+key) names those fields in its ``opt`` under ``SECRET_FIELDS``, with why each is withheld. The
+stored answer has them set to null and a ``redacted`` object giving that reason, so a replay has
+the same status and shape, says what is missing and what to do (rotate the key), and the
+``idempotency_keys`` table never holds the secret.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ MAX_BODY = 10_000_000
 RETENTION = timedelta(hours=24)
 IN_FLIGHT_TIMEOUT = timedelta(minutes=5)
 _BOUNDARY = re.compile(rb'boundary="?([^";]+)"?', re.IGNORECASE)
+#: Route ``opt`` key: ``{field: why it is not replayed}`` for top-level answer fields that are
+#: secrets (e.g. ``{"api_key": "shown once; rotate the key"}``).
+SECRET_FIELDS = "idempotency_secret_fields"  # noqa: S105 (an opt key, not a secret)
 
 
 class _BodyTooLarge(Exception):
@@ -99,6 +108,35 @@ def request_fingerprint(scope: Any, body: bytes) -> str:
     return hashlib.sha256(
         b"\0".join([scope["path"].encode(), scope.get("query_string", b""), body])
     ).hexdigest()
+
+
+def _secret_fields(scope: Any) -> dict[str, str]:
+    handler = scope.get("route_handler")
+    fields = getattr(handler, "opt", {}).get(SECRET_FIELDS) if handler is not None else None
+    return dict(fields) if fields else {}
+
+
+def without_secrets(body: bytes, secrets: dict[str, str]) -> tuple[bytes, list[str]]:
+    """The answer as it may be stored, and the secret fields taken out of it.
+
+    Each secret field present becomes null and ``redacted`` says why. An answer that is not a
+    JSON object cannot be checked field by field, so none of it is kept."""
+    if not secrets:
+        return body, []
+    try:
+        doc = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        doc = None
+    if not isinstance(doc, dict):
+        why = "the answer to this request held a secret and is shown only once"
+        return msgspec.json.encode({"redacted": {"body": why}}), ["body"]
+    removed = [name for name in secrets if doc.get(name) is not None]
+    if not removed:
+        return body, []
+    for name in removed:
+        doc[name] = None
+    doc["redacted"] = {name: secrets[name] for name in removed}
+    return msgspec.json.encode(doc), removed
 
 
 def _insert(dialect: str) -> Any:
@@ -258,7 +296,10 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
             await _finish(db, owner, key, 500, b"")
             return
         response = b"".join(out)
-        await _finish(db, owner, key, int(start["status"]), response)
+        stored, removed = without_secrets(response, _secret_fields(scope))
+        if removed:
+            log.info("idempotency.secrets_not_stored", key=key, fields=removed)
+        await _finish(db, owner, key, int(start["status"]), stored)
         await send(start)
         await send({"type": "http.response.body", "body": response})
 

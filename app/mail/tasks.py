@@ -11,7 +11,6 @@ refusal fails the email and says so on the order's timeline.
 from __future__ import annotations
 
 import asyncio
-import random
 import uuid
 from datetime import timedelta
 
@@ -21,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
+from app.jobs.backoff import EARLY, backoff_ms
 from app.mail.models import EmailStatus, OutgoingEmail
 from app.mail.sender import MailError, build_message
 from app.orders.models import Order
@@ -37,13 +37,13 @@ SEND_TIME_LIMIT_S = 120
 #: How long a claimed email is left to its sender before the sweeper may send it again:
 #: longer than a send may take, so a slow send is never doubled.
 LEASE = timedelta(seconds=SEND_TIME_LIMIT_S * 2.5)
-#: A retry may arrive this much before its ``next_attempt_at`` (clock steps, broker timing).
-EARLY = timedelta(seconds=2)
+BASE_DELAY_MS = 5_000
+MAX_DELAY_MS = 30 * 60_000
 
 
-def backoff_ms(attempt: int) -> int:
-    cap = min(30 * 60_000, 5_000 * 2 ** max(0, attempt - 1))
-    return int(random.uniform(cap / 2, cap))
+def retry_delay_ms(attempt: int) -> int:
+    """The wait before the next send attempt (the one backoff, with this task's base and cap)."""
+    return backoff_ms(attempt, base_ms=BASE_DELAY_MS, cap_ms=MAX_DELAY_MS)
 
 
 async def _load(ctx: TaskContext, session: AsyncSession, eid: uuid.UUID) -> OutgoingEmail | None:
@@ -99,7 +99,7 @@ async def send_email(ctx: TaskContext, email_id: str) -> None:
     try:
         await ctx.mail.send(msg)
     except MailError as exc:
-        delay = backoff_ms(attempt)
+        delay = retry_delay_ms(attempt)
         async with ctx.db.transaction() as session:
             email = await _load(ctx, session, eid)
             if email is None or email.status != EmailStatus.QUEUED:

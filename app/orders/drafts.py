@@ -1,7 +1,7 @@
 """What an incoming order says, before it becomes rows: one shape for Shopify, manual and CSV.
 
 Parsing is strict about what we rely on (ids, quantities, money) and lenient about the rest.
-Money is ``Decimal`` parsed from Shopify's strings; ids stay exact Python ints (64-bit safe).
+Money is ``Decimal`` parsed from Shopify's strings; ids stay exact Python ints (unsigned 64-bit).
 """
 
 from __future__ import annotations
@@ -33,8 +33,11 @@ _AMOUNT = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
 _INTEGER = re.compile(r"^[+-]?[0-9]+$")
 #: Money columns are NUMERIC(18, 4): anything this large is not a real amount.
 MAX_AMOUNT = Decimal("1e14")
-#: Shopify ids, order numbers: signed 64-bit (BIGINT).
+#: Integers such as order numbers: signed 64-bit (BIGINT).
 MAX_ID = 2**63 - 1
+#: Shopify ids (orders, lines, variants, products, customers) are the Admin API's
+#: ``UnsignedInt64``: stored exact by :class:`app.db.UnsignedBigInt`.
+MAX_SHOPIFY_ID = 2**64 - 1
 #: Line quantities are 32-bit integers in the database; no real order comes close.
 MAX_QUANTITY = 1_000_000
 
@@ -153,6 +156,11 @@ def optional_int(
     return value
 
 
+def shopify_id(value: Any, field_name: str) -> int | None:
+    """A Shopify id: 1 … 2**64-1 (unsigned 64-bit), from a JSON number or a string of digits."""
+    return optional_int(value, field_name, minimum=1, maximum=MAX_SHOPIFY_ID)
+
+
 def timestamp(value: Any, field_name: str) -> datetime | None:
     if value in (None, ""):
         return None
@@ -232,7 +240,7 @@ def from_shopify(payload: dict[str, Any]) -> OrderDraft:
     """Map Shopify's Order resource (the ``orders/*`` webhook body) to a draft."""
     if not isinstance(payload, dict):
         raise PayloadError("body", "must be a JSON object")
-    order_id = optional_int(payload.get("id"), "id", minimum=1)
+    order_id = shopify_id(payload.get("id"), "id")
     if order_id is None:
         raise PayloadError("id", "missing")
     currency = _text(payload.get("currency")) or _text(payload.get("presentment_currency"))
@@ -261,7 +269,7 @@ def from_shopify(payload: dict[str, Any]) -> OrderDraft:
     customer = None
     if isinstance(raw_customer, dict):
         customer = CustomerDraft(
-            shopify_customer_id=optional_int(raw_customer.get("id"), "customer.id", minimum=1),
+            shopify_customer_id=shopify_id(raw_customer.get("id"), "customer.id"),
             email=_email(raw_customer.get("email")),
             first_name=_text(raw_customer.get("first_name"), 255),
             last_name=_text(raw_customer.get("last_name"), 255),
@@ -321,10 +329,10 @@ def _shopify_line(i: int, item: Any) -> LineDraft:
         quantity=qty,
         price=money(item.get("price"), f"{where}.price"),
         sku=_text(item.get("sku"), 255),
-        variant_id=optional_int(item.get("variant_id"), f"{where}.variant_id", minimum=1),
-        product_id=optional_int(item.get("product_id"), f"{where}.product_id", minimum=1),
+        variant_id=shopify_id(item.get("variant_id"), f"{where}.variant_id"),
+        product_id=shopify_id(item.get("product_id"), f"{where}.product_id"),
         variant_title=_text(item.get("variant_title"), 512),
-        shopify_line_id=optional_int(item.get("id"), f"{where}.id", minimum=1),
+        shopify_line_id=shopify_id(item.get("id"), f"{where}.id"),
         total_discount=discount,
         # Absent or null: a physical product (Shopify's default); only an explicit false is not.
         requires_shipping=requires_shipping is None or bool(requires_shipping),

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.db import Base, IdMixin, TimestampMixin, utcnow
+from app.db import Base, IdMixin, TimestampMixin, UnsignedBigInt, utcnow
 
 
 class OrderStatus:
@@ -50,7 +50,7 @@ class Customer(IdMixin, TimestampMixin, Base):
     merchant_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("merchants.id", ondelete="CASCADE"), index=True
     )
-    shopify_customer_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    shopify_customer_id: Mapped[int | None] = mapped_column(UnsignedBigInt, default=None)
     email: Mapped[str | None] = mapped_column(String(320), default=None)
     first_name: Mapped[str | None] = mapped_column(String(255), default=None)
     last_name: Mapped[str | None] = mapped_column(String(255), default=None)
@@ -69,12 +69,13 @@ class Order(IdMixin, TimestampMixin, Base):
 
     merchant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("merchants.id", ondelete="CASCADE"))
     source: Mapped[str] = mapped_column(String(16))
-    #: Shopify's 64-bit order id, exact (never a float), beside our own id.
-    shopify_order_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    #: Shopify's unsigned 64-bit order id, exact (never a float), beside our own id.
+    shopify_order_id: Mapped[int | None] = mapped_column(UnsignedBigInt, default=None)
     shopify_gid: Mapped[str | None] = mapped_column(String(255), default=None)
     #: The merchant's own reference for manual and CSV orders (unique per merchant).
     external_ref: Mapped[str | None] = mapped_column(String(255), default=None)
     name: Mapped[str] = mapped_column(String(255))
+    #: The shop's order number: a signed 64-bit integer, not an id.
     order_number: Mapped[int | None] = mapped_column(BigInteger, default=None)
     customer_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("customers.id", ondelete="SET NULL"), default=None
@@ -122,10 +123,10 @@ class OrderLine(IdMixin, Base):
     )
     merchant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("merchants.id", ondelete="CASCADE"))
     position: Mapped[int]
-    shopify_line_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    shopify_line_id: Mapped[int | None] = mapped_column(UnsignedBigInt, default=None)
     sku: Mapped[str | None] = mapped_column(String(255), default=None)
-    variant_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
-    product_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    variant_id: Mapped[int | None] = mapped_column(UnsignedBigInt, default=None)
+    product_id: Mapped[int | None] = mapped_column(UnsignedBigInt, default=None)
     title: Mapped[str] = mapped_column(String(512))
     variant_title: Mapped[str | None] = mapped_column(String(512), default=None)
     quantity: Mapped[int]

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.db import utcnow
-from app.orders.drafts import PayloadError, optional_int
+from app.orders.drafts import PayloadError, shopify_id
 from app.orders.models import Customer, ExceptionCase, Order, OrderEvent
 from app.webhooks.models import WebhookDelivery
 
@@ -41,7 +41,7 @@ _ORDER_TOPICS = ("orders/create", "orders/updated", "orders/cancelled")
 
 def _id(value: Any) -> int | None:
     try:
-        return optional_int(value, "id", minimum=1)
+        return shopify_id(value, "id")
     except PayloadError:
         return None
 

@@ -81,6 +81,8 @@ class PurchaseOrder(IdMixin, TimestampMixin, Base):
     closed_at: Mapped[datetime | None] = mapped_column(default=None)
     #: Set when placement exhausted its retries: the merchant's dead-letter view.
     dead_lettered_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: While placement backs off: no attempt (sweeper or duplicate message) before this.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
 
     lines: Mapped[list[PurchaseOrderLine]] = relationship(
         lazy="raise", order_by="PurchaseOrderLine.position", cascade="all, delete-orphan"

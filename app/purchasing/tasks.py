@@ -8,10 +8,15 @@
 
 A crash between 2 and 3 leaves the purchase order ``pending``; the retry calls the supplier again
 with the same idempotency key, and the supplier answers with the order it already has. Transient
-failures retry with exponential backoff and jitter (or the supplier's ``Retry-After``) up to
-``MAX_ATTEMPTS``, then the purchase order goes to the merchant's dead-letter view: it is not
-rerouted automatically, because after a timeout the supplier may well have the order. A
-permanent refusal fails the purchase order with the supplier's message and reroutes its lines.
+failures retry with exponential backoff and equal jitter (never sooner than the supplier's
+``Retry-After``) up to ``MAX_ATTEMPTS``, then the purchase order goes to the merchant's
+dead-letter view: it is not rerouted automatically, because after a timeout the supplier may well
+have the order. A permanent refusal fails the purchase order with the supplier's message and
+reroutes its lines.
+
+A purchase order backing off (a retryable failure, a wait for a rate-limit slot) carries
+``next_attempt_at``: the sweeper leaves it alone until then, and a run that arrives earlier (a
+duplicate message, a sweeper re-enqueue) does nothing, so the supplier is never called sooner.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import math
 import random
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
@@ -28,6 +34,7 @@ import structlog
 from dramatiq.rate_limits import ConcurrentRateLimiter, WindowRateLimiter
 
 from app.db import utcnow
+from app.jobs.backoff import EARLY, backoff_ms
 from app.orders.service import open_exception, record
 from app.purchasing import service
 from app.purchasing.models import POStatus
@@ -43,15 +50,14 @@ log = structlog.get_logger(__name__)
 MAX_ATTEMPTS = 8
 BASE_DELAY_MS = 1_000
 MAX_DELAY_MS = 10 * 60_000
+#: A supplier's ``Retry-After`` is honoured up to this; a longer one is taken as this.
+MAX_RETRY_AFTER_MS = 24 * 3600_000
 
 
-def backoff_ms(attempt: int, retry_after: float | None = None) -> int:
-    """Exponential backoff with full jitter; a supplier's Retry-After is a floor."""
-    cap = min(MAX_DELAY_MS, BASE_DELAY_MS * 2 ** max(0, attempt - 1))
-    delay = random.uniform(cap / 2, cap)
-    if retry_after is not None:
-        delay = max(delay, retry_after * 1000)
-    return int(min(delay, MAX_DELAY_MS))
+def retry_delay_ms(attempt: int, retry_after: float | None = None) -> int:
+    """The wait before the next placement attempt; a supplier's Retry-After is a floor."""
+    floor = None if retry_after is None else min(retry_after * 1000, MAX_RETRY_AFTER_MS)
+    return backoff_ms(attempt, base_ms=BASE_DELAY_MS, cap_ms=MAX_DELAY_MS, floor_ms=floor)
 
 
 @contextlib.contextmanager
@@ -86,6 +92,8 @@ async def place(ctx: TaskContext, po_id: str) -> None:
         po = await service.load(session, pid, lock=True, dialect=ctx.db.dialect)
         if po is None or po.status != POStatus.PENDING:
             return
+        if po.next_attempt_at is not None and po.next_attempt_at > utcnow() + EARLY:
+            return  # backing off: its own retry is scheduled for then
         supplier = await service.supplier_of(session, po)
         if supplier.status != "active":
             await service.transition(session, po, POStatus.FAILED, "supplier is inactive")
@@ -104,11 +112,13 @@ async def place(ctx: TaskContext, po_id: str) -> None:
         with supplier_slots(ctx, supplier):
             result = await connector.place_order(dto)
     except dramatiq.RateLimitExceeded:
+        delay = int(random.uniform(200, 1200))
         async with ctx.db.transaction() as session:
             po = await service.load(session, pid, lock=True, dialect=ctx.db.dialect)
             if po is not None:
                 po.attempts -= 1  # waiting for a slot is not a failed attempt
-        raise dramatiq.Retry("supplier rate limit", delay=int(random.uniform(200, 1200))) from None
+                po.next_attempt_at = utcnow() + timedelta(milliseconds=delay)
+        raise dramatiq.Retry("supplier rate limit", delay=delay) from None
     except RetryableConnectorError as exc:
         await _retry_or_dead_letter(ctx, pid, attempt, exc)
         return
@@ -118,6 +128,7 @@ async def place(ctx: TaskContext, po_id: str) -> None:
             if po is None or po.status != POStatus.PENDING:
                 return
             po.last_error = exc.message
+            po.next_attempt_at = None
             await service.transition(session, po, POStatus.FAILED, exc.message)
             await service.release_lines(
                 session, po, [ln for ln in po.lines if ln.status == "open"], exc.message
@@ -131,6 +142,7 @@ async def place(ctx: TaskContext, po_id: str) -> None:
             return
         po.supplier_reference = result.supplier_reference or po.supplier_reference
         po.last_error = None
+        po.next_attempt_at = None
         status = POStatus.ACCEPTED if result.status == "accepted" else POStatus.PLACED
         where = "in the supplier portal" if connector.pull_based else f"with {supplier.name}"
         await service.transition(
@@ -172,6 +184,7 @@ async def _retry_or_dead_letter(
         order = await service._order(session, po)
         if attempt >= MAX_ATTEMPTS:
             po.dead_lettered_at = utcnow()
+            po.next_attempt_at = None
             await service.transition(
                 session, po, POStatus.FAILED, f"gave up after {attempt} attempts: {exc.message}"
             )
@@ -185,7 +198,9 @@ async def _retry_or_dead_letter(
             )
             log.error("purchase_order.dead_letter", po_id=str(pid), error=exc.message)
             return
-        delay = backoff_ms(attempt, exc.retry_after)
+        delay = retry_delay_ms(attempt, exc.retry_after)
+        # The sweeper and early duplicates leave it alone until then.
+        po.next_attempt_at = utcnow() + timedelta(milliseconds=delay)
         record(
             session,
             order,

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import provide_merchant
 from app.api.pagination import DEFAULT_LIMIT, Page, keyset_page
+from app.idempotency.middleware import SECRET_FIELDS
 from app.merchants.models import Merchant
 from app.orders.controllers import _csv_text
 from app.services import Services
@@ -63,6 +64,15 @@ def product_out(p: SupplierProduct) -> ProductOut:
     )
 
 
+#: The API key in these answers is shown once: an ``Idempotency-Key`` replay answers without it.
+_KEY_SHOWN_ONCE = {
+    SECRET_FIELDS: {
+        "api_key": "the API key is shown only in the first answer and is not kept; if it was "
+        "lost, issue a new one with POST /api/v1/suppliers/{id}/rotate-key (new Idempotency-Key)"
+    }
+}
+
+
 def _bad(exc: service.SupplierError) -> ClientException:
     return ClientException(str(exc), extra={"field": exc.field})
 
@@ -103,7 +113,12 @@ class SupplierController(Controller):
             oldest_first=True,
         )
 
-    @post("/", status_code=201, summary="Create a supplier; its API key is shown once")
+    @post(
+        "/",
+        status_code=201,
+        summary="Create a supplier; its API key is shown once",
+        opt=_KEY_SHOWN_ONCE,
+    )
     async def create(
         self,
         db_session: NamedDependency[AsyncSession],
@@ -173,7 +188,12 @@ class SupplierController(Controller):
         await db_session.flush()
         return supplier_out(services, supplier)
 
-    @post("/{supplier_id:uuid}/rotate-key", status_code=200, summary="Issue a new API key")
+    @post(
+        "/{supplier_id:uuid}/rotate-key",
+        status_code=200,
+        summary="Issue a new API key",
+        opt=_KEY_SHOWN_ONCE,
+    )
     async def rotate(
         self,
         db_session: NamedDependency[AsyncSession],

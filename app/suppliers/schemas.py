@@ -57,7 +57,9 @@ class SupplierOut(msgspec.Struct):
 
 class SupplierCreated(msgspec.Struct):
     supplier: SupplierOut
-    api_key: str
+    #: Shown once: null in an ``Idempotency-Key`` replay, with the reason in ``redacted``.
+    api_key: str | None
+    redacted: dict[str, str] | None = None
 
 
 class ProductIn(msgspec.Struct, forbid_unknown_fields=True):
