@@ -7,7 +7,7 @@ Settings (``config``):
 | ``base_url`` | required | e.g. ``https://api.supplier.example/v2`` |
 | ``auth_header``, ``auth_value`` | ``Authorization``, none | the credential (value is secret) |
 | ``order_path`` | ``/orders`` | POST: place an order |
-| ``status_path`` | ``/orders/{reference}`` | GET: status and shipments (supplier's id, URL-quoted) |
+| ``status_path`` | ``/orders/{reference}`` | GET: status and shipments (supplier's id, quoted) |
 | ``cancel_path`` | none | POST: cancel (cancel unsupported when absent) |
 | ``stock_path`` | none | GET: ``[{"sku", "quantity", "unit_cost"?}]`` |
 | ``idempotency_header`` | ``Idempotency-Key`` | same value on every retry of a placement |

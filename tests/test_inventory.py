@@ -78,6 +78,27 @@ class TestInventory:
             (b, "RED"): (1, Decimal("9.00")),
         }
 
+    async def test_several_rows_for_one_product_the_last_wins(
+        self, client: Client, db: Database, suppliers: dict[str, Any]
+    ) -> None:
+        a = suppliers["a"]["supplier"]["id"]
+        r = await put(
+            client,
+            suppliers["a"],
+            [
+                {"sku": "A-RED", "quantity": 5},
+                {"sku": "RED", "quantity": 1, "unit_cost": "2.00"},  # the same offer, later
+                {"sku": "BLUE", "quantity": 4, "unit_cost": "1.00"},
+                {"sku": "A-BLUE", "quantity": 2},  # stock only: the cost above stays
+            ],
+        )
+        assert (r.status_code, r.json()) == (200, {"updated": 2, "unknown": []})
+        got = await levels(db)
+        assert (got[(a, "RED")], got[(a, "BLUE")]) == (
+            (1, Decimal("2.00")),
+            (2, Decimal("1.00")),
+        )
+
     async def test_unknown_skus_are_listed_in_order(
         self, client: Client, db: Database, suppliers: dict[str, Any]
     ) -> None:

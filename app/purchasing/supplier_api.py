@@ -292,6 +292,12 @@ class SupplierApiController(Controller):
             updates.append(
                 values | ({"unit_cost": row.unit_cost} if row.unit_cost is not None else {})
             )
+        # Several rows for one product (by either SKU): the last stock and the last cost given
+        # win, whatever the order of the two statements below.
+        merged: dict[uuid.UUID, dict[str, Any]] = {}
+        for u in updates:
+            merged.setdefault(u["b_id"], {}).update(u)
+        updates = list(merged.values())
         with_cost = [u for u in updates if "unit_cost" in u]
         stock_only = [u for u in updates if "unit_cost" not in u]
         table = cast(Table, SupplierProduct.__table__)
