@@ -7,7 +7,7 @@ Settings (``config``):
 | ``base_url`` | required | e.g. ``https://api.supplier.example/v2`` |
 | ``auth_header``, ``auth_value`` | ``Authorization``, none | the credential (value is secret) |
 | ``order_path`` | ``/orders`` | POST: place an order |
-| ``status_path`` | ``/orders/{reference}`` | GET: status and shipments (supplier's id) |
+| ``status_path`` | ``/orders/{reference}`` | GET: status and shipments (supplier's id, quoted) |
 | ``cancel_path`` | none | POST: cancel (cancel unsupported when absent) |
 | ``stock_path`` | none | GET: ``[{"sku", "quantity", "unit_cost"?}]`` |
 | ``idempotency_header`` | ``Idempotency-Key`` | same value on every retry of a placement |
@@ -23,9 +23,9 @@ The request body, before ``field_map``: ``{"reference", "currency", "ship_to", "
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import httpx
 
@@ -76,7 +76,9 @@ class RestJsonConnector(Connector):
         path = self.config.get(key, default)
         if path is None:
             return None
-        return str(self.config["base_url"]) + str(path).format(**params)
+        # The supplier's reference is data: quoted, so it can never become a path (or query).
+        quoted = {k: quote(v, safe="") for k, v in params.items()}
+        return str(self.config["base_url"]) + str(path).format(**quoted)
 
     def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -163,8 +165,9 @@ class RestJsonConnector(Connector):
             "GET", url, f"status of {po.number}", headers=self._headers()
         )
         data = _json_object(response, f"status of {po.number}")
+        what = f"status of {po.number}"
         shipments = []
-        for raw in data.get("shipments") or []:
+        for i, raw in enumerate(data.get("shipments") or []):
             if isinstance(raw, dict):
                 shipments.append(
                     ShipmentDTO(
@@ -172,8 +175,14 @@ class RestJsonConnector(Connector):
                         tracking_number=_str(raw.get("tracking_number")),
                         tracking_url=_str(raw.get("tracking_url")),
                         lines=tuple(
-                            (str(x.get("sku")), int(x.get("quantity", 0)))
-                            for x in raw.get("lines") or []
+                            (
+                                str(x.get("sku")),
+                                _whole(
+                                    x.get("quantity", 0),
+                                    f"{what}: shipments[{i}].lines[{j}].quantity",
+                                ),
+                            )
+                            for j, x in enumerate(raw.get("lines") or [])
                             if isinstance(x, dict) and x.get("sku")
                         ),
                     )
@@ -200,14 +209,18 @@ class RestJsonConnector(Connector):
             ) from exc
         wanted = set(skus)
         out = []
-        for row in rows if isinstance(rows, list) else []:
-            if isinstance(row, dict) and (not wanted or row.get("sku") in wanted):
+        for i, row in enumerate(rows if isinstance(rows, list) else []):
+            if not isinstance(row, dict) or not row.get("sku"):
+                continue
+            if not wanted or row["sku"] in wanted:
                 cost = row.get("unit_cost")
                 out.append(
                     StockLevel(
                         sku=str(row["sku"]),
-                        quantity=int(row.get("quantity", 0)),
-                        unit_cost=None if cost is None else Decimal(str(cost)),
+                        quantity=_whole(row.get("quantity", 0), f"stock: [{i}].quantity"),
+                        unit_cost=None
+                        if cost is None
+                        else _amount(cost, f"stock: [{i}].unit_cost"),
                     )
                 )
         return tuple(out)
@@ -225,6 +238,21 @@ def _json_object(response: httpx.Response, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RetryableConnectorError(f"{what}: supplier answered a non-object")
     return data
+
+
+def _whole(value: Any, what: str) -> int:
+    """A supplier's malformed number is a connector error, never a crash of the caller."""
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise PermanentConnectorError(f"{what}: {value!r} is not a whole number") from exc
+
+
+def _amount(value: Any, what: str) -> Decimal:
+    try:
+        return Decimal(str(value))
+    except InvalidOperation as exc:
+        raise PermanentConnectorError(f"{what}: {value!r} is not an amount") from exc
 
 
 def _str(value: Any) -> str | None:

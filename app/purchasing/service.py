@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -206,6 +206,11 @@ async def reject(
     return chosen
 
 
+def _utc(moment: datetime) -> datetime:
+    """Answers (built from these objects, not reloaded) show UTC like every other timestamp."""
+    return moment.astimezone(UTC) if moment.tzinfo is not None else moment
+
+
 @dataclass
 class ShipmentLineInput:
     sku: str
@@ -261,7 +266,7 @@ async def add_shipment(
         tracking_number=tracking_number,
         tracking_url=tracking_url,
         status="shipped",
-        shipped_at=shipped_at or utcnow(),
+        shipped_at=_utc(shipped_at) if shipped_at else utcnow(),
     )
     session.add(shipment)
     await session.flush()
@@ -296,6 +301,7 @@ async def add_tracking_event(
     when every shipment of a fully shipped order is delivered)."""
     if status not in TRACKING_STATUSES:
         raise PurchaseOrderInputError("status", f"one of {', '.join(TRACKING_STATUSES)}")
+    occurred_at = _utc(occurred_at)
     exists = await session.scalar(
         select(TrackingEvent.id).where(
             TrackingEvent.shipment_id == shipment.id,

@@ -46,6 +46,9 @@ from app.suppliers.service import authenticate_supplier
 MAX_INVENTORY_ROWS = 10_000
 #: What "pending" means to a supplier: waiting for its answer.
 STATUS_ALIASES = {"pending": (POStatus.PLACED,), "open": POStatus.OPEN}
+#: Our ``pending`` (decided, not yet handed over) is never the supplier's to see or act on.
+VISIBLE = tuple(s for s in POStatus.ALL if s != POStatus.PENDING)
+_INVALID_KEY = {"WWW-Authenticate": 'Bearer realm="dropship", error="invalid_token"'}
 
 
 async def provide_supplier(
@@ -54,7 +57,7 @@ async def provide_supplier(
     try:
         supplier = await authenticate_supplier(db_session, bearer_token(request))
         if supplier is None:
-            raise NotAuthorizedException("invalid supplier key")
+            raise NotAuthorizedException("invalid or revoked supplier key", headers=_INVALID_KEY)
     except Exception:
         # A failed dependency's already-resolved session is never cleaned up by Litestar:
         # release its transaction (on SQLite, the write lock) now.
@@ -95,7 +98,8 @@ async def _own_po(
     session: AsyncSession, supplier: Supplier, po_id: uuid.UUID, dialect: str
 ) -> PurchaseOrder:
     po = await service.load(session, po_id, lock=True, dialect=dialect)
-    if po is None or po.supplier_id != supplier.id:
+    # Pending is not handed over yet: acting on it would race its placement.
+    if po is None or po.supplier_id != supplier.id or po.status == POStatus.PENDING:
         raise NotFoundException(f"purchase order {po_id} not found")
     return po
 
@@ -131,13 +135,12 @@ class SupplierApiController(Controller):
             .where(PurchaseOrder.supplier_id == supplier.id)
             .options(selectinload(PurchaseOrder.lines))
         )
-        if status:
-            statuses = STATUS_ALIASES.get(status, (status,))
-            if not set(statuses) <= set(POStatus.ALL):
-                raise ClientException(f"status: one of pending, open, {', '.join(POStatus.ALL)}")
-            query = query.where(PurchaseOrder.status.in_(statuses))
-        else:
-            query = query.where(PurchaseOrder.status != POStatus.PENDING)
+        statuses = STATUS_ALIASES.get(status, (status,)) if status else VISIBLE
+        if not set(statuses) <= set(POStatus.ALL):
+            raise ClientException(
+                f"status: one of pending, open, {', '.join(VISIBLE)}", extra={"field": "status"}
+            )
+        query = query.where(PurchaseOrder.status.in_([s for s in statuses if s in VISIBLE]))
         return await keyset_page(
             db_session,
             query,
@@ -289,6 +292,12 @@ class SupplierApiController(Controller):
             updates.append(
                 values | ({"unit_cost": row.unit_cost} if row.unit_cost is not None else {})
             )
+        # Several rows for one product (by either SKU): the last stock and the last cost given
+        # win, whatever the order of the two statements below.
+        merged: dict[uuid.UUID, dict[str, Any]] = {}
+        for u in updates:
+            merged.setdefault(u["b_id"], {}).update(u)
+        updates = list(merged.values())
         with_cost = [u for u in updates if "unit_cost" in u]
         stock_only = [u for u in updates if "unit_cost" not in u]
         table = cast(Table, SupplierProduct.__table__)
