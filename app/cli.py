@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import click
 from pydantic import ValidationError
 
-from app.settings import Settings
+from app.settings import Settings, redact_url
 from connectors.registry import CONNECTORS
 
 
@@ -130,7 +130,7 @@ def worker() -> None:
     _secret_key(settings)
     _require_schema(settings)
     configure_logging(settings)
-    broker = _redact_url(settings.redis_url or "")
+    broker = redact_url(settings.redis_url or "")
     click.echo(f"dropship worker: {settings.worker_threads} threads, broker {broker}")
     asyncio.run(run_worker(settings))
 
@@ -250,18 +250,7 @@ def supplier_create(
 
 
 def _redact(settings: Settings) -> str:
-    return _redact_url(settings.database_url)
-
-
-def _redact_url(url: str) -> str:
-    """``url`` with its password hidden (``***``); one that cannot be parsed is not shown."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "(an unparseable URL)"
+    return redact_url(settings.database_url)
 
 
 if __name__ == "__main__":
