@@ -24,10 +24,12 @@ def redact_url(url: str) -> str:
     """The URL with its password, if any, replaced by ``***``: safe to print or log."""
     try:
         parts = urlsplit(url)
+        if "://" not in url:
+            raise ValueError(url)
         if parts.password is None:
             return url
     except ValueError:  # not even a URL: it could be anything, show none of it
-        return "***"
+        return "(an unparseable URL)"
     host = parts.netloc.rpartition("@")[2]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
