@@ -62,8 +62,19 @@ STATE_CONFLICTS = {
     "supplierCreateShipment",
     "supplierAddTrackingEvent",
 }
-#: Operations that take no input at all: no 400.
-NO_INPUT = {"healthLive", "healthReady", "getRoutingSettings", "listRoutingRules"}
+#: Operations that take no input but a path id (a malformed one is a 404): no 400.
+NO_INPUT = {
+    "healthLive",
+    "healthReady",
+    "getRoutingSettings",
+    "listRoutingRules",
+    "getOrder",
+    "getSupplier",
+    "deleteSupplierProduct",
+    "deleteRoutingRule",
+    "getPurchaseOrder",
+    "supplierGetOrder",
+}
 #: A 404 for a row named in the body rather than the path.
 BODY_REFERENCES = {"upsertSupplierProduct", "simulateRouting", "receiveShopifyWebhook"}
 
@@ -154,6 +165,13 @@ async def test_error_schema_is_the_one_every_error_has(document: dict[str, Any])
         "required": ["detail", "extra", "status_code"],
         "title": "ErrorBody",
     }
+
+
+async def test_a_malformed_path_id_is_a_404(client: Client, document: dict[str, Any]) -> None:
+    # Why operations whose only input is a path id document no 400.
+    r = await client.get("/api/v1/orders/not-a-uuid", headers={"Authorization": "Bearer x"})
+    assert r.status_code == 404
+    assert r.json() == {"status_code": 404, "detail": "Not Found", "extra": {}}
 
 
 async def test_every_error_status_each_operation_can_answer(document: dict[str, Any]) -> None:

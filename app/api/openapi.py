@@ -144,21 +144,26 @@ def operation(
         "responses": responses,
     }
     added = [*parameters, *([_IDEMPOTENCY_KEY] if idempotent else [])]
-    if added or body is not None:
-        kwargs["operation_class"] = _operation_class(added, body, replayed=idempotent)
+    if added or body is not None or invalid is None:
+        kwargs["operation_class"] = _operation_class(
+            added, body, replayed=idempotent, no_400=invalid is None
+        )
     return kwargs
 
 
 def _operation_class(
-    parameters: Sequence[Parameter], body: RequestBody | None, *, replayed: bool
+    parameters: Sequence[Parameter], body: RequestBody | None, *, replayed: bool, no_400: bool
 ) -> type[Operation]:
     """An ``Operation`` that adds what Litestar cannot infer from the signature: header
-    parameters read by middleware, a body read from the raw request, the replay header."""
+    parameters read by middleware, a body read from the raw request, the replay header; and
+    drops the 400 Litestar documents for any path parameter when only a path id is taken."""
 
     @dataclass
     class DocumentedOperation(Operation):
         def __post_init__(self) -> None:
-            self.parameters = [*(self.parameters or []), *parameters]
+            self.parameters = [*(self.parameters or []), *parameters] or None
+            if no_400 and self.responses:
+                self.responses.pop("400", None)
             if body is not None:
                 self.request_body = body
             if replayed:

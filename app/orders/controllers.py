@@ -113,6 +113,7 @@ class OrderController(Controller):
             "One order with its lines, totals, addresses, tracking link and timeline, and the "
             "purchase orders sent to suppliers with their shipments.",
             api="merchant",
+            invalid=None,  # a path id only: a malformed one is a 404
             not_found="No order with this id in your store.",
         ),
     )

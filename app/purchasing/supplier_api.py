@@ -171,6 +171,7 @@ class SupplierApiController(Controller):
             "supplierGetOrder",
             "One purchase order routed to you: what to ship, where, by which method.",
             api="supplier",
+            invalid=None,  # a path id only: a malformed one is a 404
             not_found=_PO_NOT_FOUND,
         ),
     )

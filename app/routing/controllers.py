@@ -252,6 +252,7 @@ class RoutingController(Controller):
             "Remove a routing rule; orders already routed keep their suppliers.",
             api="merchant",
             method="DELETE",
+            invalid=None,  # a path id only: a malformed one is a 404
             not_found="No routing rule with this id in your store.",
         ),
     )
@@ -386,6 +387,7 @@ class PurchaseOrderController(Controller):
             "getPurchaseOrder",
             "One purchase order with its lines, placement attempts and last error.",
             api="merchant",
+            invalid=None,  # a path id only: a malformed one is a 404
             not_found="No purchase order with this id in your store.",
         ),
     )

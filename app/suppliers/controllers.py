@@ -159,6 +159,7 @@ class SupplierController(Controller):
             "getSupplier",
             "One of your suppliers with its connector settings (secrets masked).",
             api="merchant",
+            invalid=None,  # a path id only: a malformed one is a 404
             not_found="No supplier with this id in your store.",
         ),
     )
@@ -330,6 +331,7 @@ class SupplierProductController(Controller):
             "Remove a supplier's offer from your catalog: routing no longer considers it.",
             api="merchant",
             method="DELETE",
+            invalid=None,  # a path id only: a malformed one is a 404
             not_found="No offer with this id in your catalog.",
         ),
     )
