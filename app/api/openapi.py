@@ -111,7 +111,7 @@ def operation(
 ) -> dict[str, Any]:
     """Keyword arguments for a route decorator: the id, the description and every error answer.
 
-    ``invalid``: what a 400 means (None: the operation takes no input).
+    ``invalid``: what a 400 means (None: no input but a path id, and a malformed id is a 404).
     ``not_found``: what a 404 means (a path id, or a referenced row that is not the caller's).
     ``conflict``: what a 409 means, if the operation checks a state. ``body``: a request body
     the handler reads itself (so Litestar cannot see it). POSTs of the merchant and supplier
@@ -119,6 +119,8 @@ def operation(
     """
     idempotent = method == "POST" and api in ("merchant", "supplier")
     has_body = method in ("POST", "PUT", "PATCH")
+    if invalid and idempotent:
+        invalid += " Also an `Idempotency-Key` longer than 255 characters."
     responses: dict[int, ResponseSpec] = {400: error_response(invalid)} if invalid else {}
     if api == "merchant":
         responses[401] = error_response("Missing, invalid or revoked merchant token.")
