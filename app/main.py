@@ -12,8 +12,6 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from app.api.deps import (
     ApiRequest,
@@ -22,6 +20,7 @@ from app.api.deps import (
     provide_session,
     validation_error,
 )
+from app.api.openapi import openapi_config, swagger_asset
 from app.health.controllers import live, ready
 from app.idempotency.middleware import idempotency_middleware
 from app.logging import configure_logging, request_id_middleware, stamp_request_id
@@ -94,6 +93,7 @@ def create_app(
             RoutingController,
             PurchaseOrderController,
             SupplierApiController,
+            swagger_asset,
         ],
         dependencies={
             "db_session": Provide(provide_session),
@@ -114,13 +114,8 @@ def create_app(
             # Every endpoint names the offending field in ``detail`` (see the function).
             ValidationException: validation_error,
         },
-        openapi_config=OpenAPIConfig(
-            title="dropship",
-            version="0.1.0",
-            description="Dropshipping orchestration: Shopify orders in, purchase orders out.",
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
-        ),
+        # /schema is Swagger UI served from our own routes (works offline), see app.api.openapi.
+        openapi_config=openapi_config(),
         debug=False,
         logging_config=None,  # app.logging owns logging (structlog, JSON in production)
     )

@@ -20,9 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.api.deps import provide_merchant
+from app.api.openapi import MERCHANT_SECURITY, csv_body, operation
 from app.api.pagination import DEFAULT_LIMIT, Page, check_limit, keyset_page
 from app.merchants.models import Merchant
-from app.orders.csv_import import CsvFormatError, import_orders
+from app.orders.csv_import import HEADER, REQUIRED_COLUMNS, CsvFormatError, import_orders
 from app.orders.models import ExceptionCase, Order, OrderStatus
 from app.orders.schemas import (
     ExceptionOut,
@@ -41,9 +42,19 @@ from app.services import Services
 class OrderController(Controller):
     path = "/api/v1/orders"
     tags = ["orders"]
+    security = MERCHANT_SECURITY
     dependencies = {"merchant": Provide(provide_merchant)}
 
-    @get("/", summary="List orders (newest first, cursor-paginated)")
+    @get(
+        "/",
+        summary="List orders (newest first, cursor-paginated)",
+        **operation(
+            "listOrders",
+            "Your orders, newest first, filtered by status (several separated by commas) and "
+            "by creation time; follow `next_cursor` for the next page.",
+            api="merchant",
+        ),
+    )
     async def list_orders(
         self,
         db_session: NamedDependency[AsyncSession],
@@ -94,7 +105,18 @@ class OrderController(Controller):
             shape=OrderSummary.of,
         )
 
-    @get("/{order_id:uuid}", summary="One order with lines and timeline")
+    @get(
+        "/{order_id:uuid}",
+        summary="One order with lines and timeline",
+        **operation(
+            "getOrder",
+            "One order with its lines, totals, addresses, tracking link and timeline, and the "
+            "purchase orders sent to suppliers with their shipments.",
+            api="merchant",
+            invalid=None,  # a path id only: a malformed one is a 404
+            not_found="No order with this id in your store.",
+        ),
+    )
     async def get_one(
         self,
         db_session: NamedDependency[AsyncSession],
@@ -109,7 +131,19 @@ class OrderController(Controller):
             order, services.settings.public_url, await purchase_orders_of(db_session, order.id)
         )
 
-    @post("/", status_code=201, summary="Enter an order by hand (validated like Shopify orders)")
+    @post(
+        "/",
+        status_code=201,
+        summary="Enter an order by hand (validated like Shopify orders)",
+        **operation(
+            "createOrder",
+            "Enter an order by hand (phone or email sales): it is validated like a Shopify "
+            "order and then routed. `reference` is unique in your store.",
+            api="merchant",
+            method="POST",
+            conflict="an order with this `reference` already exists (`extra.order_id` is it)",
+        ),
+    )
     async def create(
         self,
         db_session: NamedDependency[AsyncSession],
@@ -136,6 +170,15 @@ class OrderController(Controller):
         "/import",
         status_code=200,
         summary="Import orders from CSV (text/csv body or multipart 'file'): per-row report",
+        **operation(
+            "importOrders",
+            "Import orders from a CSV file, one row per order line, rows grouped into orders by "
+            "`reference`. Answers a report for every row (created, duplicate or rejected with "
+            "the reason); a file that cannot be read at all is a 400.",
+            api="merchant",
+            method="POST",
+            body=csv_body(HEADER, REQUIRED_COLUMNS, "Orders as"),
+        ),
     )
     async def import_csv(
         self,
@@ -184,9 +227,19 @@ async def _csv_text(request: Request[Any, Any, Any]) -> str:
 class ExceptionController(Controller):
     path = "/api/v1/exceptions"
     tags = ["exceptions"]
+    security = MERCHANT_SECURITY
     dependencies = {"merchant": Provide(provide_merchant)}
 
-    @get("/", summary="The exceptions queue: everything that needs a person, with the reason")
+    @get(
+        "/",
+        summary="The exceptions queue: everything that needs a person, with the reason",
+        **operation(
+            "listExceptions",
+            "Everything that needs a person (an invalid address, an unknown SKU, a supplier that "
+            "keeps failing...), with the reason; resolved ones with `include_resolved=true`.",
+            api="merchant",
+        ),
+    )
     async def list_exceptions(
         self,
         db_session: NamedDependency[AsyncSession],

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.api.deps import bearer_token
+from app.api.openapi import SUPPLIER_SECURITY, operation
 from app.api.pagination import DEFAULT_LIMIT, Page, keyset_page
 from app.db import utcnow
 from app.purchasing import service
@@ -116,12 +117,26 @@ def _as_http_errors() -> Iterator[None]:
         raise HTTPException(status_code=409, detail=str(exc)) from exc
 
 
+_PO_NOT_FOUND = "No purchase order with this id routed to you."
+_PO_CONFLICT = "the purchase order's state does not allow this (e.g. already shipped or cancelled)"
+
+
 class SupplierApiController(Controller):
     path = "/supplier/v1"
     tags = ["supplier API"]
+    security = SUPPLIER_SECURITY
     dependencies = {"supplier": Provide(provide_supplier)}
 
-    @get("/orders", summary="Purchase orders routed to you (status=pending: awaiting your answer)")
+    @get(
+        "/orders",
+        summary="Purchase orders routed to you (status=pending: awaiting your answer)",
+        **operation(
+            "supplierListOrders",
+            "The purchase orders routed to you, oldest first. `status=pending`: those waiting "
+            "for your answer (accept or reject); `status=open`: those not finished yet.",
+            api="supplier",
+        ),
+    )
     async def list_orders(
         self,
         db_session: NamedDependency[AsyncSession],
@@ -152,7 +167,17 @@ class SupplierApiController(Controller):
             oldest_first=True,
         )
 
-    @get("/orders/{po_id:uuid}", summary="One purchase order routed to you")
+    @get(
+        "/orders/{po_id:uuid}",
+        summary="One purchase order routed to you",
+        **operation(
+            "supplierGetOrder",
+            "One purchase order routed to you: what to ship, where, by which method.",
+            api="supplier",
+            invalid=None,  # a path id only: a malformed one is a 404
+            not_found=_PO_NOT_FOUND,
+        ),
+    )
     async def get_order(
         self,
         db_session: NamedDependency[AsyncSession],
@@ -165,7 +190,20 @@ class SupplierApiController(Controller):
             raise NotFoundException(f"purchase order {po_id} not found")
         return supplier_view(po)
 
-    @post("/orders/{po_id:uuid}/accept", status_code=200, summary="Accept a purchase order")
+    @post(
+        "/orders/{po_id:uuid}/accept",
+        status_code=200,
+        summary="Accept a purchase order",
+        **operation(
+            "supplierAcceptOrder",
+            "Accept a purchase order, optionally with your own reference for it. Accepting "
+            "twice is harmless.",
+            api="supplier",
+            method="POST",
+            not_found=_PO_NOT_FOUND,
+            conflict=_PO_CONFLICT,
+        ),
+    )
     async def accept(
         self,
         request: Request[Any, Any, Any],
@@ -193,6 +231,15 @@ class SupplierApiController(Controller):
         "/orders/{po_id:uuid}/reject",
         status_code=200,
         summary="Reject a purchase order or some of its lines: they go to the next supplier",
+        **operation(
+            "supplierRejectOrder",
+            "Reject a purchase order, or only some of its lines (`lines`), with the reason: "
+            "those lines go to the next supplier.",
+            api="supplier",
+            method="POST",
+            not_found=_PO_NOT_FOUND,
+            conflict=_PO_CONFLICT,
+        ),
     )
     async def reject(
         self,
@@ -212,6 +259,15 @@ class SupplierApiController(Controller):
         "/orders/{po_id:uuid}/shipments",
         status_code=201,
         summary="Report a shipment (partial allowed; no lines = everything still owed)",
+        **operation(
+            "supplierCreateShipment",
+            "Report a shipment with its carrier and tracking number: some lines (SKU and "
+            "quantity, never more than owed) or, without `lines`, everything still owed.",
+            api="supplier",
+            method="POST",
+            not_found=_PO_NOT_FOUND,
+            conflict=_PO_CONFLICT,
+        ),
     )
     async def ship(
         self,
@@ -235,7 +291,20 @@ class SupplierApiController(Controller):
             )
         return shipment_out(shipment)
 
-    @post("/shipments/{shipment_id:uuid}/events", status_code=201, summary="Tracking events")
+    @post(
+        "/shipments/{shipment_id:uuid}/events",
+        status_code=201,
+        summary="Tracking events",
+        **operation(
+            "supplierAddTrackingEvent",
+            "Report what happened to one of your shipments (in transit, delivered...), with "
+            "when it happened (with a UTC offset).",
+            api="supplier",
+            method="POST",
+            not_found="No shipment with this id among yours.",
+            conflict="the shipment's state does not allow this event",
+        ),
+    )
     async def tracking_event(
         self,
         db_session: NamedDependency[AsyncSession],
@@ -258,7 +327,18 @@ class SupplierApiController(Controller):
             )
         return shipment_out(shipment)
 
-    @put("/inventory", status_code=200, summary="Stock and cost by SKU, up to 10,000 rows")
+    @put(
+        "/inventory",
+        status_code=200,
+        summary="Stock and cost by SKU, up to 10,000 rows",
+        **operation(
+            "supplierUpdateInventory",
+            "Set your stock (and optionally unit cost) by SKU, yours or the merchant's, up to "
+            "10,000 rows a call; unknown SKUs are listed in the answer, not an error.",
+            api="supplier",
+            method="PUT",
+        ),
+    )
     async def inventory(
         self,
         db_session: NamedDependency[AsyncSession],

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.api.deps import provide_merchant
+from app.api.openapi import MERCHANT_SECURITY, operation
 from app.api.pagination import DEFAULT_LIMIT, Page, keyset_page
 from app.merchants.models import Merchant
 from app.orders.models import Order, OrderLine, OrderStatus
@@ -123,9 +124,20 @@ def po_out(po: PurchaseOrder) -> PurchaseOrderOut:
 class RoutingController(Controller):
     path = "/api/v1/routing"
     tags = ["routing"]
+    security = MERCHANT_SECURITY
     dependencies = {"merchant": Provide(provide_merchant)}
 
-    @get("/settings", summary="Routing settings: auto-routing and consolidation tolerance")
+    @get(
+        "/settings",
+        summary="Routing settings: auto-routing and consolidation tolerance",
+        **operation(
+            "getRoutingSettings",
+            "Whether valid orders go to suppliers at once (`auto_route`), and how much more you "
+            "accept to pay for fewer suppliers per order (`consolidation_tolerance`).",
+            api="merchant",
+            invalid=None,
+        ),
+    )
     async def get_settings(self, merchant: NamedDependency[Merchant]) -> RoutingSettings:
         raw = (merchant.settings or {}).get("routing") or {}
         return RoutingSettings(
@@ -133,7 +145,16 @@ class RoutingController(Controller):
             consolidation_tolerance=routing.tolerance_of(merchant),
         )
 
-    @put("/settings", summary="Change routing settings")
+    @put(
+        "/settings",
+        summary="Change routing settings",
+        **operation(
+            "updateRoutingSettings",
+            "Change auto-routing and the consolidation tolerance (0 to 1; 0.05 = 5 %).",
+            api="merchant",
+            method="PUT",
+        ),
+    )
     async def put_settings(
         self,
         db_session: NamedDependency[AsyncSession],
@@ -153,7 +174,17 @@ class RoutingController(Controller):
         await db_session.flush()
         return data
 
-    @get("/rules", summary="Routing rules, in the order they are tried")
+    @get(
+        "/rules",
+        summary="Routing rules, in the order they are tried",
+        **operation(
+            "listRoutingRules",
+            "Your routing rules, in the order they are tried: the first active rule whose SKU "
+            "patterns and destination countries match a line picks its strategy.",
+            api="merchant",
+            invalid=None,
+        ),
+    )
     async def list_rules(
         self, db_session: NamedDependency[AsyncSession], merchant: NamedDependency[Merchant]
     ) -> list[RuleOut]:
@@ -164,7 +195,18 @@ class RoutingController(Controller):
         )
         return [rule_out(r) for r in rows]
 
-    @post("/rules", status_code=201, summary="Add a routing rule")
+    @post(
+        "/rules",
+        status_code=201,
+        summary="Add a routing rule",
+        **operation(
+            "createRoutingRule",
+            "Add a rule: a strategy (`priority`, `cheapest` or `fastest`) for lines whose SKU "
+            "matches `match_skus` shipping to `match_countries` (empty: any).",
+            api="merchant",
+            method="POST",
+        ),
+    )
     async def create_rule(
         self,
         db_session: NamedDependency[AsyncSession],
@@ -176,7 +218,17 @@ class RoutingController(Controller):
         await db_session.flush()
         return rule_out(rule)
 
-    @patch("/rules/{rule_id:uuid}", summary="Change a routing rule")
+    @patch(
+        "/rules/{rule_id:uuid}",
+        summary="Change a routing rule",
+        **operation(
+            "updateRoutingRule",
+            "Change a routing rule; only the fields sent change.",
+            api="merchant",
+            method="PATCH",
+            not_found="No routing rule with this id in your store.",
+        ),
+    )
     async def update_rule(
         self,
         db_session: NamedDependency[AsyncSession],
@@ -191,7 +243,19 @@ class RoutingController(Controller):
         await db_session.flush()
         return rule_out(rule)
 
-    @delete("/rules/{rule_id:uuid}", status_code=204, summary="Remove a routing rule")
+    @delete(
+        "/rules/{rule_id:uuid}",
+        status_code=204,
+        summary="Remove a routing rule",
+        **operation(
+            "deleteRoutingRule",
+            "Remove a routing rule; orders already routed keep their suppliers.",
+            api="merchant",
+            method="DELETE",
+            invalid=None,  # a path id only: a malformed one is a 404
+            not_found="No routing rule with this id in your store.",
+        ),
+    )
     async def delete_rule(
         self,
         db_session: NamedDependency[AsyncSession],
@@ -215,6 +279,15 @@ class RoutingController(Controller):
         "/simulate",
         status_code=200,
         summary="Dry-run the rules on a past or hypothetical order and explain every decision",
+        **operation(
+            "simulateRouting",
+            "Dry-run: route one of your orders (`order_id`) or a hypothetical one (`country` "
+            "and `lines`) and see every candidate supplier with why it was picked or dropped. "
+            "Nothing is sent or changed.",
+            api="merchant",
+            method="POST",
+            not_found="`order_id` is not one of your orders.",
+        ),
     )
     async def simulate(
         self,
@@ -258,9 +331,19 @@ class RoutingController(Controller):
 class PurchaseOrderController(Controller):
     path = "/api/v1/purchase-orders"
     tags = ["purchase orders"]
+    security = MERCHANT_SECURITY
     dependencies = {"merchant": Provide(provide_merchant)}
 
-    @get("/", summary="Purchase orders; dead_letter=true lists those that exhausted retries")
+    @get(
+        "/",
+        summary="Purchase orders; dead_letter=true lists those that exhausted retries",
+        **operation(
+            "listPurchaseOrders",
+            "The purchase orders sent to your suppliers, newest first, by status, order or "
+            "supplier; `dead_letter=true` lists those whose placement gave up after its retries.",
+            api="merchant",
+        ),
+    )
     async def list_pos(
         self,
         db_session: NamedDependency[AsyncSession],
@@ -297,7 +380,17 @@ class PurchaseOrderController(Controller):
             shape=po_out,
         )
 
-    @get("/{po_id:uuid}", summary="One purchase order")
+    @get(
+        "/{po_id:uuid}",
+        summary="One purchase order",
+        **operation(
+            "getPurchaseOrder",
+            "One purchase order with its lines, placement attempts and last error.",
+            api="merchant",
+            invalid=None,  # a path id only: a malformed one is a 404
+            not_found="No purchase order with this id in your store.",
+        ),
+    )
     async def get_one(
         self,
         db_session: NamedDependency[AsyncSession],
@@ -313,12 +406,24 @@ class PurchaseOrderController(Controller):
 class RerouteController(Controller):
     path = "/api/v1/orders"
     tags = ["orders"]
+    security = MERCHANT_SECURITY
     dependencies = {"merchant": Provide(provide_merchant)}
 
     @post(
         "/{order_id:uuid}/reroute",
         status_code=200,
         summary="Route lines again: uncovered lines, or named lines taken back from their supplier",
+        **operation(
+            "rerouteOrder",
+            "Route an order's lines again: by default every line no supplier covers; or the "
+            "named `lines`, taken back from their supplier (its purchase order is cancelled "
+            "when nothing is left on it).",
+            api="merchant",
+            method="POST",
+            not_found="No order with this id in your store.",
+            conflict="the order is not routed yet or is cancelled, every line is with a "
+            "supplier, or a named line is already shipped or past acceptance",
+        ),
     )
     async def reroute(
         self,

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import provide_merchant
+from app.api.openapi import MERCHANT_SECURITY, csv_body, operation
 from app.api.pagination import DEFAULT_LIMIT, Page, keyset_page
 from app.idempotency.middleware import SECRET_FIELDS
 from app.merchants.models import Merchant
@@ -30,6 +31,7 @@ from app.suppliers.schemas import (
     SupplierOut,
     SupplierPatch,
 )
+from app.suppliers.service import CATALOG_HEADER
 
 
 def supplier_out(services: Services, s: Supplier) -> SupplierOut:
@@ -91,9 +93,18 @@ async def own_supplier(
 class SupplierController(Controller):
     path = "/api/v1/suppliers"
     tags = ["suppliers"]
+    security = MERCHANT_SECURITY
     dependencies = {"merchant": Provide(provide_merchant)}
 
-    @get("/", summary="List suppliers, oldest first (cursor-paginated)")
+    @get(
+        "/",
+        summary="List suppliers, oldest first (cursor-paginated)",
+        **operation(
+            "listSuppliers",
+            "Your suppliers, oldest first, with their connector settings (secrets masked).",
+            api="merchant",
+        ),
+    )
     async def list_suppliers(
         self,
         db_session: NamedDependency[AsyncSession],
@@ -118,6 +129,14 @@ class SupplierController(Controller):
         status_code=201,
         summary="Create a supplier; its API key is shown once",
         opt=_KEY_SHOWN_ONCE,
+        **operation(
+            "createSupplier",
+            "Add a supplier and how purchase orders reach it (`portal`: it works them in the "
+            "supplier API, by default with an email notice; `rest_json`: its own HTTP API). "
+            "The answer carries the supplier's API key, shown this once: give it to the supplier.",
+            api="merchant",
+            method="POST",
+        ),
     )
     async def create(
         self,
@@ -144,7 +163,17 @@ class SupplierController(Controller):
             raise _bad(exc) from exc
         return SupplierCreated(supplier=supplier_out(services, supplier), api_key=key)
 
-    @get("/{supplier_id:uuid}", summary="One supplier (secrets masked)")
+    @get(
+        "/{supplier_id:uuid}",
+        summary="One supplier (secrets masked)",
+        **operation(
+            "getSupplier",
+            "One of your suppliers with its connector settings (secrets masked).",
+            api="merchant",
+            invalid=None,  # a path id only: a malformed one is a 404
+            not_found="No supplier with this id in your store.",
+        ),
+    )
     async def get_one(
         self,
         db_session: NamedDependency[AsyncSession],
@@ -154,7 +183,19 @@ class SupplierController(Controller):
     ) -> SupplierOut:
         return supplier_out(services, await own_supplier(db_session, merchant, supplier_id))
 
-    @patch("/{supplier_id:uuid}", summary="Change status, settings, rates or limits")
+    @patch(
+        "/{supplier_id:uuid}",
+        summary="Change status, settings, rates or limits",
+        **operation(
+            "updateSupplier",
+            "Change a supplier's status, connector settings, contact, shipping rates or rate "
+            "limits; only the fields sent change. Masked secrets sent back unchanged keep "
+            "their stored value.",
+            api="merchant",
+            method="PATCH",
+            not_found="No supplier with this id in your store.",
+        ),
+    )
     async def update(
         self,
         db_session: NamedDependency[AsyncSession],
@@ -193,6 +234,14 @@ class SupplierController(Controller):
         status_code=200,
         summary="Issue a new API key",
         opt=_KEY_SHOWN_ONCE,
+        **operation(
+            "rotateSupplierKey",
+            "Issue a new API key for a supplier (shown this once); the old key stops working "
+            "at once.",
+            api="merchant",
+            method="POST",
+            not_found="No supplier with this id in your store.",
+        ),
     )
     async def rotate(
         self,
@@ -209,9 +258,19 @@ class SupplierController(Controller):
 class SupplierProductController(Controller):
     path = "/api/v1/supplier-products"
     tags = ["catalog"]
+    security = MERCHANT_SECURITY
     dependencies = {"merchant": Provide(provide_merchant)}
 
-    @get("/", summary="The catalog: merchant SKU -> supplier offers (cursor-paginated)")
+    @get(
+        "/",
+        summary="The catalog: merchant SKU -> supplier offers (cursor-paginated)",
+        **operation(
+            "listSupplierProducts",
+            "Your catalog: for each of your SKUs, the suppliers that offer it, at what cost, "
+            "stock and lead time, shipping where; filter by supplier or SKU.",
+            api="merchant",
+        ),
+    )
     async def list_products(
         self,
         db_session: NamedDependency[AsyncSession],
@@ -237,7 +296,19 @@ class SupplierProductController(Controller):
             oldest_first=True,
         )
 
-    @post("/", status_code=201, summary="Add or update one offer (upsert on supplier + SKU)")
+    @post(
+        "/",
+        status_code=201,
+        summary="Add or update one offer (upsert on supplier + SKU)",
+        **operation(
+            "upsertSupplierProduct",
+            "Add a supplier's offer for one of your SKUs, or update it if that supplier "
+            "already offers the SKU.",
+            api="merchant",
+            method="POST",
+            not_found="`supplier_id` is not one of your suppliers.",
+        ),
+    )
     async def upsert(
         self,
         db_session: NamedDependency[AsyncSession],
@@ -263,7 +334,19 @@ class SupplierProductController(Controller):
         product, _ = await service.upsert_product(db_session, merchant.id, data.supplier_id, parsed)
         return product_out(product)
 
-    @delete("/{product_id:uuid}", status_code=204, summary="Remove an offer")
+    @delete(
+        "/{product_id:uuid}",
+        status_code=204,
+        summary="Remove an offer",
+        **operation(
+            "deleteSupplierProduct",
+            "Remove a supplier's offer from your catalog: routing no longer considers it.",
+            api="merchant",
+            method="DELETE",
+            invalid=None,  # a path id only: a malformed one is a 404
+            not_found="No offer with this id in your catalog.",
+        ),
+    )
     async def remove(
         self,
         db_session: NamedDependency[AsyncSession],
@@ -283,6 +366,15 @@ class SupplierProductController(Controller):
         "/import",
         status_code=200,
         summary="Catalog CSV import (upserts on supplier + SKU); per-row report",
+        **operation(
+            "importSupplierProducts",
+            "Import offers from a CSV file, one row per (supplier, SKU): new ones are created, "
+            "existing ones updated. Answers counts and a report for every row (created, "
+            "updated or rejected with the reason); a file that cannot be read is a 400.",
+            api="merchant",
+            method="POST",
+            body=csv_body(CATALOG_HEADER, CATALOG_HEADER, "Offers as"),
+        ),
     )
     async def import_csv(
         self,

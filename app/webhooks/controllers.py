@@ -10,16 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import structlog
 from litestar import Controller, Request, post
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.openapi import ResponseSpec
 from litestar.response import Response
 from litestar.types import ASGIApp
 
 from app.api.deps import body_too_large
+from app.api.openapi import (
+    SHOPIFY_SECURITY,
+    error_response,
+    header,
+    json_object_body,
+    operation,
+)
 from app.logging import request_id_middleware
 from app.merchants.service import MerchantError, normalize_shop_domain
 from app.services import Services
@@ -143,15 +151,61 @@ def _headers_of(reply: Reply) -> dict[str, str]:
     return {"retry-after": str(reply.retry_after)} if reply.retry_after else {}
 
 
+class WebhookAck(msgspec.Struct):
+    """``accepted``: stored; ``duplicate``: a redelivery, nothing more happens; ``ignored``: a
+    topic this service does not act on, or a shop that uninstalled the app."""
+
+    status: Literal["accepted", "duplicate", "ignored"]
+
+
 class ShopifyWebhookController(Controller):
     path = PATH
     tags = ["webhooks"]
+    security = SHOPIFY_SECURITY
 
     @post(
         "/",
         status_code=200,
         summary="Shopify webhook receiver",
         request_max_body_size=MAX_WEBHOOK_BODY,
+        **operation(
+            "receiveShopifyWebhook",
+            "Called by Shopify, not by people: verifies `X-Shopify-Hmac-Sha256` over the raw "
+            "body, stores the delivery durably and answers; the work runs in workers. Topics "
+            f"acted on: {', '.join(f'`{t}`' for t in sorted(HANDLED_TOPICS))}; any other topic "
+            "is answered `ignored`. A redelivery (same `X-Shopify-Webhook-Id`) answers "
+            "`duplicate` and changes nothing.",
+            api="webhook",
+            method="POST",
+            invalid="A missing Shopify header, a malformed shop domain, or a body that is not "
+            "a UTF-8 JSON object.",
+            not_found="The shop is not a merchant of this service (Shopify retries, so orders "
+            "of a shop onboarded late are not lost).",
+            body=json_object_body(
+                "The topic's JSON payload as Shopify sends it (for `orders/*`, the Order "
+                "resource of the Admin API version set in `DROPSHIP_SHOPIFY_API_VERSION`)."
+            ),
+            parameters=[
+                header("X-Shopify-Topic", "The webhook topic, e.g. `orders/create`."),
+                header("X-Shopify-Webhook-Id", "Unique per delivery: redeliveries repeat it."),
+                header("X-Shopify-Shop-Domain", "The shop, `<name>.myshopify.com`."),
+                header(
+                    "X-Shopify-Event-Id",
+                    "The event: several deliveries of one event are stored once.",
+                    required=False,
+                ),
+            ],
+            extra_responses={
+                200: ResponseSpec(
+                    WebhookAck, description="Stored, or not needed", generate_examples=False
+                ),
+                401: error_response("`X-Shopify-Hmac-Sha256` missing or not matching the body."),
+                503: error_response(
+                    "Not configured (`DROPSHIP_SHOPIFY_API_SECRET` unset), or the delivery could "
+                    "not be stored now: Shopify retries (see `Retry-After`)."
+                ),
+            },
+        ),
     )
     async def receive(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         """Verified with ``X-Shopify-Hmac-Sha256``; a redelivery answers 200 and changes nothing.
