@@ -15,6 +15,8 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 
 from app.db import Database
+from app.mail.address import is_email
+from app.merchants.service import MerchantError, validate_email
 from app.orders.drafts import PayloadError, from_shopify
 from app.orders.models import Order, OrderEvent
 from app.purchasing.models import Shipment
@@ -657,6 +659,31 @@ class TestCsv:
         assert await count(db, SupplierProduct) == 0
 
 
+# --------------------------------------------------------------------------- emails
+
+
+@pytest.mark.parametrize(
+    ("email", "ok"),
+    [
+        ("owner@example.com", True),
+        (CRLF_EMAIL, False),
+        ("Owner <owner@example.com>", False),
+        ("owner@", False),
+        ("a@b@example.com", False),
+        ("owner@example.com,x@example.com", False),
+    ],
+)
+def test_one_email_rule_for_merchants_suppliers_and_customers(email: str, ok: bool) -> None:
+    assert is_email(email) is ok
+    if ok:
+        assert validate_email(email) == email
+    else:
+        with pytest.raises(MerchantError):
+            validate_email(email)
+    draft = from_shopify(order_payload(email=email, contact_email=None))
+    assert draft.email == (email if ok else None)
+
+
 # --------------------------------------------------------------------------- Shopify
 
 
@@ -667,6 +694,15 @@ class TestShopify:
         assert (caught.value.field, caught.value.message) == (
             "currency",
             "'XYZ' is not an ISO 4217 currency code (like USD, EUR, JPY)",
+        )
+
+    @pytest.mark.parametrize("at", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:00:00-05:00"])
+    def test_timestamps_in_range(self, at: str) -> None:
+        with pytest.raises(PayloadError) as caught:
+            from_shopify(order_payload(created_at=at))
+        assert (caught.value.field, caught.value.message) == (
+            "created_at",
+            f"must be between 2000 and 2100: {at!r}",
         )
 
     def test_an_unusable_email_is_dropped_not_the_order(self) -> None:

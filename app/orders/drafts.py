@@ -13,7 +13,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from app.codes import currency_error, is_currency
-from app.limits import MAX_AMOUNT, MAX_ID, MAX_LINE_QUANTITY, MAX_TITLE
+from app.limits import (
+    MAX_AMOUNT,
+    MAX_DATETIME,
+    MAX_ID,
+    MAX_LINE_QUANTITY,
+    MAX_TITLE,
+    MIN_DATETIME,
+)
 from app.mail.address import email_problem
 
 ADDRESS_FIELDS = (
@@ -161,6 +168,10 @@ def timestamp(value: Any, field_name: str) -> datetime | None:
         raise PayloadError(field_name, f"not an ISO 8601 timestamp: {value!r}") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
+    if not MIN_DATETIME <= parsed < MAX_DATETIME:  # year 1 with an offset cannot even be UTC
+        raise PayloadError(
+            field_name, f"must be between {MIN_DATETIME.year} and {MAX_DATETIME.year}: {value!r}"
+        )
     return parsed.astimezone(UTC)
 
 
