@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from app.codes import wire_amount
 from app.sqlite_writer import serialize_writers
 
 NAMING_CONVENTION = {
@@ -100,12 +101,9 @@ class Money(TypeDecorator[Decimal]):
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
-        return Decimal(value).quantize(Decimal("0.01")) if _is_cents(value) else Decimal(value)
-
-
-def _is_cents(value: Any) -> bool:
-    d = Decimal(value)
-    return d == d.quantize(Decimal("0.01"))
+        # The column does not know the currency: the same form on both backends (two places,
+        # more when stored), and the API shows it in the currency's minor units (wire_amount).
+        return wire_amount(Decimal(value))
 
 
 #: Largest unsigned 64-bit integer: Shopify's ``UnsignedInt64`` ids go up to this.

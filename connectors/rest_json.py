@@ -42,6 +42,26 @@ from connectors.base import (
     classify_http_error,
 )
 
+#: Bounds of the settings (the same as ``app.limits``; connectors do not depend on the app).
+_MIN_TIMEOUT, _MAX_TIMEOUT = 0.1, 120.0
+_MAX_URL, _MAX_TEXT, _MAX_MAP = 2048, 255, 300
+_SETTINGS = frozenset(
+    {
+        "base_url",
+        "auth_header",
+        "auth_value",
+        "order_path",
+        "status_path",
+        "cancel_path",
+        "stock_path",
+        "idempotency_header",
+        "reference_field",
+        "status_field",
+        "field_map",
+        "status_map",
+        "timeout",
+    }
+)
 _OUR_STATUSES = {"placed", "accepted", "rejected", "cancelled", "shipped", "delivered"}
 
 
@@ -50,21 +70,55 @@ class RestJsonConnector(Connector):
 
     @classmethod
     def validate_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(config) - _SETTINGS)
+        if unknown:
+            raise ConnectorConfigError(unknown[0], "unknown setting for a rest_json supplier")
         out = dict(config)
         base = out.get("base_url")
-        if not isinstance(base, str) or urlparse(base).scheme not in ("http", "https"):
+        if (
+            not isinstance(base, str)
+            or len(base) > _MAX_URL
+            or urlparse(base).scheme not in ("http", "https")
+            or not urlparse(base).netloc
+        ):
             raise ConnectorConfigError("base_url", "an http(s) URL is required")
         out["base_url"] = base.rstrip("/")
         for key in ("order_path", "status_path", "cancel_path", "stock_path"):
             value = out.get(key)
-            if value is not None and (not isinstance(value, str) or not value.startswith("/")):
+            if value is not None and (
+                not isinstance(value, str) or not value.startswith("/") or len(value) > _MAX_URL
+            ):
                 raise ConnectorConfigError(key, "must be a path starting with /")
+        for key in ("auth_header", "auth_value", "idempotency_header", "reference_field"):
+            value = out.get(key)
+            if value is not None and (not isinstance(value, str) or len(value) > _MAX_TEXT):
+                raise ConnectorConfigError(key, f"must be text of at most {_MAX_TEXT} characters")
+        if "status_field" in out and (
+            not isinstance(out["status_field"], str) or len(out["status_field"]) > _MAX_TEXT
+        ):
+            raise ConnectorConfigError("status_field", f"text of at most {_MAX_TEXT} characters")
         for key in ("field_map", "status_map"):
-            if key in out and not isinstance(out[key], dict):
+            if key not in out:
+                continue
+            mapping = out[key]
+            if not isinstance(mapping, dict):
                 raise ConnectorConfigError(key, "must be an object")
+            if len(mapping) > _MAX_MAP or not all(
+                isinstance(v, str) and len(v) <= _MAX_TEXT for v in mapping.values()
+            ):
+                raise ConnectorConfigError(
+                    key, f"at most {_MAX_MAP} names, each mapped to a name (text)"
+                )
         timeout = out.get("timeout", 10)
-        if not isinstance(timeout, int | float) or not 0 < timeout <= 120:
-            raise ConnectorConfigError("timeout", "seconds between 0 and 120")
+        # bool is an int to Python; 1e-300 s would fail every call as a timeout.
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not _MIN_TIMEOUT <= timeout <= _MAX_TIMEOUT
+        ):
+            raise ConnectorConfigError(
+                "timeout", f"seconds from {_MIN_TIMEOUT} to {_MAX_TIMEOUT:g}"
+            )
         return out
 
     @classmethod

@@ -259,7 +259,12 @@ class TestRejectedRows:
         )
         assert verdicts(report) == [
             (2, "rejected", "L", "another row of this order was rejected (row 3)"),
-            (3, "rejected", "L", "country_code: Expected `str` matching regex '^[A-Z]{2}$'"),
+            (
+                3,
+                "rejected",
+                "L",
+                "country_code: 'USA' is not an ISO 3166-1 alpha-2 country code (like US, GB, DE)",
+            ),
         ]
         assert await count(db, Order) == 0
 

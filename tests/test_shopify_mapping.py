@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.limits import MAX_AMOUNT
 from app.orders.drafts import CustomerDraft, PayloadError, from_shopify
 from tests.support.shopify import order_payload
 
@@ -74,7 +75,7 @@ class TestTotals:
     @given(
         st.decimals(
             min_value=0,
-            max_value=Decimal("99999999999999.9999"),
+            max_value=MAX_AMOUNT,
             allow_nan=False,
             allow_infinity=False,
             places=4,

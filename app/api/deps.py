@@ -110,7 +110,10 @@ async def provide_merchant(
     return merchant
 
 
-_FIELD_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*): (.*)$", re.DOTALL)
+#: ``field: message``, the field possibly a path (``lines[0].price``).
+_FIELD_PREFIX = re.compile(
+    r"^([A-Za-z_][A-Za-z0-9_]*(?:\[\d+\]|\.[A-Za-z_][A-Za-z0-9_]*)*): (.*)$", re.DOTALL
+)
 _AT_PATH = re.compile(r"^(.*) - at `(\$[^`]*)`$", re.DOTALL)
 _NAMED_FIELD = re.compile(r"^Object (missing required|contains unknown) field `([^`]+)`$")
 

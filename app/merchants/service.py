@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.db import Database, utcnow
+from app.mail.address import is_email
 from app.merchants.models import ApiToken, Merchant, MerchantStatus
 from app.security import hash_token, new_token
 
 _SHOP_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,60}\.myshopify\.com$")
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$|^[^@\s]+@localhost$")
 log = structlog.get_logger(__name__)
 MERCHANT_TOKEN_PREFIX = "dsm"  # noqa: S105 (a label, not a secret)
 
@@ -37,7 +37,7 @@ def normalize_shop_domain(shop: str) -> str:
 
 def validate_email(email: str) -> str:
     email = email.strip()
-    if not _EMAIL_RE.match(email):
+    if not is_email(email):
         raise MerchantError(f"not an email address: {email!r}")
     return email
 

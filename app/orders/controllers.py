@@ -22,6 +22,7 @@ from sqlalchemy.orm import selectinload
 from app.api.deps import provide_merchant
 from app.api.openapi import MERCHANT_SECURITY, csv_body, operation
 from app.api.pagination import DEFAULT_LIMIT, Page, check_limit, keyset_page
+from app.inputs import check_datetime
 from app.merchants.models import Merchant
 from app.orders.csv_import import HEADER, REQUIRED_COLUMNS, CsvFormatError, import_orders
 from app.orders.models import ExceptionCase, Order, OrderStatus
@@ -86,11 +87,10 @@ class OrderController(Controller):
                 )
             query = query.where(Order.status.in_(wanted))
         for name, value in (("created_from", created_from), ("created_to", created_to)):
-            if value is not None and value.tzinfo is None:
-                raise ClientException(
-                    f"{name}: include a UTC offset, e.g. 2026-01-31T00:00:00Z",
-                    extra={"field": name},
-                )
+            try:
+                check_datetime(name, value)
+            except ValueError as exc:
+                raise ClientException(str(exc), extra={"field": name}) from exc
         if created_from is not None:
             query = query.where(Order.created_at >= created_from)
         if created_to is not None:

@@ -30,8 +30,11 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import limits
+from app.codes import is_currency
+from app.inputs import check_amount
 from app.orders.models import OrderSource
-from app.orders.schemas import ImportReport, ImportRow, OrderIn, check_amount
+from app.orders.schemas import ImportReport, ImportRow, OrderIn
 from app.orders.service import create_order
 
 REQUIRED_COLUMNS = (
@@ -64,13 +67,13 @@ LINE_COLUMNS = ("sku", "quantity", "price", "title")
 ORDER_COLUMNS = tuple(c for c in HEADER if c not in LINE_COLUMNS)
 #: Columns compared case-insensitively (and stored upper-case).
 _UPPER = ("currency", "country_code")
-MAX_ROWS = 10_000
-MAX_QUANTITY = 100_000
+MAX_ROWS = limits.MAX_ROWS
+MAX_QUANTITY = limits.MAX_LINE_QUANTITY
 _DIGITS = re.compile(r"^[0-9]+$")
 _MSGSPEC_ERROR = re.compile(r"^(?P<message>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)
 _LINE_PATH = re.compile(r"^lines\[(?P<index>\d+)\]\.?(?P<rest>.*)$")
 _MISSING_FIELD = re.compile(r"^Object missing required field `([^`]+)`$")
-_FIELD_PREFIX = re.compile(r"^[a-z_]+: ")
+_FIELD_PREFIX = re.compile(r"^([a-z_]+): ")
 
 Row = tuple[int, dict[str, str]]
 
@@ -143,7 +146,10 @@ def parse_rows(text: str) -> tuple[list[Row], list[tuple[int, str]]]:
 
 def _int(value: str | None) -> int | None:
     text = _blank(value)
-    return int(text) if text is not None and _DIGITS.match(text) else None
+    # Digits only, and not a megabyte of them (out of range anyway, and slow to convert).
+    if text is None or len(text) > 18 or not _DIGITS.match(text):
+        return None
+    return int(text)
 
 
 def _row_problem(row: dict[str, str]) -> str | None:
@@ -153,21 +159,27 @@ def _row_problem(row: dict[str, str]) -> str | None:
     sku = _blank(row.get("sku"))
     if not sku:
         return "sku: required"
-    if len(sku) > 255:
-        return "sku: at most 255 characters"
+    if len(sku) > limits.MAX_SHORT_TEXT:
+        return f"sku: at most {limits.MAX_SHORT_TEXT} characters"
     qty = _int(row.get("quantity"))
     if qty is None or not 0 < qty <= MAX_QUANTITY:
         return (
             f"quantity: must be a whole number from 1 to {MAX_QUANTITY}, "
             f"got {row.get('quantity', '')!r}"
         )
+    currency = _value(row, "currency")
     try:
-        check_amount("price", Decimal(_blank(row.get("price")) or "NaN"))
+        check_amount(
+            "price",
+            Decimal(_blank(row.get("price")) or "NaN"),
+            # Its minor units when the currency is right (a wrong one is reported by OrderIn).
+            currency if is_currency(currency) else None,
+        )
     except (InvalidOperation, ValueError) as exc:
         message = str(exc) if isinstance(exc, ValueError) and str(exc) else ""
         return message or f"price: must be a non-negative amount, got {row.get('price', '')!r}"
-    if len(_blank(row.get("title")) or "") > 512:
-        return "title: at most 512 characters"
+    if len(_blank(row.get("title")) or "") > limits.MAX_TITLE:
+        return f"title: at most {limits.MAX_TITLE} characters"
     return None
 
 
@@ -240,14 +252,15 @@ def _order_problem(exc: msgspec.ValidationError, group: list[Row]) -> tuple[int,
         path = line.group("rest")
     if missing := _MISSING_FIELD.match(message):
         return number, f"{missing.group(1)}: required"
-    if _FIELD_PREFIX.match(message) or not path:
-        return number, message  # names its field already ("discount: larger than ...")
-    column = path.removeprefix("shipping_address.")
+    named = _FIELD_PREFIX.match(message)  # names its field already ("email: expected ...")
+    if not named and not path:
+        return number, message
+    column = named.group(1) if named else path.removeprefix("shipping_address.")
     for n, row in group:  # point at the row that carries the offending value
         if _blank(row.get(column)):
             number = n
             break
-    return number, f"{column}: {message}"
+    return number, message if named else f"{column}: {message}"
 
 
 async def import_orders(session: AsyncSession, merchant_id: uuid.UUID, text: str) -> ImportReport:

@@ -12,6 +12,18 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from app.codes import currency_error, is_currency
+from app.limits import (
+    MAX_AMOUNT,
+    MAX_DATETIME,
+    MAX_ID,
+    MAX_LINE_QUANTITY,
+    MAX_SHOPIFY_ID,
+    MAX_TITLE,
+    MIN_DATETIME,
+)
+from app.mail.address import email_problem
+
 ADDRESS_FIELDS = (
     "name",
     "first_name",
@@ -28,18 +40,8 @@ ADDRESS_FIELDS = (
     "phone",
 )
 _STRIPE_ID = re.compile(r"^(pi|ch|py)_[A-Za-z0-9]{8,}$")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
 _AMOUNT = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
 _INTEGER = re.compile(r"^[+-]?[0-9]+$")
-#: Money columns are NUMERIC(18, 4): anything this large is not a real amount.
-MAX_AMOUNT = Decimal("1e14")
-#: Integers such as order numbers: signed 64-bit (BIGINT).
-MAX_ID = 2**63 - 1
-#: Shopify ids (orders, lines, variants, products, customers) are the Admin API's
-#: ``UnsignedInt64``: stored exact by :class:`app.db.UnsignedBigInt`.
-MAX_SHOPIFY_ID = 2**64 - 1
-#: Line quantities are 32-bit integers in the database; no real order comes close.
-MAX_QUANTITY = 1_000_000
 
 
 class PayloadError(ValueError):
@@ -129,7 +131,7 @@ def money(value: Any, field_name: str) -> Decimal:
         amount = Decimal(value)
     except (InvalidOperation, ValueError) as exc:
         raise PayloadError(field_name, f"not an amount: {value!r}") from exc
-    if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
+    if not amount.is_finite() or abs(amount) > MAX_AMOUNT:
         raise PayloadError(field_name, f"not an amount: {value!r}")
     if amount < 0:
         raise PayloadError(field_name, f"must not be negative, got {value!r}")
@@ -172,15 +174,19 @@ def timestamp(value: Any, field_name: str) -> datetime | None:
         raise PayloadError(field_name, f"not an ISO 8601 timestamp: {value!r}") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
+    if not MIN_DATETIME <= parsed < MAX_DATETIME:  # year 1 with an offset cannot even be UTC
+        raise PayloadError(
+            field_name, f"must be between {MIN_DATETIME.year} and {MAX_DATETIME.year}: {value!r}"
+        )
     return parsed.astimezone(UTC)
 
 
 def _text(value: Any, limit: int | None = None) -> str | None:
-    """Free text, stripped; ``limit`` truncates to what the column holds (PostgreSQL refuses
-    longer values, which would make the delivery fail on every retry)."""
+    """Free text, stripped (of NUL too); ``limit`` truncates to what the column holds
+    (PostgreSQL refuses longer values, which would make the delivery fail on every retry)."""
     if value is None or isinstance(value, dict | list):
         return None
-    text = str(value).strip()
+    text = str(value).replace("\x00", "").strip()  # PostgreSQL cannot store NUL
     if limit is not None:
         text = text[:limit].rstrip()
     return text or None
@@ -244,8 +250,8 @@ def from_shopify(payload: dict[str, Any]) -> OrderDraft:
     if order_id is None:
         raise PayloadError("id", "missing")
     currency = _text(payload.get("currency")) or _text(payload.get("presentment_currency"))
-    if not currency or not _CURRENCY.match(currency):
-        raise PayloadError("currency", f"must be an ISO 4217 code, got {currency!r}")
+    if currency is None or not is_currency(currency):
+        raise PayloadError("currency", currency_error(currency))
 
     raw_lines = payload.get("line_items")
     if not isinstance(raw_lines, list):
@@ -265,12 +271,13 @@ def from_shopify(payload: dict[str, Any]) -> OrderDraft:
             ),
             Decimal("0"),
         )
+    dropped: list[str] = []
     raw_customer = payload.get("customer")
     customer = None
     if isinstance(raw_customer, dict):
         customer = CustomerDraft(
             shopify_customer_id=shopify_id(raw_customer.get("id"), "customer.id"),
-            email=_email(raw_customer.get("email")),
+            email=_email(raw_customer.get("email"), "customer.email", dropped),
             first_name=_text(raw_customer.get("first_name"), 255),
             last_name=_text(raw_customer.get("last_name"), 255),
             phone=_text(raw_customer.get("phone"), 64),
@@ -288,7 +295,8 @@ def from_shopify(payload: dict[str, Any]) -> OrderDraft:
         total_price=money(payload.get("total_price"), "total_price"),
         lines=lines,
         financial_status=_text(payload.get("financial_status"), 32),
-        email=_email(payload.get("email")) or _email(payload.get("contact_email")),
+        email=_email(payload.get("email"), "email", dropped)
+        or _email(payload.get("contact_email"), "contact_email", dropped),
         customer=customer,
         shipping_address=address(payload.get("shipping_address"), "shipping_address"),
         billing_address=address(payload.get("billing_address"), "billing_address"),
@@ -302,6 +310,7 @@ def from_shopify(payload: dict[str, Any]) -> OrderDraft:
         source_updated_at=timestamp(payload.get("updated_at"), "updated_at"),
         cancelled_at=timestamp(payload.get("cancelled_at"), "cancelled_at"),
         stripe_payment_reference=_stripe_reference(payload),
+        extra={"dropped": dropped} if dropped else {},
     )
 
 
@@ -312,7 +321,7 @@ def _shopify_line(i: int, item: Any) -> LineDraft:
     # ``quantity`` stays what was ordered; ``current_quantity`` (Admin API 2024-01+) is what is
     # left after order edits removed items: that is what must be shipped.
     key = "current_quantity" if item.get("current_quantity") is not None else "quantity"
-    qty = optional_int(item.get(key), f"{where}.{key}", minimum=0, maximum=MAX_QUANTITY)
+    qty = optional_int(item.get(key), f"{where}.{key}", minimum=0, maximum=MAX_LINE_QUANTITY)
     if qty is None:
         raise PayloadError(f"{where}.quantity", "missing")
     allocations = [a for a in _list(item.get("discount_allocations")) if isinstance(a, dict)]
@@ -325,13 +334,15 @@ def _shopify_line(i: int, item: Any) -> LineDraft:
     ) or money(item.get("total_discount"), f"{where}.total_discount")
     requires_shipping = item.get("requires_shipping")
     return LineDraft(
-        title=_text(item.get("title"), 512) or _text(item.get("name"), 512) or "(untitled)",
+        title=_text(item.get("title"), MAX_TITLE)
+        or _text(item.get("name"), MAX_TITLE)
+        or "(untitled)",
         quantity=qty,
         price=money(item.get("price"), f"{where}.price"),
         sku=_text(item.get("sku"), 255),
         variant_id=shopify_id(item.get("variant_id"), f"{where}.variant_id"),
         product_id=shopify_id(item.get("product_id"), f"{where}.product_id"),
-        variant_title=_text(item.get("variant_title"), 512),
+        variant_title=_text(item.get("variant_title"), MAX_TITLE),
         shopify_line_id=shopify_id(item.get("id"), f"{where}.id"),
         total_discount=discount,
         # Absent or null: a physical product (Shopify's default); only an explicit false is not.
@@ -339,9 +350,15 @@ def _shopify_line(i: int, item: Any) -> LineDraft:
     )
 
 
-def _email(value: Any) -> str | None:
-    """An email as given, or None when it cannot be one (no ``@``, longer than RFC 5321 allows)."""
+def _email(value: Any, field_name: str, dropped: list[str]) -> str | None:
+    """An email as given, or None when it is not one plain address (the same check as every
+    other email we accept). A bad email never costs the order: it is dropped, and why is noted
+    in ``dropped`` for the order's timeline."""
     text = _text(value)
-    if text is None or "@" not in text or len(text) > 320:
+    if text is None:
+        return None
+    problem = email_problem(text)
+    if problem is not None:
+        dropped.append(f"{field_name} dropped: {problem}")
         return None
     return text

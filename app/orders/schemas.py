@@ -11,44 +11,30 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from app import limits
+from app.codes import check_country, check_currency, wire_amount
+from app.inputs import (
+    Amount,
+    CountryCode,
+    Currency,
+    Input,
+    LongText,
+    OptionalText,
+    ShortText,
+    Title,
+    check_amount,
+)
+from app.limits import MAX_AMOUNT
+from app.mail.address import EmailAddress, check_email
 from app.orders.drafts import ADDRESS_FIELDS, CustomerDraft, LineDraft, OrderDraft
 from app.orders.models import ExceptionCase, Order, OrderEvent, OrderLine, OrderSource
 from app.purchasing.schemas import OrderPurchaseOrder
 
-Currency = Annotated[str, Meta(pattern="^[A-Z]{3}$", description="ISO 4217 code")]
-CountryCode = Annotated[str, Meta(pattern="^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
-#: A decimal amount (a string like "19.99", or a JSON number). msgspec cannot put bounds on a
-#: ``Decimal``, so the bounds are checked in ``__post_init__`` (see ``check_amount``).
-Amount = Annotated[
-    Decimal,
-    Meta(description=f"non-negative, at most 4 decimal places, at most {10**12}"),
-]
-ShortText = Annotated[str, Meta(min_length=1, max_length=255)]
-OptionalText = Annotated[str, Meta(max_length=255)] | None
-
-#: Largest amount accepted anywhere (stored as NUMERIC(18, 4): 14 integer digits).
-MAX_AMOUNT = Decimal(10**12)
+#: The order's lines, counted; quantities are per line.
+Quantity = Annotated[int, Meta(ge=1, le=limits.MAX_LINE_QUANTITY)]
 
 
-def check_amount(name: str, value: Decimal) -> None:
-    """Refuse what cannot be stored exactly: NaN, infinities, negatives, more than 4 decimals."""
-    if not value.is_finite() or value < 0:
-        raise ValueError(f"{name}: must be a non-negative amount, got {value}")
-    if value > MAX_AMOUNT:
-        raise ValueError(f"{name}: must be at most {MAX_AMOUNT}, got {value}")
-    if value.normalize().as_tuple().exponent < -4:  # type: ignore[operator]
-        raise ValueError(f"{name}: at most 4 decimal places, got {value}")
-
-
-def check_text(struct: msgspec.Struct) -> None:
-    """PostgreSQL cannot store NUL in text or JSON: refuse it here rather than fail there."""
-    for name in struct.__struct_fields__:
-        value = getattr(struct, name)
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError(f"{name}: must not contain NUL characters")
-
-
-class AddressIn(msgspec.Struct, forbid_unknown_fields=True):
+class AddressIn(Input):
     name: ShortText
     address1: ShortText
     city: ShortText
@@ -64,40 +50,45 @@ class AddressIn(msgspec.Struct, forbid_unknown_fields=True):
     country: OptionalText = None
 
     def __post_init__(self) -> None:
-        check_text(self)
+        super().__post_init__()
+        check_country("country_code", self.country_code)
 
 
-class LineIn(msgspec.Struct, forbid_unknown_fields=True):
+class LineIn(Input):
     sku: ShortText
-    quantity: Annotated[int, Meta(gt=0, le=100_000)]
+    quantity: Quantity
     price: Amount
-    title: Annotated[str, Meta(max_length=512)] | None = None
+    title: Title | None = None
 
     def __post_init__(self) -> None:
-        check_text(self)
+        super().__post_init__()
         check_amount("price", self.price)
 
 
-class OrderIn(msgspec.Struct, forbid_unknown_fields=True):
+class OrderIn(Input):
     """A manual order. ``reference`` is your own id for it: unique per merchant, so entering the
     same order twice is refused instead of duplicated."""
 
     currency: Currency
-    lines: Annotated[list[LineIn], Meta(min_length=1, max_length=500)]
+    lines: Annotated[list[LineIn], Meta(min_length=1, max_length=limits.MAX_LINES)]
     shipping_address: AddressIn
     reference: ShortText | None = None
-    email: Annotated[str, Meta(max_length=320)] | None = None
+    email: EmailAddress | None = None
     shipping_price: Amount = Decimal("0")
     tax: Amount = Decimal("0")
     discount: Amount = Decimal("0")
     shipping_method: OptionalText = None
     financial_status: Annotated[str, Meta(min_length=1, max_length=32)] = "paid"
-    note: Annotated[str, Meta(max_length=10_000)] | None = None
+    note: LongText | None = None
 
     def __post_init__(self) -> None:
-        check_text(self)
+        super().__post_init__()
+        check_currency("currency", self.currency)
+        check_email("email", self.email)
+        for i, ln in enumerate(self.lines):
+            check_amount(f"lines[{i}].price", ln.price, self.currency)
         for name in ("shipping_price", "tax", "discount"):
-            check_amount(name, getattr(self, name))
+            check_amount(name, getattr(self, name), self.currency)
         if self.subtotal > MAX_AMOUNT:
             raise ValueError(f"lines: the order's subtotal must be at most {MAX_AMOUNT}")
         if self.discount > self.subtotal + self.tax + self.shipping_price:
@@ -148,15 +139,15 @@ class LineOut(msgspec.Struct):
     product_id: str | None
 
     @classmethod
-    def of(cls, ln: OrderLine) -> LineOut:
+    def of(cls, ln: OrderLine, currency: str) -> LineOut:
         return cls(
             id=ln.id,
             sku=ln.sku,
             title=ln.title,
             variant_title=ln.variant_title,
             quantity=ln.quantity,
-            price=ln.price,
-            total_discount=ln.total_discount,
+            price=wire_amount(ln.price, currency),
+            total_discount=wire_amount(ln.total_discount, currency),
             shopify_line_id=_s(ln.shopify_line_id),
             variant_id=_s(ln.variant_id),
             product_id=_s(ln.product_id),
@@ -199,7 +190,7 @@ class OrderSummary(msgspec.Struct):
             shopify_order_id=_s(o.shopify_order_id),
             reference=o.external_ref,
             currency=o.currency,
-            total_price=o.total_price,
+            total_price=wire_amount(o.total_price, o.currency),
             financial_status=o.financial_status,
             placed_at=o.placed_at,
             created_at=o.created_at,
@@ -255,11 +246,11 @@ class OrderDetail(msgspec.Struct):
             order_number=o.order_number,
             email=o.email,
             currency=o.currency,
-            subtotal_price=o.subtotal_price,
-            total_tax=o.total_tax,
-            total_shipping=o.total_shipping,
-            total_discounts=o.total_discounts,
-            total_price=o.total_price,
+            subtotal_price=wire_amount(o.subtotal_price, o.currency),
+            total_tax=wire_amount(o.total_tax, o.currency),
+            total_shipping=wire_amount(o.total_shipping, o.currency),
+            total_discounts=wire_amount(o.total_discounts, o.currency),
+            total_price=wire_amount(o.total_price, o.currency),
             financial_status=o.financial_status,
             stripe_payment_reference=o.stripe_payment_reference,
             shipping_address=o.shipping_address,
@@ -271,7 +262,7 @@ class OrderDetail(msgspec.Struct):
             cancelled_at=o.cancelled_at,
             cancel_requested_at=o.cancel_requested_at,
             tracking_url=f"{public_url.rstrip('/')}/track/{o.tracking_token}",
-            lines=[LineOut.of(ln) for ln in o.lines],
+            lines=[LineOut.of(ln, o.currency) for ln in o.lines],
             timeline=[EventOut.of(e) for e in sorted(o.events, key=lambda e: (e.created_at, e.id))],
             purchase_orders=purchase_orders or [],
         )

@@ -225,6 +225,8 @@ async def create_order(session: AsyncSession, merchant_id: uuid.UUID, draft: Ord
         currency=draft.currency,
         lines=len(draft.lines),
     )
+    for note in draft.extra.get("dropped", ()):  # unusable values that did not cost the order
+        record(session, order, "order.value_dropped", note)
     if status == OrderStatus.CANCELLED:
         record(
             session,

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.codes import is_country
 from app.orders.models import Order, OrderStatus
 from app.orders.service import open_exception, record, resolve_exceptions, set_status
 from app.suppliers.models import Supplier, SupplierProduct
@@ -57,13 +58,18 @@ def check_address(addr: dict[str, Any] | None) -> list[str]:
         if not addr.get(key):
             missing.append(key)
     country = addr.get("country_code")
-    if not country or len(country) != 2:
+    unknown = bool(country) and not is_country(country)
+    if not country:
         missing.append("country_code")
-    elif country not in NO_POSTCODE and not addr.get("zip"):
+    elif not unknown and country not in NO_POSTCODE and not addr.get("zip"):
         missing.append("zip")
     if country in PROVINCE_REQUIRED and not (addr.get("province_code") or addr.get("province")):
         missing.append("province_code")
-    return [f"shipping address has no {', '.join(missing)}"] if missing else []
+    problems = [f"shipping address has no {', '.join(missing)}"] if missing else []
+    if unknown:
+        # Shopify sent it, so the order is kept; no supplier ships to a code that is no country.
+        problems.append(f"shipping address country_code {country!r} is not an ISO country code")
+    return problems
 
 
 async def unknown_skus(session: AsyncSession, order: Order) -> list[str]:

@@ -4,11 +4,32 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
 
+from app import limits
+from app.codes import wire_amount
+from app.inputs import (
+    Amount,
+    Input,
+    LongText,
+    OptionalText,
+    ShortText,
+    Timestamp,
+    check_amount,
+    check_datetime,
+)
 from app.purchasing.models import PurchaseOrderLine
+
+
+def _in_currency(total: Decimal, lines: list[SupplierLineOut], currency: str) -> Decimal:
+    """A purchase order's amounts in its currency's minor units (see ``wire_amount``): the
+    lines' unit costs in place, the total returned."""
+    for ln in lines:
+        ln.unit_cost = wire_amount(ln.unit_cost, currency)
+    return wire_amount(total, currency)
 
 
 class SupplierLineOut(msgspec.Struct):
@@ -44,27 +65,40 @@ class SupplierOrderOut(msgspec.Struct):
     lines: list[SupplierLineOut]
     created_at: datetime
 
+    def __post_init__(self) -> None:
+        self.total_cost = _in_currency(self.total_cost, self.lines, self.currency)
 
-class AcceptIn(msgspec.Struct, forbid_unknown_fields=True):
-    supplier_reference: Annotated[str, Meta(max_length=255)] | None = None
+
+class AcceptIn(Input):
+    supplier_reference: OptionalText = None
 
 
-class RejectIn(msgspec.Struct, forbid_unknown_fields=True):
+class RejectIn(Input):
     reason: Annotated[str, Meta(min_length=1, max_length=1000)]
-    lines: list[str] = []
+    #: SKUs (yours or ours) of the lines rejected; none: the whole purchase order.
+    lines: Annotated[list[ShortText], Meta(max_length=limits.MAX_LINES)] = []
 
 
-class ShipmentLineIn(msgspec.Struct, forbid_unknown_fields=True):
-    sku: Annotated[str, Meta(min_length=1)]
-    quantity: Annotated[int, Meta(gt=0)]
+class ShipmentLineIn(Input):
+    sku: ShortText
+    quantity: Annotated[int, Meta(ge=1, le=limits.MAX_LINE_QUANTITY)]
 
 
-class ShipmentIn(msgspec.Struct, forbid_unknown_fields=True):
-    tracking_number: Annotated[str, Meta(min_length=1, max_length=255)]
+class ShipmentIn(Input):
+    tracking_number: ShortText
     carrier: Annotated[str, Meta(max_length=100)] | None = None
-    tracking_url: Annotated[str, Meta(max_length=1024)] | None = None
-    lines: list[ShipmentLineIn] = []
-    shipped_at: datetime | None = None
+    tracking_url: Annotated[str, Meta(max_length=1024, description="http(s) URL")] | None = None
+    lines: Annotated[list[ShipmentLineIn], Meta(max_length=limits.MAX_LINES)] = []
+    shipped_at: Timestamp | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_datetime("shipped_at", self.shipped_at)
+        if self.tracking_url is not None:
+            # Shown to customers as a link: nothing but a web address (no javascript:, data:).
+            url = urlsplit(self.tracking_url)
+            if url.scheme.lower() not in ("http", "https") or not url.netloc:
+                raise ValueError("tracking_url: must be an http(s) URL")
 
 
 class ShipmentOut(msgspec.Struct):
@@ -78,16 +112,25 @@ class ShipmentOut(msgspec.Struct):
     delivered_at: datetime | None
 
 
-class TrackingEventIn(msgspec.Struct, forbid_unknown_fields=True):
-    status: str
-    occurred_at: datetime
-    description: str | None = None
+class TrackingEventIn(Input):
+    status: Annotated[str, Meta(min_length=1, max_length=32)]
+    occurred_at: Timestamp
+    description: LongText | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_datetime("occurred_at", self.occurred_at)
 
 
-class InventoryRow(msgspec.Struct, forbid_unknown_fields=True):
-    sku: Annotated[str, Meta(min_length=1)]
-    quantity: Annotated[int, Meta(ge=0)]
-    unit_cost: Decimal | None = None
+class InventoryRow(Input):
+    sku: ShortText
+    quantity: Annotated[int, Meta(ge=0, le=limits.MAX_STOCK)]
+    unit_cost: Amount | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.unit_cost is not None:
+            check_amount("unit_cost", self.unit_cost)
 
 
 class InventoryReport(msgspec.Struct):
@@ -114,6 +157,9 @@ class PurchaseOrderOut(msgspec.Struct):
     lines: list[SupplierLineOut]
     created_at: datetime
 
+    def __post_init__(self) -> None:
+        self.total_cost = _in_currency(self.total_cost, self.lines, self.currency)
+
 
 class OrderPurchaseOrder(msgspec.Struct):
     """A purchase order inside the merchant's order view, with its shipments."""
@@ -128,3 +174,6 @@ class OrderPurchaseOrder(msgspec.Struct):
     last_error: str | None
     lines: list[SupplierLineOut]
     shipments: list[ShipmentOut]
+
+    def __post_init__(self) -> None:
+        self.total_cost = _in_currency(self.total_cost, self.lines, self.currency)

@@ -33,6 +33,7 @@ import dramatiq
 import structlog
 from dramatiq.rate_limits import ConcurrentRateLimiter, WindowRateLimiter
 
+from app import limits
 from app.db import utcnow
 from app.jobs.backoff import EARLY, backoff_ms
 from app.orders.service import open_exception, record
@@ -65,7 +66,12 @@ def supplier_slots(ctx: TaskContext, supplier: Supplier) -> Iterator[None]:
     """The supplier's rate limit and concurrency limit, shared by every worker (via Redis)."""
     with contextlib.ExitStack() as stack:
         if supplier.rate_limit_per_second:
+            # Clamped: a row stored before the API bounded the rate (1e-288/s) would make a
+            # window of 1e288 seconds, which the limiter tries to allocate.
             rate = supplier.rate_limit_per_second
+            if not rate >= limits.MIN_RATE_PER_SECOND:  # NaN too
+                rate = limits.MIN_RATE_PER_SECOND
+            rate = min(rate, limits.MAX_RATE_PER_SECOND)
             window = 1 if rate >= 1 else math.ceil(1 / rate)
             limiter: Any = WindowRateLimiter(  # type: ignore[no-untyped-call]
                 ctx.rate_limits,
@@ -78,7 +84,7 @@ def supplier_slots(ctx: TaskContext, supplier: Supplier) -> Iterator[None]:
             concurrency: Any = ConcurrentRateLimiter(  # type: ignore[no-untyped-call]
                 ctx.rate_limits,
                 f"dropship:supplier:{supplier.id}:concurrency",
-                limit=supplier.max_concurrency,
+                limit=min(supplier.max_concurrency, limits.MAX_CONCURRENCY),
                 ttl=120_000,
             )
             stack.enter_context(concurrency.acquire(raise_on_failure=True))

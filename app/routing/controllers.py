@@ -17,9 +17,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from app import limits
 from app.api.deps import provide_merchant
 from app.api.openapi import MERCHANT_SECURITY, operation
 from app.api.pagination import DEFAULT_LIMIT, Page, keyset_page
+from app.codes import check_country
+from app.inputs import CountryCode, Input, ShortText
 from app.merchants.models import Merchant
 from app.orders.models import Order, OrderLine, OrderStatus
 from app.orders.service import record
@@ -31,24 +34,41 @@ from app.routing.engine import STRATEGIES
 from app.routing.models import RoutingRule
 
 Strategy = Annotated[str, Meta(pattern="^(priority|cheapest|fastest)$")]
+RuleName = Annotated[str, Meta(min_length=1, max_length=200)]
+Position = Annotated[int, Meta(ge=limits.MIN_RULE_POSITION, le=limits.MAX_RULE_POSITION)]
+MatchSkus = Annotated[list[ShortText], Meta(max_length=limits.MAX_LIST)]
+MatchCountries = Annotated[list[CountryCode], Meta(max_length=limits.MAX_LIST)]
 
 
-class RuleIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, Meta(min_length=1, max_length=200)]
+def _check_countries(countries: list[str] | None) -> None:
+    for i, code in enumerate(countries or []):
+        check_country(f"match_countries[{i}]", code)
+
+
+class RuleIn(Input):
+    name: RuleName
     strategy: Strategy = "priority"
-    position: int = 0
-    match_skus: list[str] | None = None
-    match_countries: list[Annotated[str, Meta(pattern="^[A-Z]{2}$")]] | None = None
+    position: Position = 0
+    match_skus: MatchSkus | None = None
+    match_countries: MatchCountries | None = None
     active: bool = True
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_countries(self.match_countries)
 
-class RulePatch(msgspec.Struct, forbid_unknown_fields=True):
-    name: str | None = None
+
+class RulePatch(Input):
+    name: RuleName | None = None
     strategy: Strategy | None = None
-    position: int | None = None
-    match_skus: list[str] | None = None
-    match_countries: list[Annotated[str, Meta(pattern="^[A-Z]{2}$")]] | None = None
+    position: Position | None = None
+    match_skus: MatchSkus | None = None
+    match_countries: MatchCountries | None = None
     active: bool | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_countries(self.match_countries)
 
 
 class RuleOut(msgspec.Struct):
@@ -61,32 +81,46 @@ class RuleOut(msgspec.Struct):
     active: bool
 
 
-class SimLine(msgspec.Struct, forbid_unknown_fields=True):
-    sku: Annotated[str, Meta(min_length=1)]
-    quantity: Annotated[int, Meta(gt=0)]
+class SimLine(Input):
+    sku: ShortText
+    quantity: Annotated[int, Meta(ge=1, le=limits.MAX_LINE_QUANTITY)]
 
 
-class SimulateIn(msgspec.Struct, forbid_unknown_fields=True):
+class SimulateIn(Input):
     """Either an existing order (``order_id``) or a hypothetical one (``country`` + ``lines``)."""
 
     order_id: uuid.UUID | None = None
-    country: Annotated[str, Meta(pattern="^[A-Z]{2}$")] | None = None
-    lines: list[SimLine] = []
+    country: CountryCode | None = None
+    lines: Annotated[list[SimLine], Meta(max_length=limits.MAX_LINES)] = []
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_country("country", self.country)
 
 
-class RerouteIn(msgspec.Struct, forbid_unknown_fields=True):
+class RerouteIn(Input):
     reason: Annotated[str, Meta(min_length=1, max_length=500)] = "rerouted by the merchant"
     #: Order line ids; default: every line not covered by an open purchase order.
-    lines: list[uuid.UUID] = []
+    lines: Annotated[list[uuid.UUID], Meta(max_length=limits.MAX_LINES)] = []
 
 
-class RoutingSettings(msgspec.Struct, forbid_unknown_fields=True):
+class RoutingSettings(Input):
     """``auto_route``: send valid orders to suppliers at once (else they wait in
     ``ready_to_route``). ``consolidation_tolerance``: how much more (0.05 = 5 %) the merchant
     accepts to pay for fewer suppliers per order."""
 
     auto_route: bool = True
-    consolidation_tolerance: Decimal = routing.DEFAULT_TOLERANCE
+    consolidation_tolerance: Annotated[
+        Decimal, Meta(description=f"from 0 to {limits.MAX_TOLERANCE}")
+    ] = routing.DEFAULT_TOLERANCE
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        tolerance = self.consolidation_tolerance
+        if not tolerance.is_finite() or not 0 <= tolerance <= limits.MAX_TOLERANCE:
+            raise ValueError(
+                f"consolidation_tolerance: between 0 and {limits.MAX_TOLERANCE} (0.05 = 5 %)"
+            )
 
 
 def rule_out(r: RoutingRule) -> RuleOut:
@@ -161,9 +195,7 @@ class RoutingController(Controller):
         merchant: NamedDependency[Merchant],
         data: JSONBody[RoutingSettings],
     ) -> RoutingSettings:
-        tolerance = data.consolidation_tolerance
-        if not tolerance.is_finite() or not Decimal("0") <= tolerance <= Decimal("1"):
-            raise ClientException("consolidation_tolerance: between 0 and 1 (0.05 = 5 %)")
+        tolerance = data.consolidation_tolerance  # bounds checked by RoutingSettings
         settings = dict(merchant.settings or {})
         settings["routing"] = {
             **(settings.get("routing") or {}),

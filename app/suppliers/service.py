@@ -15,6 +15,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import limits
+from app.codes import EVERYWHERE, country_error, currency_error, is_country, is_currency
+from app.inputs import check_amount
+from app.mail.address import is_email
 from app.security import SecretBox, hash_token, new_token
 from app.suppliers.models import Supplier, SupplierProduct
 from connectors.base import ConnectorConfigError
@@ -37,6 +41,8 @@ def check_connector(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
         raise SupplierError(
             "connector", f"unknown kind {kind!r}; one of {', '.join(sorted(CONNECTORS))}"
         )
+    if len(config) > limits.MAX_KEYS:
+        raise SupplierError("config", f"at most {limits.MAX_KEYS} settings")
     try:
         return connector_class(kind).validate_config(config)
     except ConnectorConfigError as exc:
@@ -83,6 +89,24 @@ async def create_supplier(
     name = name.strip()
     if not name:
         raise SupplierError("name", "required")
+    # The API checked these already; the CLI comes here directly.
+    if len(name) > 200 or "\x00" in name:
+        raise SupplierError("name", "at most 200 characters, no NUL")
+    if contact_email is not None and not is_email(contact_email):
+        raise SupplierError("contact_email", "expected one email address, like orders@example.com")
+    if ship_from_country is not None:
+        ship_from_country = ship_from_country.upper()
+        if not is_country(ship_from_country):
+            raise SupplierError("ship_from_country", country_error(ship_from_country))
+    if rate_limit_per_second is not None and not (
+        limits.MIN_RATE_PER_SECOND <= rate_limit_per_second <= limits.MAX_RATE_PER_SECOND
+    ):
+        raise SupplierError(
+            "rate_limit_per_second",
+            f"from {limits.MIN_RATE_PER_SECOND} to {limits.MAX_RATE_PER_SECOND} per second",
+        )
+    if max_concurrency is not None and not 1 <= max_concurrency <= limits.MAX_CONCURRENCY:
+        raise SupplierError("max_concurrency", f"from 1 to {limits.MAX_CONCURRENCY}")
     checked = check_connector(connector, config or {})
     exists = await session.scalar(
         select(Supplier.id).where(Supplier.merchant_id == merchant_id, Supplier.name == name)
@@ -96,7 +120,7 @@ async def create_supplier(
         connector=connector,
         config_encrypted=encrypt_config(box, checked),
         contact_email=contact_email,
-        ship_from_country=ship_from_country.upper() if ship_from_country else None,
+        ship_from_country=ship_from_country,
         status="active",
         api_key_hash=hash_token(key),
         shipping_rates=check_rates(shipping_rates or {}),
@@ -109,24 +133,42 @@ async def create_supplier(
 
 
 def check_rates(rates: Mapping[str, Any]) -> dict[str, Any]:
+    """``{country or *: {first_item, additional_item}}``, amounts as stored (strings)."""
+    if len(rates) > limits.MAX_KEYS:
+        raise SupplierError("shipping_rates", f"at most {limits.MAX_KEYS} countries")
     out: dict[str, Any] = {}
     for country, rate in rates.items():
         code = str(country).upper()
-        if code != "*" and (len(code) != 2 or not code.isalpha()):
-            raise SupplierError("shipping_rates", f"{country!r} is not a country code or *")
+        if code != EVERYWHERE and not is_country(code):
+            raise SupplierError("shipping_rates", f"{country_error(country)}, or *")
         if not isinstance(rate, Mapping):
             raise SupplierError(f"shipping_rates.{code}", "must be {first_item, additional_item}")
+        unknown = sorted(str(k) for k in rate if k not in ("first_item", "additional_item"))
+        if unknown:
+            raise SupplierError(f"shipping_rates.{code}.{unknown[0]}", "unknown field")
         entry = {}
         for key in ("first_item", "additional_item"):
-            try:
-                amount = Decimal(str(rate.get(key, "0")))
-            except InvalidOperation as exc:
-                raise SupplierError(f"shipping_rates.{code}.{key}", "not an amount") from exc
-            if not amount.is_finite() or amount < 0:
-                raise SupplierError(f"shipping_rates.{code}.{key}", "must be >= 0")
+            where = f"shipping_rates.{code}.{key}"
+            raw = rate.get(key, "0")
+            if isinstance(raw, bool) or not isinstance(raw, str | int | float | Decimal):
+                raise SupplierError(where, f"not an amount: {raw!r}")
+            amount = _amount(where, str(raw))
             entry[key] = str(amount)
         out[code] = entry
     return out
+
+
+def _amount(field: str, raw: str) -> Decimal:
+    """A money amount the database stores exactly, or a SupplierError naming ``field``."""
+    try:
+        amount = Decimal(raw.strip())
+    except InvalidOperation as exc:
+        raise SupplierError(field, f"not an amount: {raw!r}") from exc
+    try:
+        check_amount(field, amount)
+    except ValueError as exc:
+        raise SupplierError(field, str(exc).split(": ", 1)[-1]) from exc
+    return amount
 
 
 async def authenticate_supplier(session: AsyncSession, key: str) -> Supplier | None:
@@ -173,55 +215,66 @@ class ProductInput:
 
 
 def parse_ships_to(value: str | Sequence[str]) -> list[str]:
+    """Country codes (a list, or one string separated by spaces), or ``*`` for everywhere.
+    Nothing at all is refused: an offer shipping nowhere is a mistake, not "everywhere"."""
+    if isinstance(value, str) and len(value) > limits.MAX_LIST * 3:
+        raise SupplierError("ships_to", f"at most {limits.MAX_LIST} countries")
     parts = value.split() if isinstance(value, str) else [str(v) for v in value]
     codes = [p.strip().upper() for p in parts if p.strip()]
     if not codes:
         raise SupplierError("ships_to", "ISO country codes separated by spaces, or *")
+    if len(codes) > limits.MAX_LIST:
+        raise SupplierError("ships_to", f"at most {limits.MAX_LIST} countries")
     for code in codes:
-        if code != "*" and (len(code) != 2 or not code.isalpha()):
-            raise SupplierError("ships_to", f"{code!r} is not an ISO country code")
-    return ["*"] if "*" in codes else sorted(set(codes))
+        if code != EVERYWHERE and not is_country(code):
+            raise SupplierError("ships_to", country_error(code))
+    return [EVERYWHERE] if EVERYWHERE in codes else sorted(set(codes))
 
 
 def product_input(row: Mapping[str, Any]) -> ProductInput:
     """Validate one catalog row (CSV or JSON), naming the field at fault."""
 
-    def text(key: str) -> str:
+    def text(key: str, limit: int = limits.MAX_SHORT_TEXT) -> str:
         value = str(row.get(key) or "").strip()
         if not value:
             raise SupplierError(key, "required")
+        if len(value) > limit:
+            raise SupplierError(key, f"at most {limit} characters")
+        if "\x00" in value:
+            raise SupplierError(key, "must not contain NUL characters")
         return value
 
-    def integer(key: str, default: int | None = None, minimum: int = 0) -> int:
+    def integer(key: str, default: int, minimum: int, maximum: int) -> int:
         raw = str(row.get(key) if row.get(key) is not None else "").strip()
-        if raw == "" and default is not None:
+        if raw == "":
             return default
+        if len(raw) > 20:  # int() of a megabyte of digits is slow, and out of range anyway
+            raise SupplierError(key, f"must be from {minimum} to {maximum}")
         try:
             value = int(raw)
         except ValueError as exc:
             raise SupplierError(key, f"must be an integer, got {raw!r}") from exc
-        if value < minimum:
-            raise SupplierError(key, f"must be >= {minimum}")
+        if not minimum <= value <= maximum:
+            raise SupplierError(key, f"must be from {minimum} to {maximum}, got {value}")
         return value
 
-    try:
-        cost = Decimal(text("unit_cost"))
-    except InvalidOperation as exc:
-        raise SupplierError("unit_cost", f"not an amount: {row.get('unit_cost')!r}") from exc
-    if not cost.is_finite() or cost < 0:
-        raise SupplierError("unit_cost", "must be a non-negative amount")
+    cost = _amount("unit_cost", text("unit_cost", 64))
     currency = text("currency").upper()
-    if len(currency) != 3 or not currency.isalpha():
-        raise SupplierError("currency", f"not an ISO 4217 code: {currency!r}")
+    if not is_currency(currency):
+        raise SupplierError("currency", currency_error(currency))
+    ships_to = row.get("ships_to")
     return ProductInput(
         sku=text("sku"),
-        supplier_sku=str(row.get("supplier_sku") or "").strip() or text("sku"),
+        supplier_sku=text("supplier_sku")
+        if str(row.get("supplier_sku") or "").strip()
+        else text("sku"),
         unit_cost=cost,
         currency=currency,
-        stock=integer("stock", 0),
-        lead_time_days=integer("lead_time_days", 0),
-        ships_to=parse_ships_to(row.get("ships_to") or "*"),
-        priority=integer("priority", 1, minimum=1),
+        stock=integer("stock", 0, 0, limits.MAX_STOCK),
+        lead_time_days=integer("lead_time_days", 0, 0, limits.MAX_LEAD_TIME_DAYS),
+        # Absent: everywhere (the default); given but empty: refused by parse_ships_to.
+        ships_to=parse_ships_to(EVERYWHERE if ships_to is None else ships_to),
+        priority=integer("priority", 1, 1, limits.MAX_PRIORITY),
     )
 
 
