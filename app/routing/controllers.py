@@ -3,6 +3,7 @@ dead-letter view."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from decimal import Decimal
 from typing import Annotated, Any
@@ -28,6 +29,11 @@ from app.purchasing.schemas import PurchaseOrderOut, SupplierLineOut
 from app.routing import service as routing
 from app.routing.engine import STRATEGIES
 from app.routing.models import RoutingRule
+
+#: Most lines a simulated order may have: as many as a manual order.
+MAX_SIMULATE_LINES = 500
+#: Simulations with more lines than this run the engine on a worker thread.
+SIMULATE_ON_LOOP_LINES = 50
 
 Strategy = Annotated[str, Meta(pattern="^(priority|cheapest|fastest)$")]
 
@@ -233,6 +239,12 @@ class RoutingController(Controller):
             lines = list(order.lines)
             country = (order.shipping_address or {}).get("country_code")
         elif data.lines and data.country:
+            if len(data.lines) > MAX_SIMULATE_LINES:
+                raise ClientException(
+                    f"lines: at most {MAX_SIMULATE_LINES} lines (as a manual order), "
+                    f"got {len(data.lines)}",
+                    extra={"field": "lines"},
+                )
             lines = [
                 OrderLine(
                     id=uuid.uuid4(),
@@ -249,9 +261,15 @@ class RoutingController(Controller):
             country = data.country
         else:
             raise ClientException("give order_id, or country and lines")
-        plan = await routing.plan(db_session, merchant, lines, country)
-        # A dry-run: roll back whatever the session may hold.
+        inputs = await routing.plan_input(db_session, merchant, lines, country)
+        # A dry-run: roll back whatever the session may hold, and end the transaction (on
+        # SQLite, the database's write lock) before the decision is computed.
         await db_session.rollback()
+        if len(inputs.requests) > SIMULATE_ON_LOOP_LINES:
+            # CPU only, up to a few hundred ms for the largest: keep the event loop serving.
+            plan = await asyncio.to_thread(inputs.decide)
+        else:
+            plan = inputs.decide()
         return {"country": country, "strategies": list(STRATEGIES), **plan.explain()}
 
 

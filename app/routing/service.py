@@ -6,6 +6,7 @@ from __future__ import annotations
 import fnmatch
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -126,13 +127,33 @@ async def load_exclusions(
     return out
 
 
-async def plan(
+@dataclass(frozen=True)
+class PlanInput:
+    """Everything ``engine.route`` needs for one decision, loaded from the database."""
+
+    requests: list[LineRequest]
+    country: str | None
+    offers: list[Offer]
+    tolerance: Decimal
+    exclusions: dict[uuid.UUID, set[uuid.UUID]]
+
+    def decide(self) -> RoutingPlan:
+        """The decision (pure, CPU only: may run on a worker thread)."""
+        return route(
+            self.requests,
+            self.country,
+            self.offers,
+            tolerance=self.tolerance,
+            exclusions=self.exclusions,
+        )
+
+
+async def plan_input(
     session: AsyncSession,
     merchant: Merchant,
     lines: Sequence[OrderLine],
     country: str | None,
-) -> RoutingPlan:
-    """The decision for these lines, without changing anything (also the dry-run)."""
+) -> PlanInput:
     rules = await load_rules(session, merchant.id)
     requests = [
         LineRequest(ln.id, ln.sku, ln.quantity, strategy_for(rules, ln.sku, country))
@@ -141,7 +162,17 @@ async def plan(
     ]
     offers = await load_offers(session, merchant.id, (ln.sku or "" for ln in lines))
     exclusions = await load_exclusions(session, (ln.id for ln in lines))
-    return route(requests, country, offers, tolerance=tolerance_of(merchant), exclusions=exclusions)
+    return PlanInput(requests, country, offers, tolerance_of(merchant), exclusions)
+
+
+async def plan(
+    session: AsyncSession,
+    merchant: Merchant,
+    lines: Sequence[OrderLine],
+    country: str | None,
+) -> RoutingPlan:
+    """The decision for these lines, without changing anything."""
+    return (await plan_input(session, merchant, lines, country)).decide()
 
 
 def _country(order: Order) -> str | None:
