@@ -73,7 +73,7 @@ _UPPER = ("currency", "country_code")
 MAX_QUANTITY = 100_000
 #: A transaction of the import is committed after this many orders or seconds, whichever first.
 BATCH_ORDERS = 100
-BATCH_SECONDS = 0.2
+BATCH_SECONDS = 0.1
 #: Files longer than this (characters) are parsed and validated on a worker thread.
 OFF_LOOP_CHARS = 64_000
 _DIGITS = re.compile(r"^[0-9]+$")

@@ -9,9 +9,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -265,7 +265,7 @@ class CatalogRowResult:
 MAX_CATALOG_ROWS = MAX_ROWS
 #: Rows written per statement and per transaction: two statements each (find the existing
 #: keys, upsert), so the write lock is held for a few milliseconds at a time.
-CATALOG_CHUNK = 500
+CATALOG_CHUNK = 250
 #: Files longer than this (characters) are parsed and validated on a worker thread.
 OFF_LOOP_CHARS = 64_000
 _UPDATED_COLUMNS = (
@@ -334,6 +334,8 @@ async def import_catalog(
             )
         ).all()
     }
+    # End that read before the file is checked: on SQLite every transaction holds the write lock.
+    await session.commit()
     if len(text) > OFF_LOOP_CHARS:
         results, valid = await asyncio.to_thread(check_catalog, text, suppliers)
     else:
@@ -347,7 +349,8 @@ async def import_catalog(
 async def _upsert_chunk(
     session: AsyncSession, merchant_id: uuid.UUID, chunk: list[ValidRow]
 ) -> None:
-    """Two statements: the keys that exist already, then one INSERT ... ON CONFLICT DO UPDATE."""
+    """Two statements: the keys that exist already, then one INSERT ... ON CONFLICT DO UPDATE
+    for all the rows."""
     supplier_ids = {supplier_id for _, supplier_id, _ in chunk}
     skus = {data.sku for _, _, data in chunk}
     existing = {
@@ -385,9 +388,12 @@ async def _upsert_chunk(
             "updated_at": now,
         }
     insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(SupplierProduct).values(list(rows.values()))
+    statement = insert(cast(Table, SupplierProduct.__table__))
     statement = statement.on_conflict_do_update(
         index_elements=["supplier_id", "sku"],
         set_={column: statement.excluded[column] for column in _UPDATED_COLUMNS},
     )
-    await session.execute(statement)
+    # One statement executed for all the rows (the driver's executemany), compiled once and
+    # cached: a multi-VALUES statement of thousands of parameters took longer to compile than
+    # to run.
+    await session.execute(statement, list(rows.values()))
