@@ -22,9 +22,10 @@ from sqlalchemy.orm import selectinload
 from app.api.deps import provide_merchant
 from app.api.openapi import MERCHANT_SECURITY, csv_body, operation
 from app.api.pagination import DEFAULT_LIMIT, Page, check_limit, keyset_page
+from app.csvfile import CsvFormatError
 from app.inputs import check_datetime
 from app.merchants.models import Merchant
-from app.orders.csv_import import HEADER, REQUIRED_COLUMNS, CsvFormatError, import_orders
+from app.orders.csv_import import HEADER, REQUIRED_COLUMNS, import_orders
 from app.orders.models import ExceptionCase, Order, OrderStatus
 from app.orders.schemas import (
     ExceptionOut,
@@ -186,6 +187,9 @@ class OrderController(Controller):
         db_session: NamedDependency[AsyncSession],
         merchant: NamedDependency[Merchant],
     ) -> ImportReport:
+        # Authentication opened the request's transaction (on SQLite: the database's write
+        # lock); end it before the upload is read, which may take a while.
+        await db_session.commit()
         text = await _csv_text(request)
         try:
             return await import_orders(db_session, merchant.id, text)

@@ -16,14 +16,19 @@ imported; the bad row says why and its sibling rows say which row was rejected. 
 file is harmless: orders whose reference already exists are reported as ``duplicate``. The
 report's ``created``, ``duplicate`` and ``rejected`` count orders (a row without a reference
 counts as one rejected order).
+
+The file is read by :mod:`app.csvfile` (at most 10,000 data rows, 10,000 characters a field);
+a big file is parsed and validated on a worker thread, and its orders are created in short
+transactions (see :func:`import_orders`), so an import never stalls other merchants.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import asyncio
 import re
+import time
 import uuid
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -32,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import limits
 from app.codes import is_currency
+from app.csvfile import MAX_ROWS, Row, read_csv
 from app.inputs import check_amount
 from app.orders.models import OrderSource
 from app.orders.schemas import ImportReport, ImportRow, OrderIn
@@ -67,23 +73,17 @@ LINE_COLUMNS = ("sku", "quantity", "price", "title")
 ORDER_COLUMNS = tuple(c for c in HEADER if c not in LINE_COLUMNS)
 #: Columns compared case-insensitively (and stored upper-case).
 _UPPER = ("currency", "country_code")
-MAX_ROWS = limits.MAX_ROWS
 MAX_QUANTITY = limits.MAX_LINE_QUANTITY
+#: A transaction of the import is committed after this many orders or seconds, whichever first.
+BATCH_ORDERS = 100
+BATCH_SECONDS = 0.1
+#: Files longer than this (characters) are parsed and validated on a worker thread.
+OFF_LOOP_CHARS = 64_000
 _DIGITS = re.compile(r"^[0-9]+$")
 _MSGSPEC_ERROR = re.compile(r"^(?P<message>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)
 _LINE_PATH = re.compile(r"^lines\[(?P<index>\d+)\]\.?(?P<rest>.*)$")
 _MISSING_FIELD = re.compile(r"^Object missing required field `([^`]+)`$")
 _FIELD_PREFIX = re.compile(r"^([a-z_]+): ")
-
-Row = tuple[int, dict[str, str]]
-
-
-class CsvFormatError(ValueError):
-    """The file as a whole cannot be read (HTTP 400); ``field`` names the culprit."""
-
-    def __init__(self, message: str, field: str = "file") -> None:
-        super().__init__(message)
-        self.field = field
 
 
 def _blank(value: str | None) -> str | None:
@@ -98,50 +98,8 @@ def _value(row: dict[str, str], column: str) -> str | None:
 
 def parse_rows(text: str) -> tuple[list[Row], list[tuple[int, str]]]:
     """The data rows with their spreadsheet row numbers, and rows unreadable on their own."""
-    if "\x00" in text:
-        raise CsvFormatError("file: contains NUL characters; is it really a CSV text file?")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader, None)
-        if header is None or not any(h.strip() for h in header):
-            raise CsvFormatError(f"empty file: expected a header row: {','.join(HEADER)}")
-        fields = [h.strip().lower() for h in header]
-        named = [f for f in fields if f]
-        duplicated = sorted({f for f in named if named.count(f) > 1})
-        if duplicated:
-            raise CsvFormatError(
-                f"duplicate column(s): {', '.join(duplicated)}", field=duplicated[0]
-            )
-        missing = [c for c in REQUIRED_COLUMNS if c not in fields]
-        if missing:
-            raise CsvFormatError(
-                f"{', '.join(missing)}: missing column(s); expected header: {','.join(HEADER)}",
-                field=missing[0],
-            )
-        unknown = [f for f in named if f not in HEADER]
-        if unknown:
-            raise CsvFormatError(
-                f"{', '.join(unknown)}: unknown column(s); expected header: {','.join(HEADER)}",
-                field=unknown[0],
-            )
-        rows: list[Row] = []
-        broken: list[tuple[int, str]] = []
-        for number, values in enumerate(reader, start=2):  # row 1 is the header
-            if not any(v.strip() for v in values):
-                continue
-            if len(rows) + len(broken) >= MAX_ROWS:
-                raise CsvFormatError(f"too many rows: at most {MAX_ROWS} per file")
-            extra = values[len(fields) :]
-            if any(v.strip() for v in extra):
-                broken.append(
-                    (number, f"row has {len(values)} values but the header has {len(fields)}")
-                )
-                continue
-            row = {f: v for f, v in zip(fields, values, strict=False) if f}
-            rows.append((number, {f: row.get(f, "") for f in HEADER}))
-    except csv.Error as exc:
-        raise CsvFormatError(f"row {reader.line_num}: not valid CSV ({exc})") from exc
-    return rows, broken
+    table = read_csv(text, required=REQUIRED_COLUMNS, optional=OPTIONAL_COLUMNS, max_rows=MAX_ROWS)
+    return table.rows, table.broken
 
 
 def _int(value: str | None) -> int | None:
@@ -263,23 +221,37 @@ def _order_problem(exc: msgspec.ValidationError, group: list[Row]) -> tuple[int,
     return number, message if named else f"{column}: {message}"
 
 
-async def import_orders(session: AsyncSession, merchant_id: uuid.UUID, text: str) -> ImportReport:
+@dataclass
+class ImportPlan:
+    """What a file asks for, decided before anything is stored."""
+
+    #: Verdicts already known: rows rejected on their own or with their order.
+    report: list[ImportRow] = field(default_factory=list)
+    rejected_orders: int = 0
+    #: Orders to create: (reference, row numbers, validated order).
+    orders: list[tuple[str, list[int], OrderIn]] = field(default_factory=list)
+
+
+def plan_import(text: str) -> ImportPlan:
+    """Parse and validate the whole file (pure: runs off the event loop for big files)."""
     rows, broken = parse_rows(text)
-    report: list[ImportRow] = [
-        ImportRow(row=number, status="rejected", reason=reason) for number, reason in broken
-    ]
-    rejected_orders = len(broken)
+    plan = ImportPlan(
+        report=[
+            ImportRow(row=number, status="rejected", reason=reason) for number, reason in broken
+        ],
+        rejected_orders=len(broken),
+    )
     groups: dict[str, list[Row]] = {}
     for number, row in rows:
         reference = _blank(row.get("reference"))
         if reference is None:
-            report.append(ImportRow(row=number, status="rejected", reason="reference: required"))
-            rejected_orders += 1
+            plan.report.append(
+                ImportRow(row=number, status="rejected", reason="reference: required")
+            )
+            plan.rejected_orders += 1
             continue
         groups.setdefault(reference, []).append((number, row))
 
-    created: set[str] = set()
-    duplicate: set[str] = set()
     for reference, group in groups.items():
         problems = {n: p for n, r in group if (p := _row_problem(r))}
         merged, conflicts = _merge(group)
@@ -293,11 +265,11 @@ async def import_orders(session: AsyncSession, merchant_id: uuid.UUID, text: str
                 n, reason = _order_problem(exc, group)
                 problems[n] = reason
         if order_in is None:
-            rejected_orders += 1
+            plan.rejected_orders += 1
             bad_rows = ", ".join(str(n) for n in sorted(problems))
             sibling = f"another row of this order was rejected (row {bad_rows})"
             for n, _ in group:
-                report.append(
+                plan.report.append(
                     ImportRow(
                         row=n,
                         status="rejected",
@@ -306,14 +278,41 @@ async def import_orders(session: AsyncSession, merchant_id: uuid.UUID, text: str
                     )
                 )
             continue
+        plan.orders.append((reference, [n for n, _ in group], order_in))
+    return plan
+
+
+async def import_orders(session: AsyncSession, merchant_id: uuid.UUID, text: str) -> ImportReport:
+    """Create the file's orders, committing ``session`` every ``BATCH_SECONDS`` or
+    ``BATCH_ORDERS``.
+
+    One transaction for the whole file would hold SQLite's write lock (the whole database) for
+    the length of the import; short transactions let every other writer in between (the writer
+    lock is first come, first served). A failure part-way keeps the batches already committed:
+    importing the file again is harmless (those orders come back as ``duplicate``).
+    """
+    if len(text) > OFF_LOOP_CHARS:
+        plan = await asyncio.to_thread(plan_import, text)
+    else:
+        plan = plan_import(text)
+    report = plan.report
+    created: set[str] = set()
+    duplicate: set[str] = set()
+    batch_started, in_batch = time.monotonic(), 0
+    for reference, numbers, order_in in plan.orders:
         intake = await create_order(session, merchant_id, order_in.to_draft(OrderSource.CSV))
         status = "created" if intake.created else "duplicate"
         (created if intake.created else duplicate).add(reference)
-        for n, _ in group:
-            report.append(
-                ImportRow(row=n, status=status, reference=reference, order_id=intake.order.id)
-            )
+        order_id = intake.order.id
+        report.extend(
+            ImportRow(row=n, status=status, reference=reference, order_id=order_id) for n in numbers
+        )
+        in_batch += 1
+        if in_batch >= BATCH_ORDERS or time.monotonic() - batch_started >= BATCH_SECONDS:
+            await session.commit()
+            session.expunge_all()  # the report keeps ids only; let the objects go
+            batch_started, in_batch = time.monotonic(), 0
     report.sort(key=lambda r: r.row)
     return ImportReport(
-        created=len(created), duplicate=len(duplicate), rejected=rejected_orders, rows=report
+        created=len(created), duplicate=len(duplicate), rejected=plan.rejected_orders, rows=report
     )

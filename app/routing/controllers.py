@@ -3,6 +3,7 @@ dead-letter view."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from decimal import Decimal
 from typing import Annotated, Any
@@ -32,6 +33,9 @@ from app.purchasing.schemas import PurchaseOrderOut, SupplierLineOut
 from app.routing import service as routing
 from app.routing.engine import STRATEGIES
 from app.routing.models import RoutingRule
+
+#: Simulations with more lines than this run the engine on a worker thread.
+SIMULATE_ON_LOOP_LINES = 50
 
 Strategy = Annotated[str, Meta(pattern="^(priority|cheapest|fastest)$")]
 RuleName = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -354,9 +358,15 @@ class RoutingController(Controller):
             country = data.country
         else:
             raise ClientException("give order_id, or country and lines")
-        plan = await routing.plan(db_session, merchant, lines, country)
-        # A dry-run: roll back whatever the session may hold.
+        inputs = await routing.plan_input(db_session, merchant, lines, country)
+        # A dry-run: roll back whatever the session may hold, and end the transaction (on
+        # SQLite, the database's write lock) before the decision is computed.
         await db_session.rollback()
+        if len(inputs.requests) > SIMULATE_ON_LOOP_LINES:
+            # CPU only, up to a few hundred ms for the largest: keep the event loop serving.
+            plan = await asyncio.to_thread(inputs.decide)
+        else:
+            plan = inputs.decide()
         return {"country": country, "strategies": list(STRATEGIES), **plan.explain()}
 
 

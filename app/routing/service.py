@@ -6,6 +6,7 @@ from __future__ import annotations
 import fnmatch
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -24,6 +25,7 @@ from app.suppliers.models import Supplier, SupplierProduct
 
 PLACE_ACTOR = "purchase_order.place"
 DEFAULT_TOLERANCE = Decimal("0.05")
+_OFFERS_PARTITION = 1000
 
 
 class StockConflict(Exception):
@@ -50,38 +52,73 @@ async def load_offers(
     wanted = sorted({s for s in skus if s})
     if not wanted:
         return []
-    rows = (
-        await session.execute(
-            select(SupplierProduct, Supplier)
-            .join(Supplier, Supplier.id == SupplierProduct.supplier_id)
-            .where(SupplierProduct.merchant_id == merchant_id, SupplierProduct.sku.in_(wanted))
+    # Columns, not ORM objects, and each supplier once: a big catalog loads thousands of
+    # offers per decision.
+    suppliers = {
+        row.id: (
+            row.name,
+            row.status == "active",
+            {
+                code: ShippingRate(
+                    Decimal(str(r.get("first_item", "0"))),
+                    Decimal(str(r.get("additional_item", "0"))),
+                )
+                for code, r in (row.shipping_rates or {}).items()
+            },
         )
-    ).all()
-    offers = []
-    for product, supplier in rows:
-        rates = {
-            code: ShippingRate(
-                Decimal(str(r.get("first_item", "0"))), Decimal(str(r.get("additional_item", "0")))
+        for row in (
+            await session.execute(
+                select(Supplier.id, Supplier.name, Supplier.status, Supplier.shipping_rates).where(
+                    Supplier.merchant_id == merchant_id
+                )
             )
-            for code, r in (supplier.shipping_rates or {}).items()
-        }
+        ).all()
+    }
+    query = select(
+        SupplierProduct.supplier_id,
+        SupplierProduct.sku,
+        SupplierProduct.supplier_sku,
+        SupplierProduct.unit_cost,
+        SupplierProduct.currency,
+        SupplierProduct.stock,
+        SupplierProduct.lead_time_days,
+        SupplierProduct.ships_to,
+        SupplierProduct.priority,
+    ).where(SupplierProduct.merchant_id == merchant_id, SupplierProduct.sku.in_(wanted))
+    offers: list[Offer] = []
+    # Streamed in partitions: the event loop serves other requests between them.
+    result = await session.stream(query)
+    async for partition in result.partitions(_OFFERS_PARTITION):
+        _add_offers(offers, partition, suppliers)
+    return offers
+
+
+def _add_offers(
+    offers: list[Offer],
+    rows: Sequence[Any],
+    suppliers: dict[uuid.UUID, tuple[str, bool, dict[str, ShippingRate]]],
+) -> None:
+    for row in rows:
+        supplier = suppliers.get(row.supplier_id)
+        if supplier is None:  # another merchant's supplier: never (kept as the join did)
+            continue
+        name, active, rates = supplier
         offers.append(
             Offer(
-                supplier_id=supplier.id,
-                supplier_name=supplier.name,
-                supplier_active=supplier.status == "active",
-                sku=product.sku,
-                supplier_sku=product.supplier_sku,
-                unit_cost=product.unit_cost,
-                currency=product.currency,
-                stock=product.stock,
-                lead_time_days=product.lead_time_days,
-                ships_to=tuple(product.ships_to or ["*"]),
-                priority=product.priority,
+                supplier_id=row.supplier_id,
+                supplier_name=name,
+                supplier_active=active,
+                sku=row.sku,
+                supplier_sku=row.supplier_sku,
+                unit_cost=row.unit_cost,
+                currency=row.currency,
+                stock=row.stock,
+                lead_time_days=row.lead_time_days,
+                ships_to=tuple(row.ships_to or ["*"]),
+                priority=row.priority,
                 shipping=rates,
             )
         )
-    return offers
 
 
 async def load_rules(session: AsyncSession, merchant_id: uuid.UUID) -> list[RoutingRule]:
@@ -126,13 +163,33 @@ async def load_exclusions(
     return out
 
 
-async def plan(
+@dataclass(frozen=True)
+class PlanInput:
+    """Everything ``engine.route`` needs for one decision, loaded from the database."""
+
+    requests: list[LineRequest]
+    country: str | None
+    offers: list[Offer]
+    tolerance: Decimal
+    exclusions: dict[uuid.UUID, set[uuid.UUID]]
+
+    def decide(self) -> RoutingPlan:
+        """The decision (pure, CPU only: may run on a worker thread)."""
+        return route(
+            self.requests,
+            self.country,
+            self.offers,
+            tolerance=self.tolerance,
+            exclusions=self.exclusions,
+        )
+
+
+async def plan_input(
     session: AsyncSession,
     merchant: Merchant,
     lines: Sequence[OrderLine],
     country: str | None,
-) -> RoutingPlan:
-    """The decision for these lines, without changing anything (also the dry-run)."""
+) -> PlanInput:
     rules = await load_rules(session, merchant.id)
     requests = [
         LineRequest(ln.id, ln.sku, ln.quantity, strategy_for(rules, ln.sku, country))
@@ -141,7 +198,17 @@ async def plan(
     ]
     offers = await load_offers(session, merchant.id, (ln.sku or "" for ln in lines))
     exclusions = await load_exclusions(session, (ln.id for ln in lines))
-    return route(requests, country, offers, tolerance=tolerance_of(merchant), exclusions=exclusions)
+    return PlanInput(requests, country, offers, tolerance_of(merchant), exclusions)
+
+
+async def plan(
+    session: AsyncSession,
+    merchant: Merchant,
+    lines: Sequence[OrderLine],
+    country: str | None,
+) -> RoutingPlan:
+    """The decision for these lines, without changing anything."""
+    return (await plan_input(session, merchant, lines, country)).decide()
 
 
 def _country(order: Order) -> str | None:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api.deps import provide_merchant
 from app.api.openapi import MERCHANT_SECURITY, csv_body, operation
 from app.api.pagination import DEFAULT_LIMIT, Page, keyset_page
+from app.csvfile import CsvFormatError
 from app.idempotency.middleware import SECRET_FIELDS
 from app.merchants.models import Merchant
 from app.orders.controllers import _csv_text
@@ -382,11 +383,16 @@ class SupplierProductController(Controller):
         db_session: NamedDependency[AsyncSession],
         merchant: NamedDependency[Merchant],
     ) -> CatalogReport:
+        # Authentication opened the request's transaction (on SQLite: the database's write
+        # lock); end it before the upload is read, which may take a while.
+        await db_session.commit()
         text = await _csv_text(request)
         try:
             rows = await service.import_catalog(db_session, merchant.id, text)
         except service.SupplierError as exc:
             raise _bad(exc) from exc
+        except CsvFormatError as exc:
+            raise ClientException(str(exc), extra={"field": exc.field}) from exc
         return CatalogReport(
             created=sum(r.status == "created" for r in rows),
             updated=sum(r.status == "updated" for r in rows),

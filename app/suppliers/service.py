@@ -3,20 +3,23 @@ catalog upserts and the catalog CSV import."""
 
 from __future__ import annotations
 
-import csv
-import io
+import asyncio
 import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import limits
 from app.codes import EVERYWHERE, country_error, currency_error, is_country, is_currency
+from app.csvfile import MAX_ROWS, read_csv
+from app.db import utcnow, uuid7
 from app.inputs import check_amount
 from app.mail.address import is_email
 from app.security import SecretBox, hash_token, new_token
@@ -311,31 +314,42 @@ class CatalogRowResult:
     reason: str | None = None
 
 
-async def import_catalog(
-    session: AsyncSession, merchant_id: uuid.UUID, text: str
-) -> list[CatalogRowResult]:
-    reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None:
-        raise SupplierError("file", "empty: expected the header " + ",".join(CATALOG_HEADER))
-    fields = [f.strip().lower() for f in reader.fieldnames]
-    missing = [c for c in CATALOG_HEADER if c not in fields]
-    if missing:
-        raise SupplierError(
-            "file", f"missing column(s) {', '.join(missing)}; header: {','.join(CATALOG_HEADER)}"
-        )
-    reader.fieldnames = fields
-    suppliers = {
-        s.name.lower(): s
-        for s in (
-            await session.scalars(select(Supplier).where(Supplier.merchant_id == merchant_id))
-        ).all()
-    }
-    results: list[CatalogRowResult] = []
-    for number, row in enumerate(reader, start=2):
-        if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
-            continue
-        name = (row.get("supplier") or "").strip()
-        sku = (row.get("sku") or "").strip() or None
+#: Most data rows of one catalog file.
+MAX_CATALOG_ROWS = MAX_ROWS
+#: Rows written per statement and per transaction: two statements each (find the existing
+#: keys, upsert), so the write lock is held for a few milliseconds at a time.
+CATALOG_CHUNK = 250
+#: Files longer than this (characters) are parsed and validated on a worker thread.
+OFF_LOOP_CHARS = 64_000
+_UPDATED_COLUMNS = (
+    "supplier_sku",
+    "unit_cost",
+    "currency",
+    "stock",
+    "lead_time_days",
+    "ships_to",
+    "priority",
+    "updated_at",
+)
+
+#: A valid row: its report entry (status set when stored), the supplier's id and the values.
+ValidRow = tuple[CatalogRowResult, uuid.UUID, ProductInput]
+
+
+def check_catalog(
+    text: str, suppliers: Mapping[str, tuple[uuid.UUID, str]]
+) -> tuple[list[CatalogRowResult], list[ValidRow]]:
+    """Parse and validate a catalog file (pure: runs off the event loop for big files).
+
+    ``suppliers`` maps the merchant's supplier names, lower-case, to (id, name). Returns every
+    row's report entry, in row order, and the valid rows to store.
+    """
+    table = read_csv(text, required=CATALOG_HEADER, max_rows=MAX_CATALOG_ROWS)
+    results = [CatalogRowResult(n, "rejected", reason=reason) for n, reason in table.broken]
+    valid: list[ValidRow] = []
+    for number, row in table.rows:
+        name = row["supplier"].strip()
+        sku = row["sku"].strip() or None
         supplier = suppliers.get(name.lower())
         if supplier is None:
             results.append(
@@ -349,8 +363,90 @@ async def import_catalog(
         except SupplierError as exc:
             results.append(CatalogRowResult(number, "rejected", sku, name, str(exc)))
             continue
-        _, created = await upsert_product(session, merchant_id, supplier.id, data)
-        results.append(
-            CatalogRowResult(number, "created" if created else "updated", data.sku, supplier.name)
-        )
+        result = CatalogRowResult(number, "created", data.sku, supplier[1])
+        results.append(result)
+        valid.append((result, supplier[0], data))
+    results.sort(key=lambda r: r.row)
+    return results, valid
+
+
+async def import_catalog(
+    session: AsyncSession, merchant_id: uuid.UUID, text: str
+) -> list[CatalogRowResult]:
+    """Upsert a catalog file on (supplier, sku); a report entry per row.
+
+    Rows are stored ``CATALOG_CHUNK`` at a time, each chunk committed on ``session`` (one
+    transaction for the file would hold SQLite's write lock for all of it). A failure part-way
+    keeps the chunks already stored; importing the file again is harmless (an upsert).
+    """
+    suppliers = {
+        name.lower(): (supplier_id, name)
+        for supplier_id, name in (
+            await session.execute(
+                select(Supplier.id, Supplier.name).where(Supplier.merchant_id == merchant_id)
+            )
+        ).all()
+    }
+    # End that read before the file is checked: on SQLite every transaction holds the write lock.
+    await session.commit()
+    if len(text) > OFF_LOOP_CHARS:
+        results, valid = await asyncio.to_thread(check_catalog, text, suppliers)
+    else:
+        results, valid = check_catalog(text, suppliers)
+    for start in range(0, len(valid), CATALOG_CHUNK):
+        await _upsert_chunk(session, merchant_id, valid[start : start + CATALOG_CHUNK])
+        await session.commit()
     return results
+
+
+async def _upsert_chunk(
+    session: AsyncSession, merchant_id: uuid.UUID, chunk: list[ValidRow]
+) -> None:
+    """Two statements: the keys that exist already, then one INSERT ... ON CONFLICT DO UPDATE
+    for all the rows."""
+    supplier_ids = {supplier_id for _, supplier_id, _ in chunk}
+    skus = {data.sku for _, _, data in chunk}
+    existing = {
+        (supplier_id, sku)
+        for supplier_id, sku in (
+            await session.execute(
+                select(SupplierProduct.supplier_id, SupplierProduct.sku).where(
+                    SupplierProduct.merchant_id == merchant_id,
+                    SupplierProduct.supplier_id.in_(supplier_ids),
+                    SupplierProduct.sku.in_(skus),
+                )
+            )
+        ).all()
+    }
+    now = utcnow()
+    rows: dict[tuple[uuid.UUID, str], dict[str, Any]] = {}
+    for result, supplier_id, data in chunk:
+        key = (supplier_id, data.sku)
+        # A key given twice in the file: the first row creates it, the later ones update it
+        # (as row by row would); one statement cannot touch a row twice, so the last one wins.
+        result.status = "updated" if key in existing or key in rows else "created"
+        rows[key] = {
+            "id": uuid7(),
+            "merchant_id": merchant_id,
+            "supplier_id": supplier_id,
+            "sku": data.sku,
+            "supplier_sku": data.supplier_sku,
+            "unit_cost": data.unit_cost,
+            "currency": data.currency,
+            "stock": data.stock,
+            "lead_time_days": data.lead_time_days,
+            "ships_to": data.ships_to,
+            "priority": data.priority,
+            "created_at": now,
+            "updated_at": now,
+        }
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(cast(Table, SupplierProduct.__table__))
+    statement = statement.on_conflict_do_update(
+        index_elements=["supplier_id", "sku"],
+        set_={column: statement.excluded[column] for column in _UPDATED_COLUMNS},
+    )
+    # One statement executed for all the rows (the driver's executemany), compiled once and
+    # cached: a multi-VALUES statement of thousands of parameters took longer to compile than
+    # to run.
+    await session.execute(statement, list(rows.values()))
