@@ -30,6 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from app.codes import wire_amount
+from app.limits import MAX_SHOPIFY_ID
 from app.sqlite_writer import serialize_writers
 
 NAMING_CONVENTION = {
@@ -106,10 +107,6 @@ class Money(TypeDecorator[Decimal]):
         return wire_amount(Decimal(value))
 
 
-#: Largest unsigned 64-bit integer: Shopify's ``UnsignedInt64`` ids go up to this.
-MAX_UNSIGNED_64 = 2**64 - 1
-
-
 class UnsignedBigInt(TypeDecorator[int]):
     """Unsigned 64-bit integers (Shopify ids) kept exact in a signed BIGINT, by two's complement.
 
@@ -131,7 +128,7 @@ class UnsignedBigInt(TypeDecorator[int]):
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"an unsigned 64-bit id must be int, got {type(value).__name__}")
-        if not 0 <= value <= MAX_UNSIGNED_64:
+        if not 0 <= value <= MAX_SHOPIFY_ID:
             raise ValueError(f"out of the unsigned 64-bit range: {value}")
         return value - 2**64 if value >= 2**63 else value
 

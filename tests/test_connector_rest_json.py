@@ -664,11 +664,6 @@ class TestValidateConfig:
             RestJsonConnector.validate_config({"base_url": "https://x.test", **config})
         assert (caught.value.field, str(caught.value)) == (field, f"{field}: {message}")
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="true is an int to isinstance: a boolean timeout passes as 1 second (value "
-        "checks belong to the values helper)",
-    )
     def test_a_boolean_timeout_is_refused(self) -> None:
         with pytest.raises(ConnectorConfigError):
             RestJsonConnector.validate_config({"base_url": "https://x.test", "timeout": True})

@@ -737,11 +737,6 @@ class TestShipments:
         assert r.status_code == 409
         assert await count(db, Shipment, purchase_order_id=uuid.UUID(po["id"])) == 0
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="a naive shipped_at reaches the database and answers 500 (datetime input checks "
-        "belong to the values helper)",
-    )
     async def test_a_shipped_at_without_offset_is_400(
         self, client: Client, shop: MerchantHandle, alpha: dict[str, Any]
     ) -> None:

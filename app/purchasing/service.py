@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from app.codes import wire_amount
 from app.db import utcnow
 from app.merchants.models import Merchant
 from app.orders.models import Order, OrderLine
@@ -122,7 +123,7 @@ def to_dto(po: PurchaseOrder) -> PurchaseOrderDTO:
                 sku=ln.sku,
                 supplier_sku=ln.supplier_sku,
                 quantity=ln.quantity,
-                unit_cost=ln.unit_cost,
+                unit_cost=wire_amount(ln.unit_cost, po.currency),
             )
             for ln in po.lines
             if ln.status == "open"
