@@ -38,7 +38,9 @@ def configure_logging(settings: Settings) -> None:
             logging.getLevelName(settings.log_level.upper())
         ),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        # Cached loggers ignore any later configure(): only in production, so a process that
+        # configures logging twice (tests, the CLI run in-process) logs through the last one.
+        cache_logger_on_first_use=settings.env == "production",
     )
     # Route stdlib logging (uvicorn, dramatiq, alembic) through the same renderer.
     formatter = structlog.stdlib.ProcessorFormatter(

@@ -652,11 +652,11 @@ class TestValidateConfig:
             ({"stock_path": ["/s"]}, "stock_path", "must be a path starting with /"),
             ({"field_map": "lines=items"}, "field_map", "must be an object"),
             ({"status_map": []}, "status_map", "must be an object"),
-            ({"timeout": 0}, "timeout", "seconds between 0 and 120"),
-            ({"timeout": -1}, "timeout", "seconds between 0 and 120"),
-            ({"timeout": 120.5}, "timeout", "seconds between 0 and 120"),
-            ({"timeout": "10"}, "timeout", "seconds between 0 and 120"),
-            ({"timeout": None}, "timeout", "seconds between 0 and 120"),
+            ({"timeout": 0}, "timeout", "seconds from 0.1 to 120"),
+            ({"timeout": -1}, "timeout", "seconds from 0.1 to 120"),
+            ({"timeout": 120.5}, "timeout", "seconds from 0.1 to 120"),
+            ({"timeout": "10"}, "timeout", "seconds from 0.1 to 120"),
+            ({"timeout": None}, "timeout", "seconds from 0.1 to 120"),
         ],
     )
     def test_refused(self, config: dict[str, Any], field: str, message: str) -> None:

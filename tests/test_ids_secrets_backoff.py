@@ -189,7 +189,7 @@ class TestSecretsShownOnce:
     async def test_a_replayed_create_answers_without_the_key_and_says_why(
         self, client: Client, merchant: MerchantHandle, db: Database
     ) -> None:
-        body = {"name": "Acme Supply", "connector": "portal", "contact_email": "ops@acme.test"}
+        body = {"name": "Acme Supply", "connector": "portal", "contact_email": "ops@acme.example"}
         first = await client.post("/api/v1/suppliers", json=body, headers=keyed(merchant, "s-1"))
         assert first.status_code == 201, first.text
         key = first.json()["api_key"]
