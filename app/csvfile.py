@@ -26,6 +26,8 @@ from app import limits
 MAX_FIELD = limits.MAX_LONG_TEXT
 #: Most data rows one file may hold (both imports).
 MAX_ROWS = limits.MAX_ROWS
+#: Files longer than this (characters) are parsed and validated on a worker thread.
+OFF_LOOP_CHARS = 64_000
 
 # The csv module's own limit (131,072 characters by default) raises a csv.Error that cannot
 # tell which column was too long; lift it (process-wide: this is the only CSV reader) and check

@@ -143,7 +143,8 @@ class TestInventory:
         assert (r.json()["updated"], len(r.json()["unknown"])) == (1, 9_999)
         r = await put(client, suppliers["a"], [*rows, {"sku": "A-BLUE", "quantity": 9}])
         assert r.status_code == 400
-        assert r.json()["detail"] == "at most 10000 rows per call, got 10001"
+        assert r.json()["detail"] == "body: at most 10000 rows per call, got 10001"
+        assert r.json()["extra"]["field"] == "body"
         a = suppliers["a"]["supplier"]["id"]
         assert (await levels(db))[(a, "RED")] == (8, before[(a, "RED")][1])
         assert (await levels(db))[(a, "BLUE")] == before[(a, "BLUE")]

@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import limits
 from app.codes import is_currency
-from app.csvfile import MAX_ROWS, Row, read_csv
+from app.csvfile import MAX_ROWS, OFF_LOOP_CHARS, Row, read_csv
 from app.inputs import check_amount
 from app.orders.models import OrderSource
 from app.orders.schemas import ImportReport, ImportRow, OrderIn
@@ -77,8 +77,6 @@ MAX_QUANTITY = limits.MAX_LINE_QUANTITY
 #: A transaction of the import is committed after this many orders or seconds, whichever first.
 BATCH_ORDERS = 100
 BATCH_SECONDS = 0.1
-#: Files longer than this (characters) are parsed and validated on a worker thread.
-OFF_LOOP_CHARS = 64_000
 _DIGITS = re.compile(r"^[0-9]+$")
 _MSGSPEC_ERROR = re.compile(r"^(?P<message>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)
 _LINE_PATH = re.compile(r"^lines\[(?P<index>\d+)\]\.?(?P<rest>.*)$")

@@ -346,7 +346,10 @@ class SupplierApiController(Controller):
         data: JSONBody[list[InventoryRow]],
     ) -> InventoryReport:
         if len(data) > MAX_INVENTORY_ROWS:
-            raise ClientException(f"at most {MAX_INVENTORY_ROWS} rows per call, got {len(data)}")
+            raise ClientException(
+                f"body: at most {MAX_INVENTORY_ROWS} rows per call, got {len(data)}",
+                extra={"field": "body"},
+            )
         products = {
             key: pid
             for pid, sku, supplier_sku in (

@@ -357,7 +357,9 @@ class RoutingController(Controller):
             ]
             country = data.country
         else:
-            raise ClientException("give order_id, or country and lines")
+            raise ClientException(
+                "order_id: give order_id, or country and lines", extra={"field": "order_id"}
+            )
         inputs = await routing.plan_input(db_session, merchant, lines, country)
         # A dry-run: roll back whatever the session may hold, and end the transaction (on
         # SQLite, the database's write lock) before the decision is computed.
@@ -404,7 +406,9 @@ class PurchaseOrderController(Controller):
         )
         if status:
             if status not in POStatus.ALL:
-                raise ClientException(f"status: one of {', '.join(POStatus.ALL)}")
+                raise ClientException(
+                    f"status: one of {', '.join(POStatus.ALL)}", extra={"field": "status"}
+                )
             query = query.where(PurchaseOrder.status == status)
         if order_id:
             query = query.where(PurchaseOrder.order_id == order_id)
@@ -501,7 +505,9 @@ class RerouteController(Controller):
         known = {ln.id for ln in order.lines}
         unknown = [str(i) for i in data.lines if i not in known]
         if unknown:
-            raise ClientException(f"lines: not lines of this order: {', '.join(unknown)}")
+            raise ClientException(
+                f"lines: not lines of this order: {', '.join(unknown)}", extra={"field": "lines"}
+            )
         wanted = data.lines or [ln.id for ln in order.lines if ln.id not in covered]
         if not wanted:
             raise HTTPException(status_code=409, detail="every line is with a supplier")

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import limits
 from app.codes import EVERYWHERE, country_error, currency_error, is_country, is_currency
-from app.csvfile import MAX_ROWS, read_csv
+from app.csvfile import MAX_ROWS, OFF_LOOP_CHARS, read_csv
 from app.db import utcnow, uuid7
 from app.inputs import check_amount
 from app.mail.address import is_email
@@ -319,8 +319,6 @@ MAX_CATALOG_ROWS = MAX_ROWS
 #: Rows written per statement and per transaction: two statements each (find the existing
 #: keys, upsert), so the write lock is held for a few milliseconds at a time.
 CATALOG_CHUNK = 250
-#: Files longer than this (characters) are parsed and validated on a worker thread.
-OFF_LOOP_CHARS = 64_000
 _UPDATED_COLUMNS = (
     "supplier_sku",
     "unit_cost",
