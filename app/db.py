@@ -174,13 +174,19 @@ def _sqlite_path(url: str) -> Path | None:
 SQLITE_LOCK_TIMEOUT = 30.0
 
 
-def create_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, pre_ping: bool = True, read_only: bool = False
+) -> AsyncEngine:
     """An async engine tuned for the backend.
 
     SQLite: WAL, ``BEGIN IMMEDIATE`` so a transaction never has to upgrade a read lock (which
     fails at once with "database is locked"), the writers of this process queued on one
     :class:`~app.sqlite_writer.WriterLock` per file, and a generous busy timeout for writers in
     other processes (``dropship migrate``, the CLI).
+
+    ``read_only`` (SQLite): a plain deferred ``BEGIN`` and ``PRAGMA query_only``, no writer lock.
+    In WAL mode readers never wait for the writer, so a read-only request is not queued behind
+    a long import; ``query_only`` turns an accidental write into an error instead of a wait.
     """
     if url.startswith("sqlite"):
         path = _sqlite_path(url)
@@ -197,9 +203,17 @@ def create_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> As
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_LOCK_TIMEOUT * 1000)}")
+            if read_only:
+                cursor.execute("PRAGMA query_only=ON")
             cursor.close()
 
-        if path is not None:
+        if read_only:
+
+            @event.listens_for(engine.sync_engine, "begin")
+            def _on_read_begin(conn: Any) -> None:
+                conn.exec_driver_sql("BEGIN")  # one snapshot for the whole request
+
+        elif path is not None:
             # Writers of this process queue in Python, not in SQLite's busy handler (see there).
             serialize_writers(engine, path, timeout=SQLITE_LOCK_TIMEOUT)
         else:
@@ -225,6 +239,14 @@ class Database:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size, pre_ping=pre_ping)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        #: Sessions for work that only reads (GET requests, dry-runs): on SQLite an engine that
+        #: never takes the write lock; on PostgreSQL the same engine (readers never wait there).
+        self.read_engine = (
+            create_engine(url, pool_size=pool_size, pre_ping=pre_ping, read_only=True)
+            if self.engine.dialect.name == "sqlite"
+            else self.engine
+        )
+        self.read_sessionmaker = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -238,3 +260,5 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()

@@ -194,9 +194,9 @@ class TestConnectorSettings:
             ({**REST, "stock_path": ""}, "stock_path", "must be a path starting with /"),
             ({**REST, "field_map": ["lines"]}, "field_map", "must be an object"),
             ({**REST, "status_map": "ok"}, "status_map", "must be an object"),
-            ({**REST, "timeout": 0}, "timeout", "seconds between 0 and 120"),
-            ({**REST, "timeout": 121}, "timeout", "seconds between 0 and 120"),
-            ({**REST, "timeout": "10"}, "timeout", "seconds between 0 and 120"),
+            ({**REST, "timeout": 0}, "timeout", "seconds from 0.1 to 120"),
+            ({**REST, "timeout": 121}, "timeout", "seconds from 0.1 to 120"),
+            ({**REST, "timeout": "10"}, "timeout", "seconds from 0.1 to 120"),
         ],
     )
     async def test_rest_json(

@@ -64,10 +64,20 @@ async def provide_services(state: State) -> Services:
     return services
 
 
-async def provide_session(state: State) -> AsyncGenerator[AsyncSession, None]:
-    """One request, one transaction: committed before the response is sent, rolled back on error."""
-    services: Services = state.services
-    async with services.db.sessionmaker() as session:
+#: Route ``opt`` key: the handler only reads, though its method is not GET (a dry-run).
+READ_ONLY = "read_only"
+
+
+async def provide_session(request: Request[Any, Any, Any]) -> AsyncGenerator[AsyncSession, None]:
+    """One request, one transaction: committed before the response is sent, rolled back on error.
+
+    GET and HEAD requests (and routes marked ``opt={READ_ONLY: True}``) get a read-only session:
+    on SQLite it never waits for the write lock, so reads go on while another tenant imports.
+    """
+    services: Services = request.app.state.services
+    read_only = request.method in ("GET", "HEAD") or bool(request.route_handler.opt.get(READ_ONLY))
+    factory = services.db.read_sessionmaker if read_only else services.db.sessionmaker
+    async with factory() as session:
         try:
             yield session
         except Exception:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app import limits
-from app.api.deps import provide_merchant
+from app.api.deps import READ_ONLY, provide_merchant
 from app.api.openapi import MERCHANT_SECURITY, operation
 from app.api.pagination import DEFAULT_LIMIT, Page, keyset_page
 from app.codes import check_country
@@ -315,6 +315,7 @@ class RoutingController(Controller):
         "/simulate",
         status_code=200,
         summary="Dry-run the rules on a past or hypothetical order and explain every decision",
+        opt={READ_ONLY: True},
         **operation(
             "simulateRouting",
             "Dry-run: route one of your orders (`order_id`) or a hypothetical one (`country` "
