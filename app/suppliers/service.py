@@ -319,16 +319,8 @@ MAX_CATALOG_ROWS = MAX_ROWS
 #: Rows written per statement and per transaction: two statements each (find the existing
 #: keys, upsert), so the write lock is held for a few milliseconds at a time.
 CATALOG_CHUNK = 250
-_UPDATED_COLUMNS = (
-    "supplier_sku",
-    "unit_cost",
-    "currency",
-    "stock",
-    "lead_time_days",
-    "ships_to",
-    "priority",
-    "updated_at",
-)
+#: What a re-imported row changes: every column of the file but the key (sku, supplier).
+_UPDATED_COLUMNS = (*(c for c in CATALOG_HEADER if c not in ("sku", "supplier")), "updated_at")
 
 #: A valid row: its report entry (status set when stored), the supplier's id and the values.
 ValidRow = tuple[CatalogRowResult, uuid.UUID, ProductInput]
