@@ -42,6 +42,11 @@ NAMING_CONVENTION = {
 }
 
 
+#: The session type controllers and tasks name (they import nothing else from SQLAlchemy:
+#: the queries live in each domain's service module).
+DbSession = AsyncSession
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -20,14 +20,17 @@ from app.api.deps import (
     provide_session,
     validation_error,
 )
+from app.api.errors import domain_error
 from app.api.openapi import openapi_config, swagger_asset
+from app.errors import DomainError
 from app.health.controllers import live, ready
 from app.idempotency.middleware import idempotency_middleware
 from app.logging import configure_logging, request_id_middleware, stamp_request_id
 from app.migrate import check_schema
 from app.orders.controllers import ExceptionController, OrderController
+from app.purchasing.controllers import PurchaseOrderController
 from app.purchasing.supplier_api import SupplierApiController
-from app.routing.controllers import PurchaseOrderController, RerouteController, RoutingController
+from app.routing.controllers import RerouteController, RoutingController
 from app.services import Services
 from app.settings import Settings
 from app.suppliers.controllers import SupplierController, SupplierProductController
@@ -110,6 +113,7 @@ def create_app(
         exception_handlers={
             Exception: _internal_error,
             HTTPException: _http_error,
+            DomainError: domain_error,
             RequestEntityTooLarge: _too_large,
             # Every endpoint names the offending field in ``detail`` (see the function).
             ValidationException: validation_error,

@@ -7,14 +7,13 @@ from app.mail.models import OutgoingEmail
 from app.merchants.models import ApiToken, Merchant
 from app.orders.models import Customer, ExceptionCase, Order, OrderEvent, OrderLine
 from app.purchasing.models import (
-    LineExclusion,
     PurchaseOrder,
     PurchaseOrderLine,
     Shipment,
     ShipmentLine,
     TrackingEvent,
 )
-from app.routing.models import RoutingRule
+from app.routing.models import LineExclusion, RoutingRule
 from app.suppliers.models import Supplier, SupplierProduct
 from app.webhooks.models import WebhookDelivery
 

@@ -14,7 +14,8 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
 from app.db import Database
-from app.purchasing.models import LineExclusion, Shipment, TrackingEvent
+from app.purchasing.models import Shipment, TrackingEvent
+from app.routing.models import LineExclusion
 from tests.conftest import MerchantHandle, make_merchant
 from tests.support.broker import losing_jobs
 from tests.support.orders import count, order_body
@@ -823,3 +824,66 @@ class TestTracking:
         missing = uuid.uuid4()
         r = await event(client, alpha, str(missing), "delivered", "2026-11-27T10:00:00Z")
         assert (r.status_code, r.json()["detail"]) == (404, f"shipment {missing} not found")
+
+
+class TestStockMovedUnderTheDecision:
+    """Stock taken between the routing decision and its reservation is a 409 the caller may
+    retry, never a 500, and the refused request changes nothing."""
+
+    @pytest.fixture
+    def stock_vanishes(self, monkeypatch: pytest.MonkeyPatch, db: Database) -> None:
+        from sqlalchemy import update
+
+        from app.purchasing import service as purchasing
+        from app.suppliers.models import SupplierProduct
+
+        original = purchasing.create_from_plan
+
+        async def racing(session: Any, order: Any, decided: Any) -> Any:
+            # Another order takes every unit after the decision was made.
+            await session.execute(update(SupplierProduct).values(stock=0))
+            return await original(session, order, decided)
+
+        monkeypatch.setattr(purchasing, "create_from_plan", racing)
+
+    async def test_reject_is_409_and_changes_nothing(
+        self,
+        client: Client,
+        shop: MerchantHandle,
+        alpha: dict[str, Any],
+        beta: dict[str, Any],
+        request: pytest.FixtureRequest,
+    ) -> None:
+        order_id, [po] = await routed_order(client, shop, "J-409", [line("RED", 2)])
+        before = await stock(client, shop)
+        request.getfixturevalue("stock_vanishes")
+        r = await client.post(
+            f"/supplier/v1/orders/{po['id']}/reject", json={"reason": "none"}, headers=key(alpha)
+        )
+        assert r.status_code == 409, r.text
+        assert "stock of RED" in r.json()["detail"]
+        assert (await supplier_po(client, alpha, po["id"]))["status"] == "placed"
+        assert await stock(client, shop) == before
+        assert "purchase_order.rejected" not in await timeline_types(client, shop, order_id)
+
+    async def test_reroute_is_409_and_changes_nothing(
+        self,
+        client: Client,
+        shop: MerchantHandle,
+        alpha: dict[str, Any],
+        beta: dict[str, Any],
+        request: pytest.FixtureRequest,
+    ) -> None:
+        order_id, [_po] = await routed_order(client, shop, "J-410", [line("RED", 2)])
+        before = await stock(client, shop)
+        detail = (await client.get(f"/api/v1/orders/{order_id}", headers=shop.headers)).json()
+        request.getfixturevalue("stock_vanishes")
+        r = await client.post(
+            f"/api/v1/orders/{order_id}/reroute",
+            json={"lines": [detail["lines"][0]["id"]], "reason": "try Beta"},
+            headers=shop.headers,
+        )
+        assert r.status_code == 409, r.text
+        assert "stock of RED" in r.json()["detail"]
+        assert [p["status"] for p in await order_pos(client, shop, order_id)] == ["placed"]
+        assert await stock(client, shop) == before

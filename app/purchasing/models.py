@@ -149,17 +149,3 @@ class TrackingEvent(IdMixin, Base):
     occurred_at: Mapped[datetime]
     description: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class LineExclusion(IdMixin, Base):
-    """A supplier that rejected (or failed) an order line: routing never sends it back there."""
-
-    __tablename__ = "line_exclusions"
-    __table_args__ = (UniqueConstraint("order_line_id", "supplier_id"),)
-
-    order_line_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("order_lines.id", ondelete="CASCADE"), index=True
-    )
-    supplier_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("suppliers.id", ondelete="CASCADE"))
-    reason: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)

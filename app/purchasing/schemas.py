@@ -21,7 +21,7 @@ from app.inputs import (
     check_amount,
     check_datetime,
 )
-from app.purchasing.models import PurchaseOrderLine
+from app.purchasing.models import PurchaseOrder, PurchaseOrderLine
 
 
 def _in_currency(total: Decimal, lines: list[SupplierLineOut], currency: str) -> Decimal:
@@ -159,6 +159,26 @@ class PurchaseOrderOut(msgspec.Struct):
 
     def __post_init__(self) -> None:
         self.total_cost = _in_currency(self.total_cost, self.lines, self.currency)
+
+    @classmethod
+    def of(cls, po: PurchaseOrder) -> PurchaseOrderOut:
+        return cls(
+            id=po.id,
+            order_id=po.order_id,
+            supplier_id=po.supplier_id,
+            number=po.number,
+            status=po.status,
+            currency=po.currency,
+            total_cost=po.total_cost,
+            supplier_reference=po.supplier_reference,
+            attempts=po.attempts,
+            last_error=po.last_error,
+            placed_at=po.placed_at,
+            accepted_at=po.accepted_at,
+            dead_lettered_at=po.dead_lettered_at,
+            lines=[SupplierLineOut.of(ln) for ln in po.lines],
+            created_at=po.created_at,
+        )
 
 
 class OrderPurchaseOrder(msgspec.Struct):

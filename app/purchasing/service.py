@@ -1,4 +1,6 @@
-"""Purchase order rules: the state machine, rejection and reroute, shipments and tracking."""
+"""Purchase orders: created from a routing plan (with the stock they reserve), their state
+machine, releasing lines (stock back; where they go next is routing's decision), shipments and
+tracking. Nothing here routes: ``app.routing.service`` decides and orchestrates."""
 
 from __future__ import annotations
 
@@ -6,16 +8,17 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.codes import wire_amount
-from app.db import utcnow
-from app.merchants.models import Merchant
-from app.orders.models import Order, OrderLine
+from app.db import utcnow, uuid7
+from app.errors import Conflict, InvalidInput, NotFound, RetryableConflict
+from app.orders.models import Order
 from app.orders.service import record
 from app.purchasing.models import (
     POStatus,
@@ -25,40 +28,262 @@ from app.purchasing.models import (
     ShipmentLine,
     TrackingEvent,
 )
-from app.routing import service as routing
+from app.routing.engine import RoutingPlan
 from app.suppliers.models import Supplier, SupplierProduct
 from connectors.base import AddressDTO, PurchaseOrderDTO, PurchaseOrderLineDTO
 
 TRACKING_STATUSES = ("in_transit", "out_for_delivery", "delivered", "exception", "returned")
 
 
-class PurchaseOrderConflict(Exception):
-    """The purchase order's state forbids this (HTTP 409)."""
+#: Purchase orders a supplier may still refuse, or a merchant take lines back from.
+REVOCABLE = (POStatus.PENDING, POStatus.PLACED, POStatus.ACCEPTED)
 
 
-class PurchaseOrderInputError(ValueError):
-    """Bad input naming the field (HTTP 400)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
+class StockConflict(RetryableConflict):
+    """Stock moved between the decision and the reservation: route again."""
 
 
 async def load(
-    session: AsyncSession, po_id: uuid.UUID, *, lock: bool = False, dialect: str = ""
+    session: AsyncSession, po_id: uuid.UUID, *, lock: bool = False
 ) -> PurchaseOrder | None:
+    """The purchase order with its lines. ``lock`` takes its row lock (PostgreSQL; SQLite's
+    transactions begin IMMEDIATE, so writers are serialised already and the clause is left
+    out by SQLAlchemy)."""
     query = (
         select(PurchaseOrder)
         .where(PurchaseOrder.id == po_id)
         .options(selectinload(PurchaseOrder.lines))
     )
-    if lock and dialect == "postgresql":
+    if lock:
         query = query.with_for_update(of=PurchaseOrder)
     po: PurchaseOrder | None = await session.scalar(query)
     return po
 
 
-async def _order(session: AsyncSession, po: PurchaseOrder) -> Order:
+async def load_for_merchant(
+    session: AsyncSession, merchant_id: uuid.UUID, po_id: uuid.UUID
+) -> PurchaseOrder | None:
+    po = await load(session, po_id)
+    return po if po is not None and po.merchant_id == merchant_id else None
+
+
+#: What "pending" means to a supplier: waiting for its answer.
+SUPPLIER_STATUS_ALIASES = {"pending": (POStatus.PLACED,), "open": POStatus.OPEN}
+#: Our ``pending`` (decided, not yet handed over) is never the supplier's to see or act on.
+SUPPLIER_VISIBLE = tuple(s for s in POStatus.ALL if s != POStatus.PENDING)
+
+
+def supplier_query(supplier_id: uuid.UUID, status: str | None) -> Select[tuple[PurchaseOrder]]:
+    """The purchase orders handed to a supplier, by its view of their status."""
+    statuses = SUPPLIER_STATUS_ALIASES.get(status, (status,)) if status else SUPPLIER_VISIBLE
+    if not set(statuses) <= set(POStatus.ALL):
+        raise InvalidInput(f"one of pending, open, {', '.join(SUPPLIER_VISIBLE)}", field="status")
+    return (
+        select(PurchaseOrder)
+        .where(
+            PurchaseOrder.supplier_id == supplier_id,
+            PurchaseOrder.status.in_([s for s in statuses if s in SUPPLIER_VISIBLE]),
+        )
+        .options(selectinload(PurchaseOrder.lines))
+    )
+
+
+async def load_for_supplier(
+    session: AsyncSession, supplier_id: uuid.UUID, po_id: uuid.UUID, *, lock: bool = False
+) -> PurchaseOrder:
+    """A purchase order handed to this supplier, or ``NotFound``. Pending is not handed over
+    yet: seeing or acting on it would race its placement."""
+    po = await load(session, po_id, lock=lock)
+    if po is None or po.supplier_id != supplier_id or po.status == POStatus.PENDING:
+        raise NotFound(f"purchase order {po_id} not found")
+    return po
+
+
+async def shipment_for_supplier(
+    session: AsyncSession, supplier_id: uuid.UUID, shipment_id: uuid.UUID
+) -> Shipment:
+    shipment = await session.scalar(
+        select(Shipment)
+        .join(PurchaseOrder, PurchaseOrder.id == Shipment.purchase_order_id)
+        .where(Shipment.id == shipment_id, PurchaseOrder.supplier_id == supplier_id)
+    )
+    if shipment is None:
+        raise NotFound(f"shipment {shipment_id} not found")
+    return shipment
+
+
+async def accept(session: AsyncSession, po: PurchaseOrder, reference: str | None) -> None:
+    """The supplier accepts, optionally with its own reference; accepting twice is harmless."""
+    if po.status == POStatus.ACCEPTED and reference in (None, po.supplier_reference):
+        return
+    po.supplier_reference = reference or po.supplier_reference
+    await transition(
+        session,
+        po,
+        POStatus.ACCEPTED,
+        "accepted by supplier" + (f" (reference {reference})" if reference else ""),
+    )
+
+
+def merchant_query(
+    merchant_id: uuid.UUID,
+    *,
+    status: str | None = None,
+    order_id: uuid.UUID | None = None,
+    supplier_id: uuid.UUID | None = None,
+    dead_letter: bool = False,
+) -> Select[tuple[PurchaseOrder]]:
+    """The merchant's purchase orders, filtered (for a keyset page)."""
+    query = (
+        select(PurchaseOrder)
+        .where(PurchaseOrder.merchant_id == merchant_id)
+        .options(selectinload(PurchaseOrder.lines))
+    )
+    if status:
+        if status not in POStatus.ALL:
+            raise InvalidInput(f"one of {', '.join(POStatus.ALL)}", field="status")
+        query = query.where(PurchaseOrder.status == status)
+    if order_id:
+        query = query.where(PurchaseOrder.order_id == order_id)
+    if supplier_id:
+        query = query.where(PurchaseOrder.supplier_id == supplier_id)
+    if dead_letter:
+        query = query.where(PurchaseOrder.dead_lettered_at.is_not(None))
+    return query
+
+
+async def open_lines_of_order(
+    session: AsyncSession, order_id: uuid.UUID
+) -> dict[uuid.UUID, tuple[PurchaseOrderLine, PurchaseOrder]]:
+    """Each order line a supplier still owes, with its purchase order."""
+    rows = (
+        await session.execute(
+            select(PurchaseOrderLine, PurchaseOrder)
+            .join(PurchaseOrder, PurchaseOrder.id == PurchaseOrderLine.purchase_order_id)
+            .where(PurchaseOrder.order_id == order_id, PurchaseOrderLine.status == "open")
+        )
+    ).all()
+    return {pl.order_line_id: (pl, po) for pl, po in rows}
+
+
+async def covered_line_ids(session: AsyncSession, order_id: uuid.UUID) -> set[uuid.UUID]:
+    """Order lines on a live purchase order (open at the supplier, shipped or delivered)."""
+    return set(
+        (
+            await session.scalars(
+                select(PurchaseOrderLine.order_line_id)
+                .join(PurchaseOrder, PurchaseOrder.id == PurchaseOrderLine.purchase_order_id)
+                .where(
+                    PurchaseOrder.order_id == order_id,
+                    PurchaseOrderLine.status == "open",
+                    PurchaseOrder.status.in_(
+                        [*POStatus.OPEN, POStatus.SHIPPED, POStatus.DELIVERED]
+                    ),
+                )
+            )
+        ).all()
+    )
+
+
+def _ship_to(order: Order) -> dict[str, Any]:
+    addr = order.shipping_address or {}
+    keys = ("name", "company", "address1", "address2", "city", "province_code", "zip")
+    out = {k: addr.get(k) for k in keys}
+    out["country_code"] = addr.get("country_code")
+    out["phone"] = addr.get("phone")
+    return out
+
+
+async def create_from_plan(
+    session: AsyncSession, order: Order, decided: RoutingPlan
+) -> list[PurchaseOrder]:
+    """One ``pending`` purchase order per supplier of the plan, with the stock it reserves.
+
+    The caller enqueues their placement once its transaction holds them. Raises
+    ``StockConflict`` (retryable) when stock moved since the decision.
+    """
+    existing = int(
+        await session.scalar(
+            select(func.count())
+            .select_from(PurchaseOrder)
+            .where(PurchaseOrder.order_id == order.id)
+        )
+        or 0
+    )
+    created: list[PurchaseOrder] = []
+    reservations: dict[tuple[uuid.UUID, str], int] = {}
+    names: dict[tuple[uuid.UUID, str], str] = {}
+    for n, (supplier_id, decisions) in enumerate(sorted(decided.by_supplier().items()), start=1):
+        po_id = uuid7()
+        po_lines = []
+        total = Decimal("0")
+        for position, d in enumerate(decisions):
+            assert d.offer is not None
+            key = (supplier_id, d.offer.sku)
+            reservations[key] = reservations.get(key, 0) + d.quantity
+            names[key] = d.offer.supplier_name
+            total += d.offer.unit_cost * d.quantity
+            po_lines.append(
+                PurchaseOrderLine(
+                    purchase_order_id=po_id,
+                    order_line_id=d.line_id,
+                    merchant_id=order.merchant_id,
+                    position=position,
+                    sku=d.offer.sku,
+                    supplier_sku=d.offer.supplier_sku,
+                    quantity=d.quantity,
+                    unit_cost=d.offer.unit_cost,
+                )
+            )
+        first = decisions[0].offer
+        assert first is not None
+        po = PurchaseOrder(
+            id=po_id,
+            merchant_id=order.merchant_id,
+            order_id=order.id,
+            supplier_id=supplier_id,
+            number=f"{order.name.lstrip('#')}-{existing + n}",
+            status=POStatus.PENDING,
+            idempotency_key=f"dropship-po-{po_id}",
+            currency=first.currency,
+            total_cost=total,
+            ship_to=_ship_to(order),
+            shipping_method=order.shipping_method,
+        )
+        session.add(po)
+        await session.flush()
+        session.add_all(po_lines)
+        created.append(po)
+        record(
+            session,
+            order,
+            "purchase_order.created",
+            f"purchase order {po.number} for {first.supplier_name}: "
+            + ", ".join(f"{pl.quantity} x {pl.sku}" for pl in po_lines),
+            purchase_order_id=str(po.id),
+            supplier_id=str(supplier_id),
+        )
+    await session.flush()
+    # Reserve stock last and in key order: the hot rows of popular SKUs stay locked only for
+    # the end of the transaction, and concurrent routings lock them in the same order.
+    for (supplier_id, sku), quantity in sorted(
+        reservations.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])
+    ):
+        reserved = await session.execute(
+            update(SupplierProduct)
+            .where(
+                SupplierProduct.supplier_id == supplier_id,
+                SupplierProduct.sku == sku,
+                SupplierProduct.stock >= quantity,
+            )
+            .values(stock=SupplierProduct.stock - quantity)
+        )
+        if getattr(reserved, "rowcount", 1) != 1:
+            raise StockConflict(f"stock of {sku} at {names[(supplier_id, sku)]} changed")
+    return created
+
+
+async def order_of(session: AsyncSession, po: PurchaseOrder) -> Order:
     order = await session.get(Order, po.order_id)
     assert order is not None
     return order
@@ -67,11 +292,9 @@ async def _order(session: AsyncSession, po: PurchaseOrder) -> Order:
 async def transition(
     session: AsyncSession, po: PurchaseOrder, status: str, message: str, **data: Any
 ) -> None:
-    """Move the purchase order, or refuse (``PurchaseOrderConflict``) if the move is illegal."""
+    """Move the purchase order, or refuse (``Conflict``) if the move is illegal."""
     if status not in POStatus.TRANSITIONS.get(po.status, frozenset()):
-        raise PurchaseOrderConflict(
-            f"purchase order {po.number} is {po.status}: cannot become {status}"
-        )
+        raise Conflict(f"purchase order {po.number} is {po.status}: cannot become {status}")
     previous = po.status
     po.status = status
     now = utcnow()
@@ -89,7 +312,7 @@ async def transition(
         po.closed_at = now
     record(
         session,
-        await _order(session, po),
+        await order_of(session, po),
         f"purchase_order.{status}",
         f"purchase order {po.number}: {previous} -> {status}" + (f": {message}" if message else ""),
         purchase_order_id=str(po.id),
@@ -133,15 +356,10 @@ def to_dto(po: PurchaseOrder) -> PurchaseOrderDTO:
 
 
 async def release_lines(
-    session: AsyncSession,
-    po: PurchaseOrder,
-    lines: Sequence[PurchaseOrderLine],
-    reason: str,
-    *,
-    exclude_supplier: bool = True,
+    session: AsyncSession, po: PurchaseOrder, lines: Sequence[PurchaseOrderLine]
 ) -> None:
-    """Take lines back from a supplier: give back reserved stock, remember not to send them
-    there again, and route them to the next candidate."""
+    """Take lines back from their supplier: they are no longer owed, and the stock reserved
+    for them (what was not shipped) goes back. Where they go next is routing's decision."""
     for ln in lines:
         if ln.status != "open":
             continue
@@ -151,59 +369,38 @@ async def release_lines(
             .where(SupplierProduct.supplier_id == po.supplier_id, SupplierProduct.sku == ln.sku)
             .values(stock=SupplierProduct.stock + (ln.quantity - ln.quantity_shipped))
         )
-    if exclude_supplier:
-        await routing.exclude(session, [ln.order_line_id for ln in lines], po.supplier_id, reason)
     await session.flush()
-    order = await _order(session, po)
-    merchant = await session.get(Merchant, order.merchant_id)
-    assert merchant is not None
-    order_lines = list(
-        (
-            await session.scalars(
-                select(OrderLine).where(OrderLine.id.in_([ln.order_line_id for ln in lines]))
-            )
-        ).all()
-    )
-    record(
-        session,
-        order,
-        "routing.reroute",
-        f"rerouting {', '.join(f'{ln.quantity} x {ln.sku}' for ln in lines)} "
-        f"away from purchase order {po.number}: {reason}",
-        purchase_order_id=str(po.id),
-    )
-    await routing.route_lines(session, merchant, order, order_lines)
 
 
 async def reject(
     session: AsyncSession, po: PurchaseOrder, reason: str, skus: Sequence[str] | None = None
 ) -> list[PurchaseOrderLine]:
-    """The supplier cannot supply these lines (all when ``skus`` is empty): reroute them."""
+    """The supplier cannot supply these lines (all when ``skus`` is empty): returns them, still
+    open, for routing to take back (``app.routing.service.supplier_rejected``)."""
     open_lines = [ln for ln in po.lines if ln.status == "open"]
     if skus:
         unknown = [
             s for s in skus if s not in {x for ln in open_lines for x in (ln.sku, ln.supplier_sku)}
         ]
         if unknown:
-            raise PurchaseOrderInputError("lines", f"not open on {po.number}: {', '.join(unknown)}")
+            raise InvalidInput(f"not open on {po.number}: {', '.join(unknown)}", field="lines")
         chosen = [ln for ln in open_lines if ln.sku in skus or ln.supplier_sku in skus]
     else:
         chosen = open_lines
     if any(ln.quantity_shipped for ln in chosen):
-        raise PurchaseOrderConflict("lines already (partly) shipped cannot be rejected")
-    if po.status not in (POStatus.PENDING, POStatus.PLACED, POStatus.ACCEPTED):
-        raise PurchaseOrderConflict(f"purchase order {po.number} is {po.status}: cannot reject")
+        raise Conflict("lines already (partly) shipped cannot be rejected")
+    if po.status not in REVOCABLE:
+        raise Conflict(f"purchase order {po.number} is {po.status}: cannot reject")
     if len(chosen) == len(open_lines):
         await transition(session, po, POStatus.REJECTED, reason)
     else:
         record(
             session,
-            await _order(session, po),
+            await order_of(session, po),
             "purchase_order.lines_rejected",
             f"{po.number}: supplier rejected {', '.join(ln.sku for ln in chosen)}: {reason}",
             purchase_order_id=str(po.id),
         )
-    await release_lines(session, po, chosen, f"rejected by supplier: {reason}")
     return chosen
 
 
@@ -238,7 +435,7 @@ async def add_shipment(
         if existing is not None:
             return existing, False
     if po.status not in (POStatus.PLACED, POStatus.ACCEPTED, POStatus.PARTIALLY_SHIPPED):
-        raise PurchaseOrderConflict(f"purchase order {po.number} is {po.status}: cannot ship")
+        raise Conflict(f"purchase order {po.number} is {po.status}: cannot ship")
     open_lines = [ln for ln in po.lines if ln.status == "open"]
     if not lines:
         # No lines given: everything still owed ships.
@@ -251,14 +448,15 @@ async def add_shipment(
     for i, item in enumerate(lines):
         match = next((ln for ln in open_lines if item.sku in (ln.supplier_sku, ln.sku)), None)
         if match is None:
-            raise PurchaseOrderInputError(f"lines[{i}].sku", f"{item.sku!r} is not on {po.number}")
+            raise InvalidInput(f"{item.sku!r} is not on {po.number}", field=f"lines[{i}].sku")
         if item.quantity <= 0:
-            raise PurchaseOrderInputError(f"lines[{i}].quantity", "must be positive")
+            raise InvalidInput("must be positive", field=f"lines[{i}].quantity")
         wanted[match.id] = wanted.get(match.id, 0) + item.quantity
         owed = match.quantity - match.quantity_shipped
         if wanted[match.id] > owed:
-            raise PurchaseOrderInputError(
-                f"lines[{i}].quantity", f"{wanted[match.id]} > {owed} still to ship for {item.sku}"
+            raise InvalidInput(
+                f"{wanted[match.id]} > {owed} still to ship for {item.sku}",
+                field=f"lines[{i}].quantity",
             )
     shipment = Shipment(
         purchase_order_id=po.id,
@@ -301,7 +499,7 @@ async def add_tracking_event(
     """Record a carrier event once; ``delivered`` closes the shipment (and the purchase order
     when every shipment of a fully shipped order is delivered)."""
     if status not in TRACKING_STATUSES:
-        raise PurchaseOrderInputError("status", f"one of {', '.join(TRACKING_STATUSES)}")
+        raise InvalidInput(f"one of {', '.join(TRACKING_STATUSES)}", field="status")
     occurred_at = _utc(occurred_at)
     exists = await session.scalar(
         select(TrackingEvent.id).where(
@@ -325,7 +523,7 @@ async def add_tracking_event(
     assert po is not None
     record(
         session,
-        await _order(session, po),
+        await order_of(session, po),
         f"shipment.{status}",
         f"{po.number} {shipment.tracking_number or ''}: {status}"
         + (f" ({description})" if description else ""),

@@ -6,31 +6,22 @@ what it needs to ship them.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 from litestar import Controller, Request, get, post, put
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import (
-    ClientException,
-    HTTPException,
-    NotAuthorizedException,
-    NotFoundException,
-)
+from litestar.exceptions import NotAuthorizedException
 from litestar.params import FromPath, FromQuery, JSONBody
-from sqlalchemy import Table, bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
 
 from app import limits
 from app.api.deps import bearer_token
 from app.api.openapi import SUPPLIER_SECURITY, operation
 from app.api.pagination import DEFAULT_LIMIT, Page, keyset_page
-from app.db import utcnow
+from app.db import DbSession
+from app.errors import InvalidInput
 from app.purchasing import service
-from app.purchasing.models import POStatus, PurchaseOrder, Shipment
+from app.purchasing.models import PurchaseOrder, Shipment
 from app.purchasing.schemas import (
     AcceptIn,
     InventoryReport,
@@ -42,23 +33,21 @@ from app.purchasing.schemas import (
     SupplierOrderOut,
     TrackingEventIn,
 )
-from app.suppliers.models import Supplier, SupplierProduct
-from app.suppliers.service import authenticate_supplier
+from app.purchasing.tasks import place_all
+from app.routing import service as routing
+from app.suppliers import service as suppliers
+from app.suppliers.models import Supplier
 
 #: Rows per call; each row's values are checked by ``InventoryRow``.
 MAX_INVENTORY_ROWS = limits.MAX_ROWS
-#: What "pending" means to a supplier: waiting for its answer.
-STATUS_ALIASES = {"pending": (POStatus.PLACED,), "open": POStatus.OPEN}
-#: Our ``pending`` (decided, not yet handed over) is never the supplier's to see or act on.
-VISIBLE = tuple(s for s in POStatus.ALL if s != POStatus.PENDING)
 _INVALID_KEY = {"WWW-Authenticate": 'Bearer realm="dropship", error="invalid_token"'}
 
 
 async def provide_supplier(
-    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
+    request: Request[Any, Any, Any], db_session: NamedDependency[DbSession]
 ) -> Supplier:
     try:
-        supplier = await authenticate_supplier(db_session, bearer_token(request))
+        supplier = await suppliers.authenticate_supplier(db_session, bearer_token(request))
         if supplier is None:
             raise NotAuthorizedException("invalid or revoked supplier key", headers=_INVALID_KEY)
     except Exception:
@@ -97,28 +86,6 @@ def shipment_out(s: Shipment) -> ShipmentOut:
     )
 
 
-async def _own_po(
-    session: AsyncSession, supplier: Supplier, po_id: uuid.UUID, dialect: str
-) -> PurchaseOrder:
-    po = await service.load(session, po_id, lock=True, dialect=dialect)
-    # Pending is not handed over yet: acting on it would race its placement.
-    if po is None or po.supplier_id != supplier.id or po.status == POStatus.PENDING:
-        raise NotFoundException(f"purchase order {po_id} not found")
-    return po
-
-
-@contextlib.contextmanager
-def _as_http_errors() -> Iterator[None]:
-    """Purchase-order rule violations as HTTP answers: bad input 400 (naming the field), a
-    state that forbids the operation 409."""
-    try:
-        yield
-    except service.PurchaseOrderInputError as exc:
-        raise ClientException(str(exc), extra={"field": exc.field}) from exc
-    except service.PurchaseOrderConflict as exc:
-        raise HTTPException(status_code=409, detail=str(exc)) from exc
-
-
 _PO_NOT_FOUND = "No purchase order with this id routed to you."
 _PO_CONFLICT = "the purchase order's state does not allow this (e.g. already shipped or cancelled)"
 
@@ -141,23 +108,13 @@ class SupplierApiController(Controller):
     )
     async def list_orders(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         supplier: NamedDependency[Supplier],
         status: FromQuery[str | None] = None,
         cursor: FromQuery[str | None] = None,
         limit: FromQuery[int] = DEFAULT_LIMIT,
     ) -> Page[SupplierOrderOut]:
-        query = (
-            select(PurchaseOrder)
-            .where(PurchaseOrder.supplier_id == supplier.id)
-            .options(selectinload(PurchaseOrder.lines))
-        )
-        statuses = STATUS_ALIASES.get(status, (status,)) if status else VISIBLE
-        if not set(statuses) <= set(POStatus.ALL):
-            raise ClientException(
-                f"status: one of pending, open, {', '.join(VISIBLE)}", extra={"field": "status"}
-            )
-        query = query.where(PurchaseOrder.status.in_([s for s in statuses if s in VISIBLE]))
+        query = service.supplier_query(supplier.id, status)
         return await keyset_page(
             db_session,
             query,
@@ -182,15 +139,11 @@ class SupplierApiController(Controller):
     )
     async def get_order(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         supplier: NamedDependency[Supplier],
         po_id: FromPath[uuid.UUID],
     ) -> SupplierOrderOut:
-        po = await service.load(db_session, po_id)
-        # Not yet handed over (pending) is not yet theirs to see, as in the list.
-        if po is None or po.supplier_id != supplier.id or po.status == POStatus.PENDING:
-            raise NotFoundException(f"purchase order {po_id} not found")
-        return supplier_view(po)
+        return supplier_view(await service.load_for_supplier(db_session, supplier.id, po_id))
 
     @post(
         "/orders/{po_id:uuid}/accept",
@@ -209,24 +162,13 @@ class SupplierApiController(Controller):
     async def accept(
         self,
         request: Request[Any, Any, Any],
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         supplier: NamedDependency[Supplier],
         po_id: FromPath[uuid.UUID],
         data: JSONBody[AcceptIn | None] = None,
     ) -> SupplierOrderOut:
-        dialect = request.app.state.services.db.dialect
-        po = await _own_po(db_session, supplier, po_id, dialect)
-        reference = data.supplier_reference if data else None
-        if po.status == POStatus.ACCEPTED and reference in (None, po.supplier_reference):
-            return supplier_view(po)  # accepting twice is harmless
-        with _as_http_errors():
-            po.supplier_reference = reference or po.supplier_reference
-            await service.transition(
-                db_session,
-                po,
-                POStatus.ACCEPTED,
-                "accepted by supplier" + (f" (reference {reference})" if reference else ""),
-            )
+        po = await service.load_for_supplier(db_session, supplier.id, po_id, lock=True)
+        await service.accept(db_session, po, data.supplier_reference if data else None)
         return supplier_view(po)
 
     @post(
@@ -246,15 +188,14 @@ class SupplierApiController(Controller):
     async def reject(
         self,
         request: Request[Any, Any, Any],
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         supplier: NamedDependency[Supplier],
         po_id: FromPath[uuid.UUID],
         data: JSONBody[RejectIn],
     ) -> SupplierOrderOut:
-        dialect = request.app.state.services.db.dialect
-        po = await _own_po(db_session, supplier, po_id, dialect)
-        with _as_http_errors():
-            await service.reject(db_session, po, data.reason, data.lines or None)
+        po = await service.load_for_supplier(db_session, supplier.id, po_id, lock=True)
+        created = await routing.supplier_rejected(db_session, po, data.reason, data.lines or None)
+        await place_all(db_session, created)
         return supplier_view(po)
 
     @post(
@@ -274,23 +215,21 @@ class SupplierApiController(Controller):
     async def ship(
         self,
         request: Request[Any, Any, Any],
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         supplier: NamedDependency[Supplier],
         po_id: FromPath[uuid.UUID],
         data: JSONBody[ShipmentIn],
     ) -> ShipmentOut:
-        dialect = request.app.state.services.db.dialect
-        po = await _own_po(db_session, supplier, po_id, dialect)
-        with _as_http_errors():
-            shipment, _ = await service.add_shipment(
-                db_session,
-                po,
-                carrier=data.carrier,
-                tracking_number=data.tracking_number,
-                tracking_url=data.tracking_url,
-                lines=[service.ShipmentLineInput(x.sku, x.quantity) for x in data.lines],
-                shipped_at=data.shipped_at,
-            )
+        po = await service.load_for_supplier(db_session, supplier.id, po_id, lock=True)
+        shipment, _ = await service.add_shipment(
+            db_session,
+            po,
+            carrier=data.carrier,
+            tracking_number=data.tracking_number,
+            tracking_url=data.tracking_url,
+            lines=[service.ShipmentLineInput(x.sku, x.quantity) for x in data.lines],
+            shipped_at=data.shipped_at,
+        )
         return shipment_out(shipment)
 
     @post(
@@ -309,22 +248,15 @@ class SupplierApiController(Controller):
     )
     async def tracking_event(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         supplier: NamedDependency[Supplier],
         shipment_id: FromPath[uuid.UUID],
         data: JSONBody[TrackingEventIn],
     ) -> ShipmentOut:
-        shipment = await db_session.scalar(
-            select(Shipment)
-            .join(PurchaseOrder, PurchaseOrder.id == Shipment.purchase_order_id)
-            .where(Shipment.id == shipment_id, PurchaseOrder.supplier_id == supplier.id)
+        shipment = await service.shipment_for_supplier(db_session, supplier.id, shipment_id)
+        await service.add_tracking_event(
+            db_session, shipment, data.status, data.occurred_at, data.description
         )
-        if shipment is None:
-            raise NotFoundException(f"shipment {shipment_id} not found")
-        with _as_http_errors():
-            await service.add_tracking_event(
-                db_session, shipment, data.status, data.occurred_at, data.description
-            )
         return shipment_out(shipment)
 
     @put(
@@ -341,59 +273,15 @@ class SupplierApiController(Controller):
     )
     async def inventory(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         supplier: NamedDependency[Supplier],
         data: JSONBody[list[InventoryRow]],
     ) -> InventoryReport:
         if len(data) > MAX_INVENTORY_ROWS:
-            raise ClientException(
-                f"body: at most {MAX_INVENTORY_ROWS} rows per call, got {len(data)}",
-                extra={"field": "body"},
+            raise InvalidInput(
+                f"at most {MAX_INVENTORY_ROWS} rows per call, got {len(data)}", field="body"
             )
-        products = {
-            key: pid
-            for pid, sku, supplier_sku in (
-                await db_session.execute(
-                    select(
-                        SupplierProduct.id, SupplierProduct.sku, SupplierProduct.supplier_sku
-                    ).where(SupplierProduct.supplier_id == supplier.id)
-                )
-            ).all()
-            for key in (supplier_sku, sku)
-        }
-        unknown: list[str] = []
-        updates: list[dict[str, Any]] = []
-        for row in data:
-            pid = products.get(row.sku)
-            if pid is None:
-                unknown.append(row.sku)
-                continue
-            values: dict[str, Any] = {"b_id": pid, "stock": row.quantity}
-            updates.append(
-                values | ({"unit_cost": row.unit_cost} if row.unit_cost is not None else {})
-            )
-        # Several rows for one product (by either SKU): the last stock and the last cost given
-        # win, whatever the order of the two statements below.
-        merged: dict[uuid.UUID, dict[str, Any]] = {}
-        for u in updates:
-            merged.setdefault(u["b_id"], {}).update(u)
-        updates = list(merged.values())
-        with_cost = [u for u in updates if "unit_cost" in u]
-        stock_only = [u for u in updates if "unit_cost" not in u]
-        table = cast(Table, SupplierProduct.__table__)
-        now = utcnow()
-        if with_cost:
-            await db_session.execute(
-                update(table)
-                .where(table.c.id == bindparam("b_id"))
-                .values(stock=bindparam("stock"), unit_cost=bindparam("unit_cost"), updated_at=now),
-                with_cost,
-            )
-        if stock_only:
-            await db_session.execute(
-                update(table)
-                .where(table.c.id == bindparam("b_id"))
-                .values(stock=bindparam("stock"), updated_at=now),
-                stock_only,
-            )
-        return InventoryReport(updated=len(updates), unknown=unknown)
+        updated, unknown = await suppliers.report_inventory(
+            db_session, supplier.id, [(row.sku, row.quantity, row.unit_cost) for row in data]
+        )
+        return InventoryReport(updated=updated, unknown=unknown)

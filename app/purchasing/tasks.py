@@ -25,21 +25,24 @@ import contextlib
 import math
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import dramatiq
 import structlog
 from dramatiq.rate_limits import ConcurrentRateLimiter, WindowRateLimiter
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import limits
 from app.db import utcnow
 from app.jobs.backoff import EARLY, backoff_ms
+from app.jobs.outbox import enqueue
 from app.orders.service import open_exception, record
 from app.purchasing import service
-from app.purchasing.models import POStatus
+from app.purchasing.models import POStatus, PurchaseOrder
 from app.purchasing.notices import queue_supplier_notice
+from app.routing import service as routing
 from app.suppliers.models import Supplier
 from app.suppliers.service import decrypt_config
 from connectors.base import PermanentConnectorError, RetryableConnectorError
@@ -91,11 +94,17 @@ def supplier_slots(ctx: TaskContext, supplier: Supplier) -> Iterator[None]:
         yield
 
 
+async def place_all(session: AsyncSession, purchase_orders: Iterable[PurchaseOrder]) -> None:
+    """Enqueue the placement of purchase orders just created, in their transaction."""
+    for po in purchase_orders:
+        await enqueue(session, "purchase_order.place", po.id)
+
+
 @task("purchase_order.place", max_retries=MAX_ATTEMPTS * 4)
 async def place(ctx: TaskContext, po_id: str) -> None:
     pid = uuid.UUID(po_id)
     async with ctx.db.transaction() as session:
-        po = await service.load(session, pid, lock=True, dialect=ctx.db.dialect)
+        po = await service.load(session, pid, lock=True)
         if po is None or po.status != POStatus.PENDING:
             return
         if po.next_attempt_at is not None and po.next_attempt_at > utcnow() + EARLY:
@@ -103,8 +112,8 @@ async def place(ctx: TaskContext, po_id: str) -> None:
         supplier = await service.supplier_of(session, po)
         if supplier.status != "active":
             await service.transition(session, po, POStatus.FAILED, "supplier is inactive")
-            await service.release_lines(
-                session, po, [ln for ln in po.lines if ln.status == "open"], "supplier inactive"
+            await place_all(
+                session, await routing.placement_failed(session, po, "supplier inactive")
             )
             return
         po.attempts += 1
@@ -120,7 +129,7 @@ async def place(ctx: TaskContext, po_id: str) -> None:
     except dramatiq.RateLimitExceeded:
         delay = int(random.uniform(200, 1200))
         async with ctx.db.transaction() as session:
-            po = await service.load(session, pid, lock=True, dialect=ctx.db.dialect)
+            po = await service.load(session, pid, lock=True)
             if po is not None:
                 po.attempts -= 1  # waiting for a slot is not a failed attempt
                 po.next_attempt_at = utcnow() + timedelta(milliseconds=delay)
@@ -130,20 +139,18 @@ async def place(ctx: TaskContext, po_id: str) -> None:
         return
     except PermanentConnectorError as exc:
         async with ctx.db.transaction() as session:
-            po = await service.load(session, pid, lock=True, dialect=ctx.db.dialect)
+            po = await service.load(session, pid, lock=True)
             if po is None or po.status != POStatus.PENDING:
                 return
             po.last_error = exc.message
             po.next_attempt_at = None
             await service.transition(session, po, POStatus.FAILED, exc.message)
-            await service.release_lines(
-                session, po, [ln for ln in po.lines if ln.status == "open"], exc.message
-            )
+            await place_all(session, await routing.placement_failed(session, po, exc.message))
         log.warning("purchase_order.failed", po_id=po_id, error=exc.message)
         return
 
     async with ctx.db.transaction() as session:
-        po = await service.load(session, pid, lock=True, dialect=ctx.db.dialect)
+        po = await service.load(session, pid, lock=True)
         if po is None or po.status != POStatus.PENDING:
             return
         po.supplier_reference = result.supplier_reference or po.supplier_reference
@@ -162,7 +169,7 @@ async def place(ctx: TaskContext, po_id: str) -> None:
             attempts=attempt,
         )
         if result.notify_supplier:
-            order = await service._order(session, po)
+            order = await service.order_of(session, po)
             try:
                 # A notice that cannot be written must not undo the placement it reports.
                 async with session.begin_nested():
@@ -183,11 +190,11 @@ async def _retry_or_dead_letter(
     ctx: TaskContext, pid: uuid.UUID, attempt: int, exc: RetryableConnectorError
 ) -> None:
     async with ctx.db.transaction() as session:
-        po = await service.load(session, pid, lock=True, dialect=ctx.db.dialect)
+        po = await service.load(session, pid, lock=True)
         if po is None or po.status != POStatus.PENDING:
             return
         po.last_error = exc.message
-        order = await service._order(session, po)
+        order = await service.order_of(session, po)
         if attempt >= MAX_ATTEMPTS:
             po.dead_lettered_at = utcnow()
             po.next_attempt_at = None

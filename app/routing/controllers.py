@@ -1,41 +1,28 @@
-"""Merchant API: routing rules, the routing dry-run, manual reroute, purchase orders and the
-dead-letter view."""
+"""Merchant API: routing settings and rules, the routing dry-run, manual reroute."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, delete, get, patch, post, put
+from litestar import Controller, delete, get, patch, post, put
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import ClientException, HTTPException, NotFoundException
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, JSONBody
 from msgspec import Meta
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
 
 from app import limits
 from app.api.deps import READ_ONLY, provide_merchant
 from app.api.openapi import MERCHANT_SECURITY, operation
-from app.api.pagination import DEFAULT_LIMIT, Page, keyset_page
 from app.codes import check_country
+from app.db import DbSession
 from app.inputs import CountryCode, Input, ShortText
 from app.merchants.models import Merchant
-from app.orders.models import Order, OrderLine, OrderStatus
-from app.orders.service import record
-from app.purchasing import service as purchasing
-from app.purchasing.models import POStatus, PurchaseOrder, PurchaseOrderLine
-from app.purchasing.schemas import PurchaseOrderOut, SupplierLineOut
+from app.purchasing.tasks import place_all
 from app.routing import service as routing
 from app.routing.engine import STRATEGIES
 from app.routing.models import RoutingRule
-
-#: Simulations with more lines than this run the engine on a worker thread.
-SIMULATE_ON_LOOP_LINES = 50
 
 Strategy = Annotated[str, Meta(pattern="^(priority|cheapest|fastest)$")]
 RuleName = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -139,26 +126,6 @@ def rule_out(r: RoutingRule) -> RuleOut:
     )
 
 
-def po_out(po: PurchaseOrder) -> PurchaseOrderOut:
-    return PurchaseOrderOut(
-        id=po.id,
-        order_id=po.order_id,
-        supplier_id=po.supplier_id,
-        number=po.number,
-        status=po.status,
-        currency=po.currency,
-        total_cost=po.total_cost,
-        supplier_reference=po.supplier_reference,
-        attempts=po.attempts,
-        last_error=po.last_error,
-        placed_at=po.placed_at,
-        accepted_at=po.accepted_at,
-        dead_lettered_at=po.dead_lettered_at,
-        lines=[SupplierLineOut.of(ln) for ln in po.lines],
-        created_at=po.created_at,
-    )
-
-
 class RoutingController(Controller):
     path = "/api/v1/routing"
     tags = ["routing"]
@@ -195,7 +162,7 @@ class RoutingController(Controller):
     )
     async def put_settings(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
         data: JSONBody[RoutingSettings],
     ) -> RoutingSettings:
@@ -222,14 +189,9 @@ class RoutingController(Controller):
         ),
     )
     async def list_rules(
-        self, db_session: NamedDependency[AsyncSession], merchant: NamedDependency[Merchant]
+        self, db_session: NamedDependency[DbSession], merchant: NamedDependency[Merchant]
     ) -> list[RuleOut]:
-        rows = await db_session.scalars(
-            select(RoutingRule)
-            .where(RoutingRule.merchant_id == merchant.id)
-            .order_by(RoutingRule.position, RoutingRule.created_at)
-        )
-        return [rule_out(r) for r in rows]
+        return [rule_out(r) for r in await routing.list_rules(db_session, merchant.id)]
 
     @post(
         "/rules",
@@ -245,14 +207,11 @@ class RoutingController(Controller):
     )
     async def create_rule(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
         data: JSONBody[RuleIn],
     ) -> RuleOut:
-        rule = RoutingRule(merchant_id=merchant.id, **msgspec.structs.asdict(data))
-        db_session.add(rule)
-        await db_session.flush()
-        return rule_out(rule)
+        return rule_out(await routing.add_rule(db_session, merchant.id, data))
 
     @patch(
         "/rules/{rule_id:uuid}",
@@ -267,17 +226,12 @@ class RoutingController(Controller):
     )
     async def update_rule(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
         rule_id: FromPath[uuid.UUID],
         data: JSONBody[RulePatch],
     ) -> RuleOut:
-        rule = await self._rule(db_session, merchant, rule_id)
-        for key, value in msgspec.structs.asdict(data).items():
-            if value is not None:
-                setattr(rule, key, value)
-        await db_session.flush()
-        return rule_out(rule)
+        return rule_out(await routing.change_rule(db_session, merchant.id, rule_id, data))
 
     @delete(
         "/rules/{rule_id:uuid}",
@@ -294,22 +248,11 @@ class RoutingController(Controller):
     )
     async def delete_rule(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
         rule_id: FromPath[uuid.UUID],
     ) -> None:
-        await db_session.delete(await self._rule(db_session, merchant, rule_id))
-
-    @staticmethod
-    async def _rule(session: AsyncSession, merchant: Merchant, rule_id: uuid.UUID) -> RoutingRule:
-        rule = await session.scalar(
-            select(RoutingRule).where(
-                RoutingRule.id == rule_id, RoutingRule.merchant_id == merchant.id
-            )
-        )
-        if rule is None:
-            raise NotFoundException(f"routing rule {rule_id} not found")
-        return rule
+        await routing.remove_rule(db_session, merchant.id, rule_id)
 
     @post(
         "/simulate",
@@ -328,126 +271,18 @@ class RoutingController(Controller):
     )
     async def simulate(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
         data: JSONBody[SimulateIn],
     ) -> dict[str, Any]:
-        if data.order_id is not None:
-            order = await db_session.scalar(
-                select(Order)
-                .where(Order.id == data.order_id, Order.merchant_id == merchant.id)
-                .options(selectinload(Order.lines))
-            )
-            if order is None:
-                raise NotFoundException(f"order {data.order_id} not found")
-            lines = list(order.lines)
-            country = (order.shipping_address or {}).get("country_code")
-        elif data.lines and data.country:
-            lines = [
-                OrderLine(
-                    id=uuid.uuid4(),
-                    order_id=uuid.uuid4(),
-                    merchant_id=merchant.id,
-                    position=i,
-                    sku=ln.sku,
-                    title=ln.sku,
-                    quantity=ln.quantity,
-                    price=0,
-                )
-                for i, ln in enumerate(data.lines)
-            ]
-            country = data.country
-        else:
-            raise ClientException(
-                "order_id: give order_id, or country and lines", extra={"field": "order_id"}
-            )
-        inputs = await routing.plan_input(db_session, merchant, lines, country)
-        # A dry-run: roll back whatever the session may hold, and end the transaction (on
-        # SQLite, the database's write lock) before the decision is computed.
-        await db_session.rollback()
-        if len(inputs.requests) > SIMULATE_ON_LOOP_LINES:
-            # CPU only, up to a few hundred ms for the largest: keep the event loop serving.
-            plan = await asyncio.to_thread(inputs.decide)
-        else:
-            plan = inputs.decide()
-        return {"country": country, "strategies": list(STRATEGIES), **plan.explain()}
-
-
-class PurchaseOrderController(Controller):
-    path = "/api/v1/purchase-orders"
-    tags = ["purchase orders"]
-    security = MERCHANT_SECURITY
-    dependencies = {"merchant": Provide(provide_merchant)}
-
-    @get(
-        "/",
-        summary="Purchase orders; dead_letter=true lists those that exhausted retries",
-        **operation(
-            "listPurchaseOrders",
-            "The purchase orders sent to your suppliers, newest first, by status, order or "
-            "supplier; `dead_letter=true` lists those whose placement gave up after its retries.",
-            api="merchant",
-        ),
-    )
-    async def list_pos(
-        self,
-        db_session: NamedDependency[AsyncSession],
-        merchant: NamedDependency[Merchant],
-        status: FromQuery[str | None] = None,
-        order_id: FromQuery[uuid.UUID | None] = None,
-        supplier_id: FromQuery[uuid.UUID | None] = None,
-        dead_letter: FromQuery[bool] = False,
-        cursor: FromQuery[str | None] = None,
-        limit: FromQuery[int] = DEFAULT_LIMIT,
-    ) -> Page[PurchaseOrderOut]:
-        query = (
-            select(PurchaseOrder)
-            .where(PurchaseOrder.merchant_id == merchant.id)
-            .options(selectinload(PurchaseOrder.lines))
-        )
-        if status:
-            if status not in POStatus.ALL:
-                raise ClientException(
-                    f"status: one of {', '.join(POStatus.ALL)}", extra={"field": "status"}
-                )
-            query = query.where(PurchaseOrder.status == status)
-        if order_id:
-            query = query.where(PurchaseOrder.order_id == order_id)
-        if supplier_id:
-            query = query.where(PurchaseOrder.supplier_id == supplier_id)
-        if dead_letter:
-            query = query.where(PurchaseOrder.dead_lettered_at.is_not(None))
-        return await keyset_page(
+        country, plan = await routing.simulate(
             db_session,
-            query,
-            PurchaseOrder.created_at,
-            PurchaseOrder.id,
-            cursor=cursor,
-            limit=limit,
-            shape=po_out,
+            merchant,
+            order_id=data.order_id,
+            country=data.country,
+            lines=[routing.SimulatedLine(ln.sku, ln.quantity) for ln in data.lines],
         )
-
-    @get(
-        "/{po_id:uuid}",
-        summary="One purchase order",
-        **operation(
-            "getPurchaseOrder",
-            "One purchase order with its lines, placement attempts and last error.",
-            api="merchant",
-            invalid=None,  # a path id only: a malformed one is a 404
-            not_found="No purchase order with this id in your store.",
-        ),
-    )
-    async def get_one(
-        self,
-        db_session: NamedDependency[AsyncSession],
-        merchant: NamedDependency[Merchant],
-        po_id: FromPath[uuid.UUID],
-    ) -> PurchaseOrderOut:
-        po = await purchasing.load(db_session, po_id)
-        if po is None or po.merchant_id != merchant.id:
-            raise NotFoundException(f"purchase order {po_id} not found")
-        return po_out(po)
+        return {"country": country, "strategies": list(STRATEGIES), **plan.explain()}
 
 
 class RerouteController(Controller):
@@ -474,74 +309,16 @@ class RerouteController(Controller):
     )
     async def reroute(
         self,
-        request: Request[Any, Any, Any],
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
         order_id: FromPath[uuid.UUID],
         data: JSONBody[RerouteIn],
     ) -> dict[str, Any]:
-        order = await db_session.scalar(
-            select(Order)
-            .where(Order.id == order_id, Order.merchant_id == merchant.id)
-            .options(selectinload(Order.lines))
-        )
-        if order is None:
-            raise NotFoundException(f"order {order_id} not found")
-        if order.status in OrderStatus.UNROUTED and order.status != OrderStatus.NEEDS_ATTENTION:
-            raise HTTPException(
-                status_code=409, detail=f"order is {order.status}: nothing to reroute yet"
-            )
-        if order.status == OrderStatus.CANCELLED:
-            raise HTTPException(status_code=409, detail="order is cancelled")
-        open_lines = list(
-            (
-                await db_session.execute(
-                    select(PurchaseOrderLine, PurchaseOrder)
-                    .join(PurchaseOrder, PurchaseOrder.id == PurchaseOrderLine.purchase_order_id)
-                    .where(PurchaseOrder.order_id == order.id, PurchaseOrderLine.status == "open")
-                )
-            ).all()
-        )
-        covered = {pl.order_line_id: (pl, po) for pl, po in open_lines}
-        known = {ln.id for ln in order.lines}
-        unknown = [str(i) for i in data.lines if i not in known]
-        if unknown:
-            raise ClientException(
-                f"lines: not lines of this order: {', '.join(unknown)}", extra={"field": "lines"}
-            )
-        wanted = data.lines or [ln.id for ln in order.lines if ln.id not in covered]
-        if not wanted:
-            raise HTTPException(status_code=409, detail="every line is with a supplier")
-        record(db_session, order, "routing.manual", f"merchant asked to reroute: {data.reason}")
-        taken_back: dict[uuid.UUID, list[PurchaseOrderLine]] = {}
-        for line_id in wanted:
-            if line_id in covered:
-                pl, po = covered[line_id]
-                if pl.quantity_shipped or po.status not in (
-                    POStatus.PENDING,
-                    POStatus.PLACED,
-                    POStatus.ACCEPTED,
-                ):
-                    raise HTTPException(
-                        status_code=409,
-                        detail=f"line {line_id} is {po.status} at its supplier: cannot reroute",
-                    )
-                taken_back.setdefault(po.id, []).append(pl)
-        for po_id, pls in taken_back.items():
-            po = await purchasing.load(db_session, po_id)
-            assert po is not None
-            remaining = [ln for ln in po.lines if ln.status == "open" and ln not in pls]
-            if not remaining:
-                await purchasing.transition(db_session, po, POStatus.CANCELLED, data.reason)
-            await purchasing.release_lines(db_session, po, pls, data.reason)
-        free = [ln for ln in order.lines if ln.id in wanted and ln.id not in covered]
-        plan = None
-        if free:
-            plan = await routing.route_lines(db_session, merchant, order, free)
-        await db_session.flush()
+        done = await routing.reroute(db_session, merchant, order_id, data.lines, data.reason)
+        await place_all(db_session, done.purchase_orders)
         return {
-            "order_id": str(order.id),
-            "status": order.status,
-            "rerouted_lines": [str(i) for i in wanted],
-            "plan": plan.explain() if plan else None,
+            "order_id": str(done.order.id),
+            "status": done.order.status,
+            "rerouted_lines": [str(i) for i in done.lines],
+            "plan": done.plan.explain() if done.plan else None,
         }

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, IdMixin, TimestampMixin
+from app.db import Base, IdMixin, TimestampMixin, utcnow
 
 
 class RoutingRule(IdMixin, TimestampMixin, Base):
@@ -26,3 +27,17 @@ class RoutingRule(IdMixin, TimestampMixin, Base):
     #: ISO country codes of the destination; None matches every country.
     match_countries: Mapped[list[Any] | None] = mapped_column(default=None)
     active: Mapped[bool] = mapped_column(default=True)
+
+
+class LineExclusion(IdMixin, Base):
+    """A supplier that rejected (or failed) an order line: routing never sends it back there."""
+
+    __tablename__ = "line_exclusions"
+    __table_args__ = (UniqueConstraint("order_line_id", "supplier_id"),)
+
+    order_line_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("order_lines.id", ondelete="CASCADE"), index=True
+    )
+    supplier_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("suppliers.id", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,8 +1,15 @@
-"""Routing an order: load the catalog, apply the merchant's rules, decide (``engine.route``),
-then turn the decision into purchase orders with reserved stock, in the caller's transaction."""
+"""Routing decides and orchestrates: load the catalog, apply the merchant's rules, decide
+(``engine.route``), have purchasing turn the decision into purchase orders, and take lines back
+from a supplier to route them again (a rejection, a failed placement, the merchant's reroute).
+
+Everything runs in the caller's transaction. The purchase orders created are returned: the
+caller enqueues their placement (``app.purchasing.tasks.place_all``), and the placement
+task's stale-work query is the safety net for one that was not.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import uuid
 from collections.abc import Iterable, Sequence
@@ -10,28 +17,24 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import func, select, update
+import msgspec
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
 
-from app.db import utcnow, uuid7
-from app.jobs.outbox import enqueue
+from app.db import utcnow
+from app.errors import Conflict, InvalidInput, NotFound
 from app.merchants.models import Merchant
 from app.orders.models import Order, OrderLine, OrderStatus
 from app.orders.service import open_exception, record, set_status
-from app.purchasing.models import LineExclusion, POStatus, PurchaseOrder, PurchaseOrderLine
+from app.purchasing import service as purchasing
+from app.purchasing.models import POStatus, PurchaseOrder, PurchaseOrderLine
 from app.routing.engine import LineRequest, Offer, RoutingPlan, ShippingRate, route
-from app.routing.models import RoutingRule
+from app.routing.models import LineExclusion, RoutingRule
 from app.suppliers.models import Supplier, SupplierProduct
 
-PLACE_ACTOR = "purchase_order.place"
 DEFAULT_TOLERANCE = Decimal("0.05")
 _OFFERS_PARTITION = 1000
-
-
-class StockConflict(Exception):
-    """Stock moved between the decision and the reservation: route again."""
-
-    retryable = True
 
 
 def tolerance_of(merchant: Merchant | None) -> Decimal:
@@ -215,93 +218,22 @@ def _country(order: Order) -> str | None:
     return (order.shipping_address or {}).get("country_code")
 
 
+@dataclass
+class Routed:
+    """A routing decision carried out: the plan, and the purchase orders it created (to be
+    placed once the transaction commits)."""
+
+    plan: RoutingPlan
+    purchase_orders: list[PurchaseOrder]
+
+
 async def route_lines(
     session: AsyncSession, merchant: Merchant, order: Order, lines: Sequence[OrderLine]
-) -> RoutingPlan:
-    """Decide, reserve stock, create purchase orders and enqueue their placement."""
+) -> Routed:
+    """Decide, have purchasing create the purchase orders (reserving stock), open an
+    exceptions-queue entry per unroutable line and bring the order's status up to date."""
     decided = await plan(session, merchant, lines, _country(order))
-    existing = int(
-        await session.scalar(
-            select(func.count())
-            .select_from(PurchaseOrder)
-            .where(PurchaseOrder.order_id == order.id)
-        )
-        or 0
-    )
-    by_id = {ln.id: ln for ln in lines}
-    created: list[PurchaseOrder] = []
-    reservations: dict[tuple[uuid.UUID, str], int] = {}
-    names: dict[tuple[uuid.UUID, str], str] = {}
-    for n, (supplier_id, decisions) in enumerate(sorted(decided.by_supplier().items()), start=1):
-        po_id = uuid7()
-        po_lines = []
-        total = Decimal("0")
-        for position, d in enumerate(decisions):
-            assert d.offer is not None
-            key = (supplier_id, d.offer.sku)
-            reservations[key] = reservations.get(key, 0) + d.quantity
-            names[key] = d.offer.supplier_name
-            total += d.offer.unit_cost * d.quantity
-            po_lines.append(
-                PurchaseOrderLine(
-                    purchase_order_id=po_id,
-                    order_line_id=d.line_id,
-                    merchant_id=order.merchant_id,
-                    position=position,
-                    sku=d.offer.sku,
-                    supplier_sku=d.offer.supplier_sku,
-                    quantity=d.quantity,
-                    unit_cost=d.offer.unit_cost,
-                )
-            )
-        first = decisions[0].offer
-        assert first is not None
-        po = PurchaseOrder(
-            id=po_id,
-            merchant_id=order.merchant_id,
-            order_id=order.id,
-            supplier_id=supplier_id,
-            number=f"{order.name.lstrip('#')}-{existing + n}",
-            status=POStatus.PENDING,
-            idempotency_key=f"dropship-po-{po_id}",
-            currency=first.currency,
-            total_cost=total,
-            ship_to=_ship_to(order),
-            shipping_method=order.shipping_method,
-        )
-        session.add(po)
-        await session.flush()
-        session.add_all(po_lines)
-        created.append(po)
-        record(
-            session,
-            order,
-            "purchase_order.created",
-            f"purchase order {po.number} for {first.supplier_name}: "
-            + ", ".join(f"{pl.quantity} x {pl.sku}" for pl in po_lines),
-            purchase_order_id=str(po.id),
-            supplier_id=str(supplier_id),
-        )
-    await session.flush()
-    for po in created:
-        await enqueue(session, PLACE_ACTOR, po.id)
-    # Reserve stock last and in key order: the hot rows of popular SKUs stay locked only for
-    # the end of the transaction, and concurrent routings lock them in the same order.
-    for (supplier_id, sku), quantity in sorted(
-        reservations.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])
-    ):
-        reserved = await session.execute(
-            update(SupplierProduct)
-            .where(
-                SupplierProduct.supplier_id == supplier_id,
-                SupplierProduct.sku == sku,
-                SupplierProduct.stock >= quantity,
-            )
-            .values(stock=SupplierProduct.stock - quantity)
-        )
-        if getattr(reserved, "rowcount", 1) != 1:
-            raise StockConflict(f"stock of {sku} at {names[(supplier_id, sku)]} changed")
-
+    created = await purchasing.create_from_plan(session, order, decided)
     record(
         session,
         order,
@@ -310,6 +242,7 @@ async def route_lines(
         f"{len(decided.unroutable)} unroutable; {decided.consolidation}",
         **decided.explain(),
     )
+    by_id = {ln.id: ln for ln in lines}
     for d in decided.unroutable:
         line = by_id.get(d.line_id)
         label = f"{d.quantity} x {d.sku or (line.title if line else '?')}"
@@ -322,7 +255,7 @@ async def route_lines(
             candidates=[c.__dict__ for c in d.candidates],
         )
     await refresh_order_status(session, order)
-    return decided
+    return Routed(decided, created)
 
 
 async def refresh_order_status(session: AsyncSession, order: Order) -> None:
@@ -334,21 +267,7 @@ async def refresh_order_status(session: AsyncSession, order: Order) -> None:
             )
         ).all()
     )
-    covered = set(
-        (
-            await session.scalars(
-                select(PurchaseOrderLine.order_line_id)
-                .join(PurchaseOrder, PurchaseOrder.id == PurchaseOrderLine.purchase_order_id)
-                .where(
-                    PurchaseOrder.order_id == order.id,
-                    PurchaseOrderLine.status == "open",
-                    PurchaseOrder.status.in_(
-                        [*POStatus.OPEN, POStatus.SHIPPED, POStatus.DELIVERED]
-                    ),
-                )
-            )
-        ).all()
-    )
+    covered = await purchasing.covered_line_ids(session, order.id)
     missing = [ln for ln in lines if ln.id not in covered]
     if not missing:
         status, reason = OrderStatus.ROUTED, None
@@ -362,31 +281,265 @@ async def refresh_order_status(session: AsyncSession, order: Order) -> None:
         set_status(session, order, status, reason)
 
 
-def _ship_to(order: Order) -> dict[str, Any]:
-    addr = order.shipping_address or {}
-    keys = ("name", "company", "address1", "address2", "city", "province_code", "zip")
-    out = {k: addr.get(k) for k in keys}
-    out["country_code"] = addr.get("country_code")
-    out["phone"] = addr.get("phone")
-    return out
-
-
 async def exclude(
     session: AsyncSession, line_ids: Iterable[uuid.UUID], supplier_id: uuid.UUID, reason: str
 ) -> None:
-    for line_id in line_ids:
-        exists = await session.scalar(
-            select(LineExclusion.id).where(
-                LineExclusion.order_line_id == line_id, LineExclusion.supplier_id == supplier_id
-            )
-        )
-        if exists is None:
-            session.add(
-                LineExclusion(
-                    order_line_id=line_id,
-                    supplier_id=supplier_id,
-                    reason=reason,
-                    created_at=utcnow(),
+    """Never route these lines to this supplier again."""
+    wanted = set(line_ids)
+    if not wanted:
+        return
+    known = set(
+        (
+            await session.scalars(
+                select(LineExclusion.order_line_id).where(
+                    LineExclusion.order_line_id.in_(wanted),
+                    LineExclusion.supplier_id == supplier_id,
                 )
             )
+        ).all()
+    )
+    now = utcnow()
+    session.add_all(
+        LineExclusion(order_line_id=line_id, supplier_id=supplier_id, reason=reason, created_at=now)
+        for line_id in sorted(wanted - known)
+    )
     await session.flush()
+
+
+async def take_back(
+    session: AsyncSession, po: PurchaseOrder, lines: Sequence[PurchaseOrderLine], reason: str
+) -> list[PurchaseOrder]:
+    """Take lines back from their supplier (purchasing releases them), never send them there
+    again, and route them to the next candidate. Returns the purchase orders created."""
+    await purchasing.release_lines(session, po, lines)
+    await exclude(session, [ln.order_line_id for ln in lines], po.supplier_id, reason)
+    order = await purchasing.order_of(session, po)
+    merchant = await session.get(Merchant, order.merchant_id)
+    assert merchant is not None
+    order_lines = list(
+        (
+            await session.scalars(
+                select(OrderLine).where(OrderLine.id.in_([ln.order_line_id for ln in lines]))
+            )
+        ).all()
+    )
+    record(
+        session,
+        order,
+        "routing.reroute",
+        f"rerouting {', '.join(f'{ln.quantity} x {ln.sku}' for ln in lines)} "
+        f"away from purchase order {po.number}: {reason}",
+        purchase_order_id=str(po.id),
+    )
+    return (await route_lines(session, merchant, order, order_lines)).purchase_orders
+
+
+async def supplier_rejected(
+    session: AsyncSession, po: PurchaseOrder, reason: str, skus: Sequence[str] | None
+) -> list[PurchaseOrder]:
+    """The supplier refuses some lines (all without ``skus``): purchasing records the refusal,
+    routing sends the lines to the next candidate. Returns the purchase orders created."""
+    chosen = await purchasing.reject(session, po, reason, skus)
+    return await take_back(session, po, chosen, f"rejected by supplier: {reason}")
+
+
+async def placement_failed(
+    session: AsyncSession, po: PurchaseOrder, reason: str
+) -> list[PurchaseOrder]:
+    """The purchase order failed for good (``failed`` already): route its lines elsewhere."""
+    return await take_back(session, po, [ln for ln in po.lines if ln.status == "open"], reason)
+
+
+async def load_order(
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    *,
+    merchant_id: uuid.UUID | None = None,
+    lock: bool = False,
+) -> Order | None:
+    """The order with its lines (of this merchant, when given); ``lock`` takes its row lock."""
+    query = select(Order).where(Order.id == order_id).options(selectinload(Order.lines))
+    if merchant_id is not None:
+        query = query.where(Order.merchant_id == merchant_id)
+    if lock:
+        query = query.with_for_update(of=Order)
+    order: Order | None = await session.scalar(query)
+    return order
+
+
+async def route_ready_order(session: AsyncSession, order_id: uuid.UUID) -> Routed | None:
+    """Route a ``ready_to_route`` order of an active merchant; anything else: nothing to do."""
+    order = await load_order(session, order_id, lock=True)
+    if order is None or order.status != OrderStatus.READY_TO_ROUTE:
+        return None
+    merchant = await session.get(Merchant, order.merchant_id)
+    if merchant is None or merchant.status != "active":
+        return None
+    return await route_lines(session, merchant, order, order.lines)
+
+
+@dataclass
+class Rerouted:
+    order: Order
+    lines: list[uuid.UUID]
+    plan: RoutingPlan | None
+    purchase_orders: list[PurchaseOrder]
+
+
+async def reroute(
+    session: AsyncSession,
+    merchant: Merchant,
+    order_id: uuid.UUID,
+    line_ids: Sequence[uuid.UUID],
+    reason: str,
+) -> Rerouted:
+    """The merchant routes lines again: the named ones, taken back from their supplier (whose
+    purchase order is cancelled when nothing is left on it), or every line no supplier covers."""
+    order = await load_order(session, order_id, merchant_id=merchant.id)
+    if order is None:
+        raise NotFound(f"order {order_id} not found")
+    if order.status in OrderStatus.UNROUTED and order.status != OrderStatus.NEEDS_ATTENTION:
+        raise Conflict(f"order is {order.status}: nothing to reroute yet")
+    if order.status == OrderStatus.CANCELLED:
+        raise Conflict("order is cancelled")
+    covered = await purchasing.open_lines_of_order(session, order.id)
+    known = {ln.id for ln in order.lines}
+    unknown = [str(i) for i in line_ids if i not in known]
+    if unknown:
+        raise InvalidInput(f"not lines of this order: {', '.join(unknown)}", field="lines")
+    wanted = list(line_ids) or [ln.id for ln in order.lines if ln.id not in covered]
+    if not wanted:
+        raise Conflict("every line is with a supplier")
+    record(session, order, "routing.manual", f"merchant asked to reroute: {reason}")
+    taken_back: dict[uuid.UUID, list[PurchaseOrderLine]] = {}
+    for line_id in wanted:
+        if line_id in covered:
+            pl, po = covered[line_id]
+            if pl.quantity_shipped or po.status not in purchasing.REVOCABLE:
+                raise Conflict(f"line {line_id} is {po.status} at its supplier: cannot reroute")
+            taken_back.setdefault(po.id, []).append(pl)
+    created: list[PurchaseOrder] = []
+    for po_id, pls in taken_back.items():
+        held = await purchasing.load(session, po_id)
+        assert held is not None
+        remaining = [ln for ln in held.lines if ln.status == "open" and ln not in pls]
+        if not remaining:
+            await purchasing.transition(session, held, POStatus.CANCELLED, reason)
+        created += await take_back(session, held, pls, reason)
+    free = [ln for ln in order.lines if ln.id in wanted and ln.id not in covered]
+    routed = await route_lines(session, merchant, order, free) if free else None
+    await session.flush()
+    return Rerouted(
+        order,
+        wanted,
+        routed.plan if routed else None,
+        created + (routed.purchase_orders if routed else []),
+    )
+
+
+# -- rules --------------------------------------------------------------------------------------
+
+
+async def list_rules(session: AsyncSession, merchant_id: uuid.UUID) -> list[RoutingRule]:
+    """Every rule of the merchant, active or not, in the order they are tried."""
+    return list(
+        (
+            await session.scalars(
+                select(RoutingRule)
+                .where(RoutingRule.merchant_id == merchant_id)
+                .order_by(RoutingRule.position, RoutingRule.created_at)
+            )
+        ).all()
+    )
+
+
+async def get_rule(
+    session: AsyncSession, merchant_id: uuid.UUID, rule_id: uuid.UUID
+) -> RoutingRule:
+    rule = await session.scalar(
+        select(RoutingRule).where(RoutingRule.id == rule_id, RoutingRule.merchant_id == merchant_id)
+    )
+    if rule is None:
+        raise NotFound(f"routing rule {rule_id} not found")
+    return rule
+
+
+async def add_rule(
+    session: AsyncSession, merchant_id: uuid.UUID, fields: msgspec.Struct
+) -> RoutingRule:
+    rule = RoutingRule(merchant_id=merchant_id, **msgspec.structs.asdict(fields))
+    session.add(rule)
+    await session.flush()
+    return rule
+
+
+async def change_rule(
+    session: AsyncSession, merchant_id: uuid.UUID, rule_id: uuid.UUID, patch: msgspec.Struct
+) -> RoutingRule:
+    """Change the fields given (not ``None``) of one of the merchant's rules."""
+    rule = await get_rule(session, merchant_id, rule_id)
+    for key, value in msgspec.structs.asdict(patch).items():
+        if value is not None:
+            setattr(rule, key, value)
+    await session.flush()
+    return rule
+
+
+async def remove_rule(session: AsyncSession, merchant_id: uuid.UUID, rule_id: uuid.UUID) -> None:
+    await session.delete(await get_rule(session, merchant_id, rule_id))
+
+
+# -- dry run ------------------------------------------------------------------------------------
+
+#: Simulations with more lines than this run the engine on a worker thread.
+SIMULATE_ON_LOOP_LINES = 50
+
+
+@dataclass(frozen=True)
+class SimulatedLine:
+    sku: str
+    quantity: int
+
+
+async def simulate(
+    session: AsyncSession,
+    merchant: Merchant,
+    *,
+    order_id: uuid.UUID | None,
+    country: str | None,
+    lines: Sequence[SimulatedLine],
+) -> tuple[str | None, RoutingPlan]:
+    """The decision for one of the merchant's orders, or a hypothetical one (country and
+    lines), changing nothing. Returns the destination country and the plan.
+
+    The session is rolled back (on SQLite: the database's write lock released) before the
+    decision is computed; a big one runs on a worker thread to keep the event loop serving.
+    """
+    if order_id is not None:
+        order = await load_order(session, order_id, merchant_id=merchant.id)
+        if order is None:
+            raise NotFound(f"order {order_id} not found")
+        order_lines = list(order.lines)
+        country = _country(order)
+    elif lines and country:
+        order_lines = [
+            OrderLine(
+                id=uuid.uuid4(),
+                order_id=uuid.uuid4(),
+                merchant_id=merchant.id,
+                position=i,
+                sku=ln.sku,
+                title=ln.sku,
+                quantity=ln.quantity,
+                price=0,
+            )
+            for i, ln in enumerate(lines)
+        ]
+    else:
+        raise InvalidInput("give order_id, or country and lines", field="order_id")
+    inputs = await plan_input(session, merchant, order_lines, country)
+    await session.rollback()
+    if len(inputs.requests) > SIMULATE_ON_LOOP_LINES:
+        # CPU only, up to a few hundred ms for the largest.
+        return country, await asyncio.to_thread(inputs.decide)
+    return country, inputs.decide()

@@ -3,12 +3,9 @@ from __future__ import annotations
 import uuid
 
 import structlog
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
 
-from app.merchants.models import Merchant
-from app.orders.models import Order, OrderStatus
-from app.routing.service import route_lines
+from app.purchasing.tasks import place_all
+from app.routing.service import route_ready_order
 from workers.registry import TaskContext, task
 
 log = structlog.get_logger(__name__)
@@ -18,21 +15,13 @@ log = structlog.get_logger(__name__)
 async def route_order(ctx: TaskContext, order_id: str) -> None:
     """Route a ``ready_to_route`` order into purchase orders; any other status: nothing to do."""
     async with ctx.db.transaction() as session:
-        query = (
-            select(Order).where(Order.id == uuid.UUID(order_id)).options(selectinload(Order.lines))
-        )
-        if ctx.db.dialect == "postgresql":
-            query = query.with_for_update(of=Order)
-        order = await session.scalar(query)
-        if order is None or order.status != OrderStatus.READY_TO_ROUTE:
+        routed = await route_ready_order(session, uuid.UUID(order_id))
+        if routed is None:
             return
-        merchant = await session.get(Merchant, order.merchant_id)
-        if merchant is None or merchant.status != "active":
-            return
-        plan = await route_lines(session, merchant, order, order.lines)
-        log.info(
-            "order.routed",
-            order_id=order_id,
-            suppliers=len(plan.by_supplier()),
-            unroutable=len(plan.unroutable),
-        )
+        await place_all(session, routed.purchase_orders)
+    log.info(
+        "order.routed",
+        order_id=order_id,
+        suppliers=len(routed.plan.by_supplier()),
+        unroutable=len(routed.plan.unroutable),
+    )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -440,3 +440,59 @@ async def _upsert_chunk(
     # cached: a multi-VALUES statement of thousands of parameters took longer to compile than
     # to run.
     await session.execute(statement, list(rows.values()))
+
+
+async def report_inventory(
+    session: AsyncSession,
+    supplier_id: uuid.UUID,
+    rows: Sequence[tuple[str, int, Decimal | None]],
+) -> tuple[int, list[str]]:
+    """A supplier's stock (and optionally unit cost) by SKU, its own or the merchant's.
+
+    Two statements at most whatever the number of rows (one executemany with the cost, one
+    without). Returns how many products changed and the SKUs that match none.
+    """
+    products = {
+        key: pid
+        for pid, sku, supplier_sku in (
+            await session.execute(
+                select(SupplierProduct.id, SupplierProduct.sku, SupplierProduct.supplier_sku).where(
+                    SupplierProduct.supplier_id == supplier_id
+                )
+            )
+        ).all()
+        for key in (supplier_sku, sku)
+    }
+    unknown: list[str] = []
+    # Several rows for one product (by either SKU): the last stock and the last cost given
+    # win, whatever the order of the two statements below.
+    merged: dict[uuid.UUID, dict[str, Any]] = {}
+    for sku, quantity, unit_cost in rows:
+        pid = products.get(sku)
+        if pid is None:
+            unknown.append(sku)
+            continue
+        values: dict[str, Any] = {"b_id": pid, "stock": quantity}
+        if unit_cost is not None:
+            values["unit_cost"] = unit_cost
+        merged.setdefault(pid, {}).update(values)
+    updates = list(merged.values())
+    with_cost = [u for u in updates if "unit_cost" in u]
+    stock_only = [u for u in updates if "unit_cost" not in u]
+    table = cast(Table, SupplierProduct.__table__)
+    now = utcnow()
+    if with_cost:
+        await session.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(stock=bindparam("stock"), unit_cost=bindparam("unit_cost"), updated_at=now),
+            with_cost,
+        )
+    if stock_only:
+        await session.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(stock=bindparam("stock"), updated_at=now),
+            stock_only,
+        )
+    return len(updates), unknown
