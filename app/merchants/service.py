@@ -7,7 +7,9 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
+import msgspec
 import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +18,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app.db import Database, utcnow
 from app.mail.address import is_email
 from app.merchants.models import ApiToken, Merchant, MerchantStatus
+from app.merchants.settings import save, settings_of
 from app.security import hash_token, new_token
 
 _SHOP_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,60}\.myshopify\.com$")
@@ -193,3 +196,9 @@ def _consume(future: asyncio.Future[ShopEntry | None]) -> None:
     """Background refreshes: a failure only means the stale entry stays a little longer."""
     if not future.cancelled() and future.exception() is not None:
         log.warning("directory.refresh_failed", error=repr(future.exception()))
+
+
+async def change_settings(session: AsyncSession, merchant: Merchant, **sections: Any) -> None:
+    """Replace whole sections of the merchant's settings (``routing=RoutingSettings(...)``)."""
+    save(merchant, msgspec.structs.replace(settings_of(merchant), **sections))
+    await session.flush()

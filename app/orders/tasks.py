@@ -9,6 +9,8 @@ from sqlalchemy.orm import selectinload
 
 from app.jobs.outbox import enqueue
 from app.merchants.models import Merchant
+from app.merchants.settings import parse as parse_settings
+from app.merchants.settings import settings_of
 from app.orders.models import Order, OrderStatus
 from app.orders.validation import validate
 from workers.registry import TaskContext, task
@@ -29,15 +31,14 @@ async def validate_order(ctx: TaskContext, order_id: str) -> None:
         if order is None or order.status != OrderStatus.RECEIVED:
             return
         merchant = await session.get(Merchant, order.merchant_id)
-        settings = merchant.settings if merchant else {}
+        settings = settings_of(merchant)
         verdict = await validate(session, order, settings)
         log.info("order.validated", order_id=order_id, status=verdict.status)
-        if verdict.status == OrderStatus.READY_TO_ROUTE and auto_route(settings):
+        if verdict.status == OrderStatus.READY_TO_ROUTE and settings.routing.auto_route:
             await enqueue(session, "order.route", order.id)
 
 
 def auto_route(settings: dict[str, Any] | None) -> bool:
     """Valid orders go to suppliers at once unless the merchant turned that off (then they wait
     in ``ready_to_route`` for a manual reroute)."""
-    routing = (settings or {}).get("routing") or {}
-    return bool(routing.get("auto_route", True)) if isinstance(routing, dict) else True
+    return parse_settings(settings).routing.auto_route

@@ -16,12 +16,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.codes import is_country
+from app.merchants.settings import MerchantSettings
 from app.orders.models import Order, OrderStatus
 from app.orders.service import open_exception, record, resolve_exceptions, set_status
 from app.suppliers.models import Supplier, SupplierProduct
 
-#: Financial statuses that let an order proceed unless the merchant says otherwise.
-DEFAULT_ROUTABLE_PAYMENT = ("paid", "authorized")
 #: The exceptions-queue kind for an order that failed validation.
 VALIDATION_FAILED = "validation_failed"
 #: Countries whose addresses have no postal code.
@@ -102,24 +101,14 @@ async def unknown_skus(session: AsyncSession, order: Order) -> list[str]:
     return problems
 
 
-def routable_statuses(settings: dict[str, Any]) -> tuple[str, ...]:
-    """The merchant's ``routable_financial_statuses`` (a list, or one status as a string)."""
-    value = settings.get("routable_financial_statuses")
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list | tuple) or not value:
-        return DEFAULT_ROUTABLE_PAYMENT
-    return tuple(str(v) for v in value)
-
-
-async def validate(session: AsyncSession, order: Order, settings: dict[str, Any]) -> Verdict:
+async def validate(session: AsyncSession, order: Order, settings: MerchantSettings) -> Verdict:
     """Run every check, record each outcome and move the order to its next status.
 
     An earlier failed validation's exceptions-queue entry is closed first: it described the
     order as it was; if the problem is still there a new entry says so.
     """
     await resolve_exceptions(session, order, (VALIDATION_FAILED,))
-    routable = routable_statuses(settings)
+    routable = settings.routable_financial_statuses
     payment = check_payment(order.financial_status, routable)
     record(
         session,

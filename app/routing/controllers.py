@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
@@ -18,7 +17,9 @@ from app.api.openapi import MERCHANT_SECURITY, operation
 from app.codes import check_country
 from app.db import DbSession
 from app.inputs import CountryCode, Input, ShortText
+from app.merchants import service as merchants
 from app.merchants.models import Merchant
+from app.merchants.settings import RoutingSettings, settings_of
 from app.purchasing.tasks import place_all
 from app.routing import service as routing
 from app.routing.engine import STRATEGIES
@@ -95,25 +96,6 @@ class RerouteIn(Input):
     lines: Annotated[list[uuid.UUID], Meta(max_length=limits.MAX_LINES)] = []
 
 
-class RoutingSettings(Input):
-    """``auto_route``: send valid orders to suppliers at once (else they wait in
-    ``ready_to_route``). ``consolidation_tolerance``: how much more (0.05 = 5 %) the merchant
-    accepts to pay for fewer suppliers per order."""
-
-    auto_route: bool = True
-    consolidation_tolerance: Annotated[
-        Decimal, Meta(description=f"from 0 to {limits.MAX_TOLERANCE}")
-    ] = routing.DEFAULT_TOLERANCE
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        tolerance = self.consolidation_tolerance
-        if not tolerance.is_finite() or not 0 <= tolerance <= limits.MAX_TOLERANCE:
-            raise ValueError(
-                f"consolidation_tolerance: between 0 and {limits.MAX_TOLERANCE} (0.05 = 5 %)"
-            )
-
-
 def rule_out(r: RoutingRule) -> RuleOut:
     return RuleOut(
         id=r.id,
@@ -144,11 +126,7 @@ class RoutingController(Controller):
         ),
     )
     async def get_settings(self, merchant: NamedDependency[Merchant]) -> RoutingSettings:
-        raw = (merchant.settings or {}).get("routing") or {}
-        return RoutingSettings(
-            auto_route=bool(raw.get("auto_route", True)),
-            consolidation_tolerance=routing.tolerance_of(merchant),
-        )
+        return settings_of(merchant).routing
 
     @put(
         "/settings",
@@ -166,15 +144,7 @@ class RoutingController(Controller):
         merchant: NamedDependency[Merchant],
         data: JSONBody[RoutingSettings],
     ) -> RoutingSettings:
-        tolerance = data.consolidation_tolerance  # bounds checked by RoutingSettings
-        settings = dict(merchant.settings or {})
-        settings["routing"] = {
-            **(settings.get("routing") or {}),
-            "auto_route": data.auto_route,
-            "consolidation_tolerance": str(tolerance),
-        }
-        merchant.settings = settings
-        await db_session.flush()
+        await merchants.change_settings(db_session, merchant, routing=data)
         return data
 
     @get(

@@ -14,7 +14,7 @@ import fnmatch
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -25,6 +25,7 @@ from sqlalchemy.orm import selectinload
 from app.db import utcnow
 from app.errors import Conflict, InvalidInput, NotFound
 from app.merchants.models import Merchant
+from app.merchants.settings import settings_of
 from app.orders.models import Order, OrderLine, OrderStatus
 from app.orders.service import open_exception, record, set_status
 from app.purchasing import service as purchasing
@@ -33,20 +34,7 @@ from app.routing.engine import LineRequest, Offer, RoutingPlan, ShippingRate, ro
 from app.routing.models import LineExclusion, RoutingRule
 from app.suppliers.models import Supplier, SupplierProduct
 
-DEFAULT_TOLERANCE = Decimal("0.05")
 _OFFERS_PARTITION = 1000
-
-
-def tolerance_of(merchant: Merchant | None) -> Decimal:
-    raw = (
-        ((merchant.settings if merchant else {}) or {})
-        .get("routing", {})
-        .get("consolidation_tolerance")
-    )
-    try:
-        return Decimal(str(raw)) if raw is not None else DEFAULT_TOLERANCE
-    except InvalidOperation:
-        return DEFAULT_TOLERANCE
 
 
 async def load_offers(
@@ -201,7 +189,8 @@ async def plan_input(
     ]
     offers = await load_offers(session, merchant.id, (ln.sku or "" for ln in lines))
     exclusions = await load_exclusions(session, (ln.id for ln in lines))
-    return PlanInput(requests, country, offers, tolerance_of(merchant), exclusions)
+    tolerance = settings_of(merchant).routing.consolidation_tolerance
+    return PlanInput(requests, country, offers, tolerance, exclusions)
 
 
 async def plan(
