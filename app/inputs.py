@@ -23,7 +23,7 @@ ShortText = Annotated[str, Meta(min_length=1, max_length=limits.MAX_SHORT_TEXT)]
 OptionalText = Annotated[str, Meta(max_length=limits.MAX_SHORT_TEXT)] | None
 Title = Annotated[str, Meta(max_length=limits.MAX_TITLE)]
 LongText = Annotated[str, Meta(max_length=limits.MAX_LONG_TEXT)]
-Url = Annotated[str, Meta(max_length=limits.MAX_URL)]
+Url = Annotated[str, Meta(max_length=limits.MAX_URL, description="http(s) URL")]
 #: Checked against ISO 3166-1 in ``__post_init__`` (``app.codes.check_country``).
 CountryCode = Annotated[str, Meta(max_length=8, description="ISO 3166-1 alpha-2, like US or GB")]
 #: Checked against ISO 4217 in ``__post_init__`` (``app.codes.check_currency``).

@@ -40,9 +40,6 @@ MIN_RATE_PER_SECOND = 0.01
 MAX_RATE_PER_SECOND = 1000.0
 #: Simultaneous placements at one supplier.
 MAX_CONCURRENCY = 1000
-#: Seconds a supplier's API may take to answer (``rest_json`` connector ``timeout``).
-MIN_TIMEOUT_SECONDS = 0.1
-MAX_TIMEOUT_SECONDS = 120.0
 #: ``consolidation_tolerance``: 0.05 = 5 % more for fewer suppliers; 1 = double.
 MAX_TOLERANCE = Decimal("1")
 
@@ -53,8 +50,9 @@ MAX_SHORT_TEXT = 255
 MAX_TITLE = 512
 #: Free text: an order note, a reason, a description.
 MAX_LONG_TEXT = 10_000
-#: A URL (tracking, connector base URL).
-MAX_URL = 2048
+#: A URL we store (a shipment's tracking link: the column's size). Connector base URLs are
+#: bounded by their connector (``connectors`` knows nothing of the app).
+MAX_URL = 1024
 #: An email address (RFC 5321: 64 + 1 + 255, rounded as the usual 320).
 MAX_EMAIL = 320
 #: Any string anywhere in an input, nested ones included (connector settings...).

@@ -4,7 +4,6 @@ stored, and keys left behind by requests that never finished."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from datetime import timedelta
 from typing import Any
@@ -15,6 +14,7 @@ from app.db import Database, utcnow
 from app.idempotency.middleware import request_fingerprint
 from app.idempotency.models import IdempotencyRecord
 from app.orders.models import Order
+from app.security import SecretBox
 from tests.conftest import MerchantHandle
 from tests.support.orders import Client, count, order_body
 from tests.test_orders_csv_import import IMPORT, MIXED
@@ -26,8 +26,11 @@ def keyed(merchant: MerchantHandle, key: str, **extra: str) -> dict[str, str]:
     return {**merchant.headers, "Idempotency-Key": key, **extra}
 
 
+BOX = SecretBox("test-secret-key")  # the suite's settings.secret_key
+
+
 def scope_of(merchant: MerchantHandle) -> str:
-    return hashlib.sha256(merchant.headers["Authorization"].encode()).hexdigest()
+    return BOX.sign(merchant.headers["Authorization"])
 
 
 class TestOrderEntryWithKey:
@@ -216,7 +219,7 @@ class TestLeftoverKeys:
         self, client: Client, merchant: MerchantHandle, db: Database
     ) -> None:
         raw = json.dumps(order_body()).encode()
-        fingerprint = request_fingerprint({"path": ORDERS, "query_string": b""}, raw)
+        fingerprint = request_fingerprint(BOX, {"path": ORDERS, "query_string": b""}, raw)
         await self._leftover(db, merchant, "k-run", timedelta(seconds=1), request_hash=fingerprint)
         headers = keyed(merchant, "k-run", **{"Content-Type": "application/json"})
         r = await client.post(ORDERS, content=raw, headers=headers)

@@ -20,7 +20,6 @@ the same status and shape, says what is missing and what to do (rotate the key),
 
 from __future__ import annotations
 
-import hashlib
 import re
 from datetime import timedelta
 from typing import Any
@@ -35,6 +34,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from app.api.deps import body_too_large
 from app.db import Database, utcnow, uuid7
 from app.idempotency.models import IdempotencyRecord
+from app.security import SecretBox
 from app.services import Services
 
 log = structlog.get_logger(__name__)
@@ -96,8 +96,10 @@ async def _read_body(receive: Any, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def request_fingerprint(scope: Any, body: bytes) -> str:
-    """What makes two requests "the same": path, query and body.
+def request_fingerprint(box: SecretBox, scope: Any, body: bytes) -> str:
+    """What makes two requests "the same": path, query and body, keyed with the secret key
+    (bodies may carry secrets, like a supplier's API key: a plain digest of them, stored for a
+    day, could be tested against guesses).
 
     A multipart body's boundary is random per attempt in most HTTP clients, so it is left out:
     a retry of the same upload is the same request.
@@ -105,9 +107,7 @@ def request_fingerprint(scope: Any, body: bytes) -> str:
     content_type = (_header(scope, b"content-type") or "").encode("latin-1")
     if content_type.lower().startswith(b"multipart/") and (m := _BOUNDARY.search(content_type)):
         body = body.replace(m.group(1), b"")
-    return hashlib.sha256(
-        b"\0".join([scope["path"].encode(), scope.get("query_string", b""), body])
-    ).hexdigest()
+    return box.sign(b"\0".join([scope["path"].encode(), scope.get("query_string", b""), body]))
 
 
 def _secret_fields(scope: Any) -> dict[str, str]:
@@ -231,9 +231,10 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         except _BodyTooLarge:
             await _json_response(send, 413, msgspec.json.encode(body_too_large(limit)))
             return
-        owner = hashlib.sha256(auth.encode()).hexdigest()[:64]
-        request_hash = request_fingerprint(scope, body)
         services: Services = scope["litestar_app"].state.services
+        # The credential itself is never stored: a keyed digest of it names the scope.
+        owner = services.box.sign(auth)[:64]
+        request_hash = request_fingerprint(services.box, scope, body)
         db = services.db
 
         existing = await _claim(db, owner, key, request_hash)

@@ -188,9 +188,6 @@ class MerchantDirectory:
             self._cache.pop(shop_domain, None)
         return entry
 
-    def forget(self, shop_domain: str) -> None:
-        self._cache.pop(shop_domain, None)
-
 
 def _consume(future: asyncio.Future[ShopEntry | None]) -> None:
     """Background refreshes: a failure only means the stale entry stays a little longer."""

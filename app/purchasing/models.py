@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from app import limits
 from app.db import Base, IdMixin, TimestampMixin, utcnow
 
 
@@ -119,7 +120,7 @@ class Shipment(IdMixin, Base):
     merchant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("merchants.id", ondelete="CASCADE"))
     carrier: Mapped[str | None] = mapped_column(String(100), default=None)
     tracking_number: Mapped[str | None] = mapped_column(String(255), default=None)
-    tracking_url: Mapped[str | None] = mapped_column(String(1024), default=None)
+    tracking_url: Mapped[str | None] = mapped_column(String(limits.MAX_URL), default=None)
     status: Mapped[str] = mapped_column(String(32), default="shipped")
     shipped_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -18,6 +18,7 @@ from app.inputs import (
     OptionalText,
     ShortText,
     Timestamp,
+    Url,
     check_amount,
     check_datetime,
 )
@@ -87,7 +88,7 @@ class ShipmentLineIn(Input):
 class ShipmentIn(Input):
     tracking_number: ShortText
     carrier: Annotated[str, Meta(max_length=100)] | None = None
-    tracking_url: Annotated[str, Meta(max_length=1024, description="http(s) URL")] | None = None
+    tracking_url: Url | None = None
     lines: Annotated[list[ShipmentLineIn], Meta(max_length=limits.MAX_LINES)] = []
     shipped_at: Timestamp | None = None
 
