@@ -5,7 +5,7 @@ from app.idempotency.models import IdempotencyRecord
 from app.jobs.models import OutboxMessage, PeriodicRun
 from app.mail.models import OutgoingEmail
 from app.merchants.models import ApiToken, Merchant
-from app.orders.models import Customer, ExceptionCase, Order, OrderEvent, OrderLine
+from app.orders.models import Customer, ExceptionCase, Order, OrderLine
 from app.purchasing.models import (
     LineExclusion,
     PurchaseOrder,
@@ -16,6 +16,7 @@ from app.purchasing.models import (
 )
 from app.routing.models import RoutingRule
 from app.suppliers.models import Supplier, SupplierProduct
+from app.timeline.models import OrderEvent
 from app.webhooks.models import WebhookDelivery
 
 __all__ = [

@@ -24,7 +24,7 @@ from app.jobs.backoff import EARLY, backoff_ms
 from app.mail.models import EmailStatus, OutgoingEmail
 from app.mail.sender import MailError, build_message
 from app.orders.models import Order
-from app.orders.service import record
+from app.timeline.service import record
 from workers.broker import is_transient
 from workers.registry import TaskContext, task
 

@@ -18,7 +18,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.db import utcnow
 from app.orders.drafts import PayloadError, shopify_id
-from app.orders.models import Customer, ExceptionCase, Order, OrderEvent
+from app.orders.models import Customer, ExceptionCase, Order
+from app.timeline.service import record
 from app.webhooks.models import WebhookDelivery
 
 _REDACTED_ORDER: dict[str, Any] = {
@@ -118,13 +119,8 @@ async def redact_customer(session: AsyncSession, merchant_id: uuid.UUID, payload
     for order in orders:
         for attr, value in _REDACTED_ORDER.items():
             setattr(order, attr, value)
-        session.add(
-            OrderEvent(
-                order_id=order.id,
-                merchant_id=merchant_id,
-                type="privacy.redacted",
-                message="customer data redacted on the customer's request",
-            )
+        record(
+            session, order, "privacy.redacted", "customer data redacted on the customer's request"
         )
     conditions: list[ColumnElement[bool]] = []
     if customer_id is not None:

@@ -27,8 +27,9 @@ from app.inputs import (
 from app.limits import MAX_AMOUNT
 from app.mail.address import EmailAddress, check_email
 from app.orders.drafts import ADDRESS_FIELDS, CustomerDraft, LineDraft, OrderDraft
-from app.orders.models import ExceptionCase, Order, OrderEvent, OrderLine, OrderSource
+from app.orders.models import ExceptionCase, Order, OrderLine, OrderSource
 from app.purchasing.schemas import OrderPurchaseOrder
+from app.timeline.models import OrderEvent
 
 #: The order's lines, counted; quantities are per line.
 Quantity = Annotated[int, Meta(ge=1, le=limits.MAX_LINE_QUANTITY)]

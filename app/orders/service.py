@@ -1,7 +1,9 @@
-"""Order rules: creating orders from drafts, applying updates and cancellations, the timeline.
+"""Order rules and the orders domain's queries: creating orders from drafts, applying updates
+and cancellations, loading orders for the API and the workers.
 
-Every state change writes an ``OrderEvent`` in the same transaction, so the timeline is never
-behind the order. Services flush; the caller's transaction commits.
+Every state change writes its timeline entry (:mod:`app.timeline.service`) in the same
+transaction, so the timeline is never behind the order. Services flush; the caller's
+transaction commits.
 """
 
 from __future__ import annotations
@@ -22,46 +24,18 @@ from app.orders.models import (
     Customer,
     ExceptionCase,
     Order,
-    OrderEvent,
     OrderLine,
     OrderSource,
     OrderStatus,
 )
 from app.security import new_public_token
+from app.timeline.service import record, set_status
 
 VALIDATE_ACTOR = "order.validate"
 
 
 class OrderConflict(Exception):
     """The order's state forbids the operation (HTTP 409)."""
-
-
-def record(
-    session: AsyncSession, order: Order, type_: str, message: str, **data: Any
-) -> OrderEvent:
-    """Append an entry to the order's timeline."""
-    event = OrderEvent(
-        order_id=order.id, merchant_id=order.merchant_id, type=type_, message=message, data=data
-    )
-    session.add(event)
-    return event
-
-
-def set_status(
-    session: AsyncSession, order: Order, status: str, reason: str | None, **data: Any
-) -> None:
-    previous = order.status
-    order.status = status
-    order.status_reason = reason
-    order.updated_at = utcnow()
-    record(
-        session,
-        order,
-        f"status.{status}",
-        f"{previous} -> {status}" + (f": {reason}" if reason else ""),
-        previous=previous,
-        **data,
-    )
 
 
 async def resolve_exceptions(
@@ -371,7 +345,5 @@ __all__ = [
     "find_existing",
     "get_order",
     "is_stale",
-    "record",
     "resolve_exceptions",
-    "set_status",
 ]

@@ -17,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.codes import is_country
 from app.orders.models import Order, OrderStatus
-from app.orders.service import open_exception, record, resolve_exceptions, set_status
+from app.orders.service import open_exception, resolve_exceptions
 from app.suppliers.models import Supplier, SupplierProduct
+from app.timeline.service import record, set_status
 
 #: Financial statuses that let an order proceed unless the merchant says otherwise.
 DEFAULT_ROUTABLE_PAYMENT = ("paid", "authorized")

@@ -16,7 +16,6 @@ from app.codes import wire_amount
 from app.db import utcnow
 from app.merchants.models import Merchant
 from app.orders.models import Order, OrderLine
-from app.orders.service import record
 from app.purchasing.models import (
     POStatus,
     PurchaseOrder,
@@ -27,6 +26,7 @@ from app.purchasing.models import (
 )
 from app.routing import service as routing
 from app.suppliers.models import Supplier, SupplierProduct
+from app.timeline.service import record
 from connectors.base import AddressDTO, PurchaseOrderDTO, PurchaseOrderLineDTO
 
 TRACKING_STATUSES = ("in_transit", "out_for_delivery", "delivered", "exception", "returned")

@@ -36,12 +36,13 @@ from dramatiq.rate_limits import ConcurrentRateLimiter, WindowRateLimiter
 from app import limits
 from app.db import utcnow
 from app.jobs.backoff import EARLY, backoff_ms
-from app.orders.service import open_exception, record
+from app.orders.service import open_exception
 from app.purchasing import service
 from app.purchasing.models import POStatus
 from app.purchasing.notices import queue_supplier_notice
 from app.suppliers.models import Supplier
 from app.suppliers.service import decrypt_config
+from app.timeline.service import record
 from connectors.base import PermanentConnectorError, RetryableConnectorError
 from connectors.registry import connector_class
 from workers.registry import TaskContext, task

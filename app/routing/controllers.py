@@ -26,13 +26,13 @@ from app.codes import check_country
 from app.inputs import CountryCode, Input, ShortText
 from app.merchants.models import Merchant
 from app.orders.models import Order, OrderLine, OrderStatus
-from app.orders.service import record
 from app.purchasing import service as purchasing
 from app.purchasing.models import POStatus, PurchaseOrder, PurchaseOrderLine
 from app.purchasing.schemas import PurchaseOrderOut, SupplierLineOut
 from app.routing import service as routing
 from app.routing.engine import STRATEGIES
 from app.routing.models import RoutingRule
+from app.timeline.service import record
 
 #: Simulations with more lines than this run the engine on a worker thread.
 SIMULATE_ON_LOOP_LINES = 50

@@ -17,11 +17,12 @@ from app.db import utcnow, uuid7
 from app.jobs.outbox import enqueue
 from app.merchants.models import Merchant
 from app.orders.models import Order, OrderLine, OrderStatus
-from app.orders.service import open_exception, record, set_status
+from app.orders.service import open_exception
 from app.purchasing.models import LineExclusion, POStatus, PurchaseOrder, PurchaseOrderLine
 from app.routing.engine import LineRequest, Offer, RoutingPlan, ShippingRate, route
 from app.routing.models import RoutingRule
 from app.suppliers.models import Supplier, SupplierProduct
+from app.timeline.service import record, set_status
 
 PLACE_ACTOR = "purchase_order.place"
 DEFAULT_TOLERANCE = Decimal("0.05")
