@@ -15,9 +15,9 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
-from sqlalchemy import JSON, BigInteger, DateTime, MetaData, Numeric, String, Uuid, event
+from sqlalchemy import JSON, BigInteger, DateTime, MetaData, Numeric, String, Uuid, event, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
@@ -32,6 +32,10 @@ from sqlalchemy.types import TypeDecorator
 from app.codes import wire_amount
 from app.limits import MAX_SHOPIFY_ID
 from app.sqlite_writer import serialize_writers
+
+#: The session controllers and tasks are handed: they name it, and import nothing from SQLAlchemy
+#: (a domain's queries live in its service module).
+DbSession: TypeAlias = AsyncSession
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -162,6 +166,12 @@ class TimestampMixin:
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+def locks_rows(session: AsyncSession) -> bool:
+    """Whether ``SELECT ... FOR UPDATE`` is needed to lock rows before changing them: on
+    PostgreSQL. (SQLite transactions begin IMMEDIATE: writers are already serialised.)"""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def _sqlite_path(url: str) -> Path | None:
     prefix = "sqlite+aiosqlite:///"
     if url.startswith(prefix) and ":memory:" not in url:
@@ -257,6 +267,11 @@ class Database:
         """A session whose work commits on success and rolls back on any exception."""
         async with self.sessionmaker() as session, session.begin():
             yield session
+
+    async def ping(self) -> None:
+        """One round trip to the database (the readiness probe); raises if it does not answer."""
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
         await self.engine.dispose()
