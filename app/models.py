@@ -1,11 +1,12 @@
 """Every table, imported in one place for Alembic's autogenerate and for tests."""
 
 from app.db import Base
+from app.exceptions.models import ExceptionCase
 from app.idempotency.models import IdempotencyRecord
 from app.jobs.models import OutboxMessage, PeriodicRun
 from app.mail.models import OutgoingEmail
 from app.merchants.models import ApiToken, Merchant
-from app.orders.models import Customer, ExceptionCase, Order, OrderLine
+from app.orders.models import Customer, Order, OrderLine
 from app.purchasing.models import (
     LineExclusion,
     PurchaseOrder,

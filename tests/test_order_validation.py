@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import func, select, update
 
 from app.db import Database
+from app.exceptions.models import ExceptionCase
 from app.merchants.models import Merchant
-from app.orders.models import ExceptionCase, Order
+from app.orders.models import Order
 from app.orders.tasks import validate_order
 from app.security import SecretBox
 from app.settings import Settings

@@ -26,9 +26,8 @@ from app.csvfile import CsvFormatError
 from app.inputs import check_datetime
 from app.merchants.models import Merchant
 from app.orders.csv_import import HEADER, REQUIRED_COLUMNS, import_orders
-from app.orders.models import ExceptionCase, Order, OrderStatus
+from app.orders.models import Order, OrderStatus
 from app.orders.schemas import (
-    ExceptionOut,
     ImportReport,
     OrderDetail,
     OrderIn,
@@ -226,44 +225,6 @@ async def _csv_text(request: Request[Any, Any, Any]) -> str:
             f"file: not UTF-8 text (byte {exc.start}); export the CSV as UTF-8",
             extra={"field": "file"},
         ) from exc
-
-
-class ExceptionController(Controller):
-    path = "/api/v1/exceptions"
-    tags = ["exceptions"]
-    security = MERCHANT_SECURITY
-    dependencies = {"merchant": Provide(provide_merchant)}
-
-    @get(
-        "/",
-        summary="The exceptions queue: everything that needs a person, with the reason",
-        **operation(
-            "listExceptions",
-            "Everything that needs a person (an invalid address, an unknown SKU, a supplier that "
-            "keeps failing...), with the reason; resolved ones with `include_resolved=true`.",
-            api="merchant",
-        ),
-    )
-    async def list_exceptions(
-        self,
-        db_session: NamedDependency[AsyncSession],
-        merchant: NamedDependency[Merchant],
-        include_resolved: FromQuery[bool] = False,
-        cursor: FromQuery[str | None] = None,
-        limit: FromQuery[int] = DEFAULT_LIMIT,
-    ) -> Page[ExceptionOut]:
-        query = select(ExceptionCase).where(ExceptionCase.merchant_id == merchant.id)
-        if not include_resolved:
-            query = query.where(ExceptionCase.resolved_at.is_(None))
-        return await keyset_page(
-            db_session,
-            query,
-            ExceptionCase.created_at,
-            ExceptionCase.id,
-            cursor=cursor,
-            limit=limit,
-            shape=ExceptionOut.of,
-        )
 
 
 async def purchase_orders_of(

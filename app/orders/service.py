@@ -12,17 +12,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.db import utcnow
+from app.exceptions.service import open_exception, resolve_exceptions
 from app.jobs.outbox import enqueue
 from app.orders.drafts import CustomerDraft, LineDraft, OrderDraft
 from app.orders.models import (
     Customer,
-    ExceptionCase,
     Order,
     OrderLine,
     OrderSource,
@@ -36,31 +36,6 @@ VALIDATE_ACTOR = "order.validate"
 
 class OrderConflict(Exception):
     """The order's state forbids the operation (HTTP 409)."""
-
-
-async def resolve_exceptions(
-    session: AsyncSession, order: Order, kinds: tuple[str, ...] | None = None
-) -> None:
-    """Close the order's open exceptions-queue entries (of ``kinds``, or all): the problem they
-    describe is gone (fixed by an update, or the order was cancelled)."""
-    stmt = update(ExceptionCase).where(
-        ExceptionCase.order_id == order.id, ExceptionCase.resolved_at.is_(None)
-    )
-    if kinds is not None:
-        stmt = stmt.where(ExceptionCase.kind.in_(kinds))
-    await session.execute(
-        stmt.values(resolved_at=utcnow()), execution_options={"synchronize_session": False}
-    )
-
-
-def open_exception(
-    session: AsyncSession, order: Order, kind: str, reason: str, **data: Any
-) -> ExceptionCase:
-    case = ExceptionCase(
-        merchant_id=order.merchant_id, order_id=order.id, kind=kind, reason=reason, data=data
-    )
-    session.add(case)
-    return case
 
 
 async def upsert_customer(
@@ -345,5 +320,4 @@ __all__ = [
     "find_existing",
     "get_order",
     "is_stale",
-    "resolve_exceptions",
 ]

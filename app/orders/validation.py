@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.codes import is_country
+from app.exceptions.service import open_exception, resolve_exceptions
 from app.orders.models import Order, OrderStatus
-from app.orders.service import open_exception, resolve_exceptions
 from app.suppliers.models import Supplier, SupplierProduct
 from app.timeline.service import record, set_status
 

@@ -35,8 +35,8 @@ from dramatiq.rate_limits import ConcurrentRateLimiter, WindowRateLimiter
 
 from app import limits
 from app.db import utcnow
+from app.exceptions.service import open_exception
 from app.jobs.backoff import EARLY, backoff_ms
-from app.orders.service import open_exception
 from app.purchasing import service
 from app.purchasing.models import POStatus
 from app.purchasing.notices import queue_supplier_notice

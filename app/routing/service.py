@@ -14,10 +14,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow, uuid7
+from app.exceptions.service import open_exception
 from app.jobs.outbox import enqueue
 from app.merchants.models import Merchant
 from app.orders.models import Order, OrderLine, OrderStatus
-from app.orders.service import open_exception
 from app.purchasing.models import LineExclusion, POStatus, PurchaseOrder, PurchaseOrderLine
 from app.routing.engine import LineRequest, Offer, RoutingPlan, ShippingRate, route
 from app.routing.models import RoutingRule

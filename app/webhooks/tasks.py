@@ -17,11 +17,11 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
+from app.exceptions.service import open_case
 from app.merchants.models import Merchant, MerchantStatus
 from app.merchants.service import deactivate
 from app.orders import privacy
 from app.orders.drafts import PayloadError, from_shopify
-from app.orders.models import ExceptionCase
 from app.orders.service import apply_update, cancel_order, create_order, find_existing
 from app.webhooks import topics
 from app.webhooks.models import WebhookDelivery
@@ -79,20 +79,15 @@ async def _count_failure(ctx: TaskContext, delivery_id: str, exc: Exception) -> 
                 return
             log.error("webhook.given_up", delivery_id=delivery_id, error=repr(exc))
             if counted.merchant_id is not None:
-                session.add(
-                    ExceptionCase(
-                        merchant_id=counted.merchant_id,
-                        kind="webhook_failed",
-                        reason=(
-                            f"Shopify {counted.topic} webhook failed {MAX_FAILURES} times and "
-                            f"is no longer retried: {exc!r}"[:2000]
-                        ),
-                        data={
-                            "delivery_id": delivery_id,
-                            "topic": counted.topic,
-                            "shopify_order_id": _raw_order_id(counted.payload),
-                        },
-                    )
+                open_case(
+                    session,
+                    counted.merchant_id,
+                    "webhook_failed",
+                    f"Shopify {counted.topic} webhook failed {MAX_FAILURES} times and "
+                    f"is no longer retried: {exc!r}"[:2000],
+                    delivery_id=delivery_id,
+                    topic=counted.topic,
+                    shopify_order_id=_raw_order_id(counted.payload),
                 )
     except Exception as count_exc:  # the database is what failed: the sweeper will come back
         log.warning("webhook.failure_not_counted", delivery_id=delivery_id, error=repr(count_exc))
@@ -119,18 +114,15 @@ async def _process(ctx: TaskContext, delivery_id: str) -> None:
             outcome = f"rejected: {exc}"
             log.warning("webhook.rejected", topic=topic, error=str(exc))
             if merchant is not None and merchant_id is not None and topic in _ORDER_TOPICS:
-                session.add(
-                    ExceptionCase(
-                        merchant_id=merchant_id,
-                        kind="webhook_rejected",
-                        reason=f"Shopify {topic} webhook could not be used: {exc}",
-                        data={
-                            "delivery_id": delivery_id,
-                            "topic": topic,
-                            "field": getattr(exc, "field", None),
-                            "shopify_order_id": _raw_order_id(body),
-                        },
-                    )
+                open_case(
+                    session,
+                    merchant_id,
+                    "webhook_rejected",
+                    f"Shopify {topic} webhook could not be used: {exc}",
+                    delivery_id=delivery_id,
+                    topic=topic,
+                    field=getattr(exc, "field", None),
+                    shopify_order_id=_raw_order_id(body),
                 )
         done: dict[str, Any] = {"processed_at": utcnow(), "outcome": outcome[:255]}
         if topic in _REDACTION_TOPICS:  # the request itself names the customer
