@@ -42,6 +42,11 @@ def validate_email(email: str) -> str:
     return email
 
 
+async def get_merchant(session: AsyncSession, merchant_id: uuid.UUID) -> Merchant | None:
+    """The merchant, as this session holds it or from the database."""
+    return await session.get(Merchant, merchant_id)
+
+
 async def get_by_shop(session: AsyncSession, shop_domain: str) -> Merchant | None:
     merchant: Merchant | None = await session.scalar(
         select(Merchant).where(Merchant.shop_domain == shop_domain)

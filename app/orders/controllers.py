@@ -15,27 +15,24 @@ from litestar.exceptions import (
     NotFoundException,
 )
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
 
 from app.api.deps import provide_merchant
 from app.api.openapi import MERCHANT_SECURITY, csv_body, operation
-from app.api.pagination import DEFAULT_LIMIT, Page, check_limit, keyset_page
+from app.api.pagination import DEFAULT_LIMIT, Page, check_limit
 from app.csvfile import CsvFormatError
+from app.db import DbSession
 from app.inputs import check_datetime
 from app.merchants.models import Merchant
+from app.orders import service
 from app.orders.csv_import import HEADER, REQUIRED_COLUMNS, import_orders
-from app.orders.models import Order, OrderStatus
+from app.orders.models import OrderStatus
 from app.orders.schemas import (
     ImportReport,
     OrderDetail,
     OrderIn,
     OrderSummary,
 )
-from app.orders.service import create_order, get_order
-from app.purchasing.models import PurchaseOrder, Shipment
-from app.purchasing.schemas import OrderPurchaseOrder, ShipmentOut, SupplierLineOut
+from app.purchasing.schemas import OrderPurchaseOrder, SupplierLineOut
 from app.purchasing.supplier_api import shipment_out
 from app.services import Services
 
@@ -58,7 +55,7 @@ class OrderController(Controller):
     )
     async def list_orders(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
         status: Annotated[
             str | None, QueryParameter(description="one status, or several separated by commas")
@@ -75,35 +72,30 @@ class OrderController(Controller):
         limit: FromQuery[int] = DEFAULT_LIMIT,
     ) -> Page[OrderSummary]:
         check_limit(limit)
-        query = select(Order).where(Order.merchant_id == merchant.id)
+        # An empty value (``?status=``) is no filter, never "no status matches".
         wanted = [s.strip() for s in (status or "").split(",") if s.strip()]
-        if wanted:  # an empty value (``?status=``) is no filter, never "no status matches"
-            bad = [s for s in wanted if s not in OrderStatus.ALL]
-            if bad:
-                raise ClientException(
-                    f"status: unknown value(s) {', '.join(bad)}; "
-                    f"one of {', '.join(OrderStatus.ALL)} (several separated by commas)",
-                    extra={"field": "status"},
-                )
-            query = query.where(Order.status.in_(wanted))
+        bad = [s for s in wanted if s not in OrderStatus.ALL]
+        if bad:
+            raise ClientException(
+                f"status: unknown value(s) {', '.join(bad)}; "
+                f"one of {', '.join(OrderStatus.ALL)} (several separated by commas)",
+                extra={"field": "status"},
+            )
         for name, value in (("created_from", created_from), ("created_to", created_to)):
             try:
                 check_datetime(name, value)
             except ValueError as exc:
                 raise ClientException(str(exc), extra={"field": name}) from exc
-        if created_from is not None:
-            query = query.where(Order.created_at >= created_from)
-        if created_to is not None:
-            query = query.where(Order.created_at < created_to)
-        return await keyset_page(
+        page = await service.list_orders(
             db_session,
-            query,
-            Order.created_at,
-            Order.id,
+            merchant.id,
+            statuses=wanted,
+            created_from=created_from,
+            created_to=created_to,
             cursor=cursor,
             limit=limit,
-            shape=OrderSummary.of,
         )
+        return page.map(OrderSummary.of)
 
     @get(
         "/{order_id:uuid}",
@@ -119,17 +111,15 @@ class OrderController(Controller):
     )
     async def get_one(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
         services: NamedDependency[Services],
         order_id: FromPath[uuid.UUID],
     ) -> OrderDetail:
-        order = await get_order(db_session, merchant.id, order_id)
-        if order is None:
+        view = await service.order_view(db_session, merchant.id, order_id)
+        if view is None:
             raise NotFoundException(f"order {order_id} not found")
-        return OrderDetail.of(
-            order, services.settings.public_url, await purchase_orders_of(db_session, order.id)
-        )
+        return OrderDetail.of(view.order, services.settings.public_url, _purchase_orders_out(view))
 
     @post(
         "/",
@@ -146,25 +136,19 @@ class OrderController(Controller):
     )
     async def create(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
         services: NamedDependency[Services],
         data: JSONBody[OrderIn],
     ) -> OrderDetail:
-        intake = await create_order(db_session, merchant.id, data.to_draft())
+        intake = await service.enter_order(db_session, merchant.id, data.to_draft())
         if not intake.created:
             raise HTTPException(
                 status_code=409,
                 detail=f"reference: an order with reference {data.reference!r} already exists",
                 extra={"field": "reference", "order_id": str(intake.order.id)},
             )
-        await db_session.flush()
-        # Answer with the order as stored (money at its stored scale, as GET shows it), not with
-        # the objects as built.
-        db_session.expunge_all()
-        order = await get_order(db_session, merchant.id, intake.order.id)
-        assert order is not None
-        return OrderDetail.of(order, services.settings.public_url)
+        return OrderDetail.of(intake.order, services.settings.public_url)
 
     @post(
         "/import",
@@ -183,7 +167,7 @@ class OrderController(Controller):
     async def import_csv(
         self,
         request: Request[Any, Any, Any],
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
     ) -> ImportReport:
         # Authentication opened the request's transaction (on SQLite: the database's write
@@ -227,25 +211,7 @@ async def _csv_text(request: Request[Any, Any, Any]) -> str:
         ) from exc
 
 
-async def purchase_orders_of(
-    session: AsyncSession, order_id: uuid.UUID
-) -> list[OrderPurchaseOrder]:
-    pos = list(
-        await session.scalars(
-            select(PurchaseOrder)
-            .where(PurchaseOrder.order_id == order_id)
-            .options(selectinload(PurchaseOrder.lines))
-            .order_by(PurchaseOrder.created_at, PurchaseOrder.id)
-        )
-    )
-    shipments: dict[uuid.UUID, list[ShipmentOut]] = {}
-    if pos:
-        for sh in await session.scalars(
-            select(Shipment)
-            .where(Shipment.purchase_order_id.in_([po.id for po in pos]))
-            .order_by(Shipment.shipped_at, Shipment.id)
-        ):
-            shipments.setdefault(sh.purchase_order_id, []).append(shipment_out(sh))
+def _purchase_orders_out(view: service.OrderView) -> list[OrderPurchaseOrder]:
     return [
         OrderPurchaseOrder(
             id=po.id,
@@ -257,7 +223,7 @@ async def purchase_orders_of(
             supplier_reference=po.supplier_reference,
             last_error=po.last_error,
             lines=[SupplierLineOut.of(ln) for ln in po.lines],
-            shipments=shipments.get(po.id, []),
+            shipments=[shipment_out(sh) for sh in view.shipments.get(po.id, [])],
         )
-        for po in pos
+        for po in view.purchase_orders
     ]
