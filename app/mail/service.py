@@ -12,11 +12,12 @@ from functools import cache
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, TemplateNotFound, select_autoescape
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import utcnow, uuid7
+from app.db import locks_rows, utcnow, uuid7
 from app.jobs.outbox import enqueue
 from app.mail.models import EmailStatus, OutgoingEmail
 
@@ -99,3 +100,12 @@ async def queue_email(
         return None
     await enqueue(session, "email.send", email_id)
     return email_id
+
+
+async def load_for_sending(session: AsyncSession, email_id: uuid.UUID) -> OutgoingEmail | None:
+    """The email, row-locked on PostgreSQL so that its claim and its marking take turns."""
+    query = select(OutgoingEmail).where(OutgoingEmail.id == email_id)
+    if locks_rows(session):
+        query = query.with_for_update()
+    email: OutgoingEmail | None = await session.scalar(query)
+    return email
