@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from app import limits
+from app.errors import InvalidInput
 
 #: Longest field accepted, in characters (the longest free text we store, an order's note).
 MAX_FIELD = limits.MAX_LONG_TEXT
@@ -38,8 +39,9 @@ csv.field_size_limit(2**31 - 1)
 Row = tuple[int, dict[str, str]]
 
 
-class CsvFormatError(ValueError):
-    """The file as a whole cannot be read (HTTP 400); ``field`` names the culprit."""
+class CsvFormatError(InvalidInput):
+    """The file as a whole cannot be read (HTTP 400); ``field`` names the culprit, and the
+    message starts with it already."""
 
     def __init__(self, message: str, field: str = "file") -> None:
         super().__init__(message)

@@ -15,10 +15,12 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
-from sqlalchemy import JSON, BigInteger, DateTime, MetaData, Numeric, String, Uuid, event
+from sqlalchemy import JSON, BigInteger, DateTime, MetaData, Numeric, String, Uuid, event, text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -33,6 +35,10 @@ from app.codes import wire_amount
 from app.limits import MAX_SHOPIFY_ID
 from app.sqlite_writer import serialize_writers
 
+#: The session controllers and tasks are handed: they name it, and import nothing from SQLAlchemy
+#: (a domain's queries live in its service module).
+DbSession: TypeAlias = AsyncSession
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -40,11 +46,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-#: The session type controllers and tasks name (they import nothing else from SQLAlchemy:
-#: the queries live in each domain's service module).
-DbSession = AsyncSession
 
 
 def utcnow() -> datetime:
@@ -167,6 +168,17 @@ class TimestampMixin:
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+def insert_for(session: AsyncSession) -> Any:
+    """The dialect's ``insert`` (``on_conflict_do_nothing`` / ``_do_update`` are dialect
+    constructs in SQLAlchemy): PostgreSQL's, else SQLite's.
+
+    Row locks need no such branch: ``with_for_update()`` is left out by SQLAlchemy on SQLite,
+    whose transactions begin IMMEDIATE (writers are already serialised)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql_insert
+    return sqlite_insert
+
+
 def _sqlite_path(url: str) -> Path | None:
     prefix = "sqlite+aiosqlite:///"
     if url.startswith(prefix) and ":memory:" not in url:
@@ -262,6 +274,11 @@ class Database:
         """A session whose work commits on success and rolls back on any exception."""
         async with self.sessionmaker() as session, session.begin():
             yield session
+
+    async def ping(self) -> None:
+        """One round trip to the database (the readiness probe); raises if it does not answer."""
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -18,10 +18,12 @@ class DomainError(Exception):
     #: Running the same work again may succeed (the state it depended on moved).
     retryable: ClassVar[bool] = False
 
-    def __init__(self, detail: str, *, field: str | None = None) -> None:
+    def __init__(self, detail: str, *, field: str | None = None, **extra: str) -> None:
         super().__init__(f"{field}: {detail}" if field else detail)
         self.detail = detail
         self.field = field
+        #: More for the client (``extra`` in the answer), like the id of what conflicts.
+        self.extra = extra
 
 
 class InvalidInput(DomainError, ValueError):

@@ -23,11 +23,12 @@ from app.api.deps import (
 from app.api.errors import domain_error
 from app.api.openapi import openapi_config, swagger_asset
 from app.errors import DomainError
+from app.exceptions.controllers import ExceptionController
 from app.health.controllers import live, ready
 from app.idempotency.middleware import idempotency_middleware
 from app.logging import configure_logging, request_id_middleware, stamp_request_id
 from app.migrate import check_schema
-from app.orders.controllers import ExceptionController, OrderController
+from app.orders.controllers import OrderController
 from app.purchasing.controllers import PurchaseOrderController
 from app.purchasing.supplier_api import SupplierApiController
 from app.routing.controllers import RerouteController, RoutingController

@@ -1,11 +1,12 @@
 """Every table, imported in one place for Alembic's autogenerate and for tests."""
 
 from app.db import Base
+from app.exceptions.models import ExceptionCase
 from app.idempotency.models import IdempotencyRecord
 from app.jobs.models import OutboxMessage, PeriodicRun
 from app.mail.models import OutgoingEmail
 from app.merchants.models import ApiToken, Merchant
-from app.orders.models import Customer, ExceptionCase, Order, OrderEvent, OrderLine
+from app.orders.models import Customer, Order, OrderLine
 from app.purchasing.models import (
     PurchaseOrder,
     PurchaseOrderLine,
@@ -15,6 +16,7 @@ from app.purchasing.models import (
 )
 from app.routing.models import LineExclusion, RoutingRule
 from app.suppliers.models import Supplier, SupplierProduct
+from app.timeline.models import OrderEvent
 from app.webhooks.models import WebhookDelivery
 
 __all__ = [

@@ -18,8 +18,9 @@ from sqlalchemy.exc import OperationalError
 from app.db import Database
 from app.jobs.models import OutboxMessage
 from app.main import create_app
-from app.orders.models import Order, OrderEvent
+from app.orders.models import Order
 from app.settings import Settings
+from app.timeline.models import OrderEvent
 from app.webhooks.models import WebhookDelivery
 from tests.conftest import SHOPIFY_SECRET, MerchantHandle
 from tests.support import services as svc

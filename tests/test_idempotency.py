@@ -169,16 +169,16 @@ class TestOrderEntryWithKey:
         async def broken(*args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("database fell over")
 
-        import app.orders.controllers as controllers
+        import app.orders.service as service
 
-        real = controllers.create_order
-        monkeypatch.setattr(controllers, "create_order", broken)
+        real = service.enter_order
+        monkeypatch.setattr(service, "enter_order", broken)
         r = await client.post(ORDERS, json=order_body(), headers=keyed(merchant, "k-500"))
         assert r.status_code == 500
         assert await count(db, IdempotencyRecord) == 0
         assert await count(db, Order) == 0
 
-        monkeypatch.setattr(controllers, "create_order", real)
+        monkeypatch.setattr(service, "enter_order", real)
         r = await client.post(ORDERS, json=order_body(), headers=keyed(merchant, "k-500"))
         assert r.status_code == 201
         assert "idempotent-replayed" not in r.headers

@@ -18,13 +18,14 @@ from app.db import Database
 from app.mail.address import is_email
 from app.merchants.service import MerchantError, validate_email
 from app.orders.drafts import PayloadError, from_shopify
-from app.orders.models import Order, OrderEvent
+from app.orders.models import Order
 from app.purchasing.models import Shipment
 from app.purchasing.tasks import supplier_slots
 from app.routing.models import RoutingRule
 from app.security import SecretBox
 from app.settings import Settings
 from app.suppliers.models import Supplier, SupplierProduct
+from app.timeline.models import OrderEvent
 from tests.conftest import MerchantHandle
 from tests.support.order_flow import accepted, order_id_of
 from tests.support.orders import order_body

@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy import func, select
 
 from app.db import Database
-from app.orders.models import Order, OrderEvent
+from app.orders.models import Order
 from app.orders.tasks import validate_order
 from app.security import SecretBox
 from app.settings import Settings
+from app.timeline.models import OrderEvent
 from app.webhooks.tasks import process_delivery
 from tests.conftest import MerchantHandle
 from tests.support.order_flow import (

@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import update
 
 from app.db import Database
+from app.exceptions.models import ExceptionCase
 from app.merchants.models import ApiToken
-from app.orders.models import Customer, ExceptionCase, Order, OrderLine
+from app.orders.models import Customer, Order, OrderLine
 from tests.conftest import MerchantHandle
 from tests.support.orders import (
     Client,

@@ -16,7 +16,7 @@ def domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[
         {
             "status_code": exc.status,
             "detail": str(exc),
-            "extra": {"field": exc.field} if exc.field else {},
+            "extra": ({"field": exc.field} if exc.field else {}) | exc.extra,
         },
         status_code=exc.status,
     )

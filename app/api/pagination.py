@@ -30,6 +30,10 @@ class Page(msgspec.Struct, Generic[T]):
     items: list[T]
     next_cursor: str | None
 
+    def map(self, shape: Callable[[T], R]) -> Page[R]:
+        """The same page, each item shaped: a service pages rows, its controller shapes them."""
+        return Page(items=[shape(item) for item in self.items], next_cursor=self.next_cursor)
+
 
 def encode_cursor(created_at: datetime, id_: uuid.UUID) -> str:
     raw = f"{created_at.isoformat()}|{id_}".encode()
@@ -74,7 +78,24 @@ async def keyset_page(
     shape: Callable[[R], T],
     oldest_first: bool = False,
 ) -> Page[T]:
-    """One page of ``query``, newest first (or oldest first: work queues read in arrival
+    """One page of ``query`` (see :func:`rows_page`), each row shaped."""
+    page = await rows_page(
+        session, query, created_at, id_, cursor=cursor, limit=limit, oldest_first=oldest_first
+    )
+    return page.map(shape)
+
+
+async def rows_page(
+    session: AsyncSession,
+    query: Select[tuple[R]],
+    created_at: InstrumentedAttribute[datetime],
+    id_: InstrumentedAttribute[uuid.UUID],
+    *,
+    cursor: str | None,
+    limit: int,
+    oldest_first: bool = False,
+) -> Page[R]:
+    """One page of ``query``'s rows, newest first (or oldest first: work queues read in arrival
     order), keyed on the rows' ``created_at`` and ``id`` columns given."""
     check_limit(limit)
     if cursor:
@@ -88,7 +109,7 @@ async def keyset_page(
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(
-        items=[shape(r) for r in rows],
+        items=rows,
         next_cursor=(
             encode_cursor(getattr(rows[-1], created_at.key), getattr(rows[-1], id_.key))
             if more

@@ -7,7 +7,6 @@ import msgspec
 from litestar import Request, get
 from litestar.openapi import ResponseSpec
 from litestar.response import Response
-from sqlalchemy import text
 
 from app.api.openapi import operation
 from app.services import Services
@@ -58,8 +57,7 @@ async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     checks: dict[str, str] = {}
     try:
         async with asyncio.timeout(2):
-            async with services.db.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+            await services.db.ping()
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"

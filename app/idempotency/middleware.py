@@ -28,11 +28,9 @@ import msgspec
 import structlog
 from litestar.types import ASGIApp
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.api.deps import body_too_large
-from app.db import Database, utcnow, uuid7
+from app.db import Database, insert_for, utcnow, uuid7
 from app.idempotency.models import IdempotencyRecord
 from app.security import SecretBox
 from app.services import Services
@@ -139,10 +137,6 @@ def without_secrets(body: bytes, secrets: dict[str, str]) -> tuple[bytes, list[s
     return msgspec.json.encode(doc), removed
 
 
-def _insert(dialect: str) -> Any:
-    return postgresql_insert if dialect == "postgresql" else sqlite_insert
-
-
 async def _claim(db: Database, owner: str, key: str, request_hash: str) -> IdempotencyRecord | None:
     """Take the key for this request: None if this request now owns it, else the record of the
     request that does.
@@ -154,7 +148,7 @@ async def _claim(db: Database, owner: str, key: str, request_hash: str) -> Idemp
     now = utcnow()
     async with db.transaction() as session:
         inserted = await session.execute(
-            _insert(db.dialect)(IdempotencyRecord)
+            insert_for(session)(IdempotencyRecord)
             .values(id=uuid7(), scope=owner, key=key, request_hash=request_hash, created_at=now)
             .on_conflict_do_nothing(index_elements=["scope", "key"])
         )

@@ -12,11 +12,10 @@ from functools import cache
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, TemplateNotFound, select_autoescape
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import utcnow, uuid7
+from app.db import insert_for, utcnow, uuid7
 from app.jobs.outbox import enqueue
 from app.mail.models import EmailStatus, OutgoingEmail
 
@@ -87,8 +86,7 @@ async def queue_email(
         "attempts": 0,
         "created_at": utcnow(),
     }
-    bind = session.get_bind()
-    insert = postgresql_insert if bind.dialect.name == "postgresql" else sqlite_insert
+    insert = insert_for(session)
     result = await session.execute(
         insert(OutgoingEmail)
         .values(**values)
@@ -99,3 +97,10 @@ async def queue_email(
         return None
     await enqueue(session, "email.send", email_id)
     return email_id
+
+
+async def load_for_sending(session: AsyncSession, email_id: uuid.UUID) -> OutgoingEmail | None:
+    """The email, row-locked so that its claim and its marking take turns."""
+    query = select(OutgoingEmail).where(OutgoingEmail.id == email_id).with_for_update()
+    email: OutgoingEmail | None = await session.scalar(query)
+    return email

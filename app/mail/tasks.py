@@ -16,15 +16,14 @@ from datetime import timedelta
 
 import dramatiq
 import structlog
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import utcnow
+from app.db import DbSession, utcnow
 from app.jobs.backoff import EARLY, backoff_ms
 from app.mail.models import EmailStatus, OutgoingEmail
 from app.mail.sender import MailError, build_message
-from app.orders.models import Order
-from app.orders.service import record
+from app.mail.service import load_for_sending
+from app.orders.service import order_by_id
+from app.timeline.service import record
 from workers.broker import is_transient
 from workers.registry import TaskContext, task
 
@@ -46,15 +45,7 @@ def retry_delay_ms(attempt: int) -> int:
     return backoff_ms(attempt, base_ms=BASE_DELAY_MS, cap_ms=MAX_DELAY_MS)
 
 
-async def _load(ctx: TaskContext, session: AsyncSession, eid: uuid.UUID) -> OutgoingEmail | None:
-    query = select(OutgoingEmail).where(OutgoingEmail.id == eid)
-    if ctx.db.dialect == "postgresql":
-        query = query.with_for_update()
-    email: OutgoingEmail | None = await session.scalar(query)
-    return email
-
-
-async def _fail(session: AsyncSession, email: OutgoingEmail, reason: str) -> None:
+async def _fail(session: DbSession, email: OutgoingEmail, reason: str) -> None:
     email.status = EmailStatus.FAILED
     email.last_error = reason
     email.claimed_at = None
@@ -64,10 +55,10 @@ async def _fail(session: AsyncSession, email: OutgoingEmail, reason: str) -> Non
     log.error("email.failed", email_id=str(email.id), error=reason)
 
 
-async def _note(session: AsyncSession, email: OutgoingEmail, type_: str, message: str) -> None:
+async def _note(session: DbSession, email: OutgoingEmail, type_: str, message: str) -> None:
     if email.order_id is None:
         return
-    order = await session.get(Order, email.order_id)
+    order = await order_by_id(session, email.order_id)
     if order is not None:
         record(session, order, type_, message, email_id=str(email.id), kind=email.kind)
 
@@ -77,7 +68,7 @@ async def send_email(ctx: TaskContext, email_id: str) -> None:
     eid = uuid.UUID(email_id)
     now = utcnow()
     async with ctx.db.transaction() as session:
-        email = await _load(ctx, session, eid)
+        email = await load_for_sending(session, eid)
         if email is None or email.status != EmailStatus.QUEUED:
             return
         if email.claimed_at is not None and email.claimed_at > now - LEASE:
@@ -101,7 +92,7 @@ async def send_email(ctx: TaskContext, email_id: str) -> None:
     except MailError as exc:
         delay = retry_delay_ms(attempt)
         async with ctx.db.transaction() as session:
-            email = await _load(ctx, session, eid)
+            email = await load_for_sending(session, eid)
             if email is None or email.status != EmailStatus.QUEUED:
                 return
             email.last_error = exc.message
@@ -129,7 +120,7 @@ async def send_email(ctx: TaskContext, email_id: str) -> None:
 
 async def _mark_sent(ctx: TaskContext, eid: uuid.UUID) -> None:
     async with ctx.db.transaction() as session:
-        email = await _load(ctx, session, eid)
+        email = await load_for_sending(session, eid)
         if email is None or email.status != EmailStatus.QUEUED:
             return
         email.status = EmailStatus.SENT

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.db import Database, utcnow
+from app.errors import InvalidInput
 from app.mail.address import is_email
 from app.merchants.models import ApiToken, Merchant, MerchantStatus
 from app.merchants.settings import save, settings_of
@@ -26,7 +27,7 @@ log = structlog.get_logger(__name__)
 MERCHANT_TOKEN_PREFIX = "dsm"  # noqa: S105 (a label, not a secret)
 
 
-class MerchantError(ValueError):
+class MerchantError(InvalidInput):
     """A merchant operation refused for a reason the caller can act on."""
 
 
@@ -43,6 +44,11 @@ def validate_email(email: str) -> str:
     if not is_email(email):
         raise MerchantError(f"not an email address: {email!r}")
     return email
+
+
+async def get_merchant(session: AsyncSession, merchant_id: uuid.UUID) -> Merchant | None:
+    """The merchant, as this session holds it or from the database."""
+    return await session.get(Merchant, merchant_id)
 
 
 async def get_by_shop(session: AsyncSession, shop_domain: str) -> Merchant | None:

@@ -7,36 +7,30 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
-from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import (
-    ClientException,
-    HTTPException,
     NotFoundException,
 )
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
 
 from app.api.deps import provide_merchant
 from app.api.openapi import MERCHANT_SECURITY, csv_body, operation
-from app.api.pagination import DEFAULT_LIMIT, Page, check_limit, keyset_page
-from app.csvfile import CsvFormatError
+from app.api.pagination import DEFAULT_LIMIT, Page, check_limit
+from app.api.uploads import csv_text
+from app.db import DbSession
+from app.errors import Conflict, InvalidInput
 from app.inputs import check_datetime
 from app.merchants.models import Merchant
+from app.orders import service
 from app.orders.csv_import import HEADER, REQUIRED_COLUMNS, import_orders
-from app.orders.models import ExceptionCase, Order, OrderStatus
+from app.orders.models import OrderStatus
 from app.orders.schemas import (
-    ExceptionOut,
     ImportReport,
     OrderDetail,
     OrderIn,
     OrderSummary,
 )
-from app.orders.service import create_order, get_order
-from app.purchasing.models import PurchaseOrder, Shipment
-from app.purchasing.schemas import OrderPurchaseOrder, ShipmentOut, SupplierLineOut
+from app.purchasing.schemas import OrderPurchaseOrder, SupplierLineOut
 from app.purchasing.supplier_api import shipment_out
 from app.services import Services
 
@@ -59,7 +53,7 @@ class OrderController(Controller):
     )
     async def list_orders(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
         status: Annotated[
             str | None, QueryParameter(description="one status, or several separated by commas")
@@ -76,35 +70,30 @@ class OrderController(Controller):
         limit: FromQuery[int] = DEFAULT_LIMIT,
     ) -> Page[OrderSummary]:
         check_limit(limit)
-        query = select(Order).where(Order.merchant_id == merchant.id)
+        # An empty value (``?status=``) is no filter, never "no status matches".
         wanted = [s.strip() for s in (status or "").split(",") if s.strip()]
-        if wanted:  # an empty value (``?status=``) is no filter, never "no status matches"
-            bad = [s for s in wanted if s not in OrderStatus.ALL]
-            if bad:
-                raise ClientException(
-                    f"status: unknown value(s) {', '.join(bad)}; "
-                    f"one of {', '.join(OrderStatus.ALL)} (several separated by commas)",
-                    extra={"field": "status"},
-                )
-            query = query.where(Order.status.in_(wanted))
+        bad = [s for s in wanted if s not in OrderStatus.ALL]
+        if bad:
+            raise InvalidInput(
+                f"unknown value(s) {', '.join(bad)}; "
+                f"one of {', '.join(OrderStatus.ALL)} (several separated by commas)",
+                field="status",
+            )
         for name, value in (("created_from", created_from), ("created_to", created_to)):
             try:
                 check_datetime(name, value)
             except ValueError as exc:
-                raise ClientException(str(exc), extra={"field": name}) from exc
-        if created_from is not None:
-            query = query.where(Order.created_at >= created_from)
-        if created_to is not None:
-            query = query.where(Order.created_at < created_to)
-        return await keyset_page(
+                raise InvalidInput(str(exc).removeprefix(f"{name}: "), field=name) from exc
+        page = await service.list_orders(
             db_session,
-            query,
-            Order.created_at,
-            Order.id,
+            merchant.id,
+            statuses=wanted,
+            created_from=created_from,
+            created_to=created_to,
             cursor=cursor,
             limit=limit,
-            shape=OrderSummary.of,
         )
+        return page.map(OrderSummary.of)
 
     @get(
         "/{order_id:uuid}",
@@ -120,17 +109,15 @@ class OrderController(Controller):
     )
     async def get_one(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
         services: NamedDependency[Services],
         order_id: FromPath[uuid.UUID],
     ) -> OrderDetail:
-        order = await get_order(db_session, merchant.id, order_id)
-        if order is None:
+        view = await service.order_view(db_session, merchant.id, order_id)
+        if view is None:
             raise NotFoundException(f"order {order_id} not found")
-        return OrderDetail.of(
-            order, services.settings.public_url, await purchase_orders_of(db_session, order.id)
-        )
+        return OrderDetail.of(view.order, services.settings.public_url, _purchase_orders_out(view))
 
     @post(
         "/",
@@ -147,25 +134,19 @@ class OrderController(Controller):
     )
     async def create(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
         services: NamedDependency[Services],
         data: JSONBody[OrderIn],
     ) -> OrderDetail:
-        intake = await create_order(db_session, merchant.id, data.to_draft())
+        intake = await service.enter_order(db_session, merchant.id, data.to_draft())
         if not intake.created:
-            raise HTTPException(
-                status_code=409,
-                detail=f"reference: an order with reference {data.reference!r} already exists",
-                extra={"field": "reference", "order_id": str(intake.order.id)},
+            raise Conflict(
+                f"an order with reference {data.reference!r} already exists",
+                field="reference",
+                order_id=str(intake.order.id),
             )
-        await db_session.flush()
-        # Answer with the order as stored (money at its stored scale, as GET shows it), not with
-        # the objects as built.
-        db_session.expunge_all()
-        order = await get_order(db_session, merchant.id, intake.order.id)
-        assert order is not None
-        return OrderDetail.of(order, services.settings.public_url)
+        return OrderDetail.of(intake.order, services.settings.public_url)
 
     @post(
         "/import",
@@ -184,107 +165,17 @@ class OrderController(Controller):
     async def import_csv(
         self,
         request: Request[Any, Any, Any],
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
     ) -> ImportReport:
         # Authentication opened the request's transaction (on SQLite: the database's write
         # lock); end it before the upload is read, which may take a while.
         await db_session.commit()
-        text = await _csv_text(request)
-        try:
-            return await import_orders(db_session, merchant.id, text)
-        except CsvFormatError as exc:
-            raise ClientException(str(exc), extra={"field": exc.field}) from exc
+        text = await csv_text(request)
+        return await import_orders(db_session, merchant.id, text)
 
 
-_CSV_TYPES = ("text/csv", "text/plain", "application/csv", "application/vnd.ms-excel")
-
-
-async def _csv_text(request: Request[Any, Any, Any]) -> str:
-    content_type = request.headers.get("content-type", "")
-    media_type = content_type.partition(";")[0].strip().lower()
-    if media_type == "multipart/form-data":
-        form = await request.form()
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ClientException(
-                "file: send the CSV as the multipart field 'file'", extra={"field": "file"}
-            )
-        raw = await upload.read()
-    elif media_type in _CSV_TYPES:
-        raw = await request.body()
-    else:
-        raise ClientException(
-            f"Content-Type: send the CSV as a text/csv body or as multipart field 'file', "
-            f"not {media_type or 'no content type'}",
-            extra={"field": "Content-Type"},
-        )
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ClientException(
-            f"file: not UTF-8 text (byte {exc.start}); export the CSV as UTF-8",
-            extra={"field": "file"},
-        ) from exc
-
-
-class ExceptionController(Controller):
-    path = "/api/v1/exceptions"
-    tags = ["exceptions"]
-    security = MERCHANT_SECURITY
-    dependencies = {"merchant": Provide(provide_merchant)}
-
-    @get(
-        "/",
-        summary="The exceptions queue: everything that needs a person, with the reason",
-        **operation(
-            "listExceptions",
-            "Everything that needs a person (an invalid address, an unknown SKU, a supplier that "
-            "keeps failing...), with the reason; resolved ones with `include_resolved=true`.",
-            api="merchant",
-        ),
-    )
-    async def list_exceptions(
-        self,
-        db_session: NamedDependency[AsyncSession],
-        merchant: NamedDependency[Merchant],
-        include_resolved: FromQuery[bool] = False,
-        cursor: FromQuery[str | None] = None,
-        limit: FromQuery[int] = DEFAULT_LIMIT,
-    ) -> Page[ExceptionOut]:
-        query = select(ExceptionCase).where(ExceptionCase.merchant_id == merchant.id)
-        if not include_resolved:
-            query = query.where(ExceptionCase.resolved_at.is_(None))
-        return await keyset_page(
-            db_session,
-            query,
-            ExceptionCase.created_at,
-            ExceptionCase.id,
-            cursor=cursor,
-            limit=limit,
-            shape=ExceptionOut.of,
-        )
-
-
-async def purchase_orders_of(
-    session: AsyncSession, order_id: uuid.UUID
-) -> list[OrderPurchaseOrder]:
-    pos = list(
-        await session.scalars(
-            select(PurchaseOrder)
-            .where(PurchaseOrder.order_id == order_id)
-            .options(selectinload(PurchaseOrder.lines))
-            .order_by(PurchaseOrder.created_at, PurchaseOrder.id)
-        )
-    )
-    shipments: dict[uuid.UUID, list[ShipmentOut]] = {}
-    if pos:
-        for sh in await session.scalars(
-            select(Shipment)
-            .where(Shipment.purchase_order_id.in_([po.id for po in pos]))
-            .order_by(Shipment.shipped_at, Shipment.id)
-        ):
-            shipments.setdefault(sh.purchase_order_id, []).append(shipment_out(sh))
+def _purchase_orders_out(view: service.OrderView) -> list[OrderPurchaseOrder]:
     return [
         OrderPurchaseOrder(
             id=po.id,
@@ -296,7 +187,7 @@ async def purchase_orders_of(
             supplier_reference=po.supplier_reference,
             last_error=po.last_error,
             lines=[SupplierLineOut.of(ln) for ln in po.lines],
-            shipments=shipments.get(po.id, []),
+            shipments=[shipment_out(sh) for sh in view.shipments.get(po.id, [])],
         )
-        for po in pos
+        for po in view.purchase_orders
     ]

@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from app.codes import currency_error, is_currency
+from app.errors import InvalidInput
 from app.limits import (
     MAX_AMOUNT,
     MAX_DATETIME,
@@ -44,13 +45,11 @@ _AMOUNT = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
 _INTEGER = re.compile(r"^[+-]?[0-9]+$")
 
 
-class PayloadError(ValueError):
-    """The payload cannot be used; ``field`` names where."""
+class PayloadError(InvalidInput):
+    """The payload cannot be used; ``field`` (named first, as the mapping reads) says where."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+        super().__init__(message, field=field)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstr
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, IdMixin, TimestampMixin, UnsignedBigInt, utcnow
+from app.timeline.models import OrderEvent
 
 
 class OrderStatus:
@@ -136,34 +137,3 @@ class OrderLine(IdMixin, Base):
     requires_shipping: Mapped[bool] = mapped_column(default=True)
 
     order: Mapped[Order] = relationship(back_populates="lines", lazy="raise")
-
-
-class OrderEvent(IdMixin, Base):
-    """One entry of an order's timeline: every state change and decision, with its reason."""
-
-    __tablename__ = "order_events"
-    __table_args__ = (Index("ix_order_events_order_created", "order_id", "created_at"),)
-
-    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
-    merchant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("merchants.id", ondelete="CASCADE"))
-    type: Mapped[str] = mapped_column(String(64))
-    message: Mapped[str] = mapped_column(Text)
-    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class ExceptionCase(IdMixin, Base):
-    """Something that needs a person, with the reason: the merchant's exceptions queue."""
-
-    __tablename__ = "exception_cases"
-    __table_args__ = (Index("ix_exception_cases_open", "merchant_id", "resolved_at", "created_at"),)
-
-    merchant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("merchants.id", ondelete="CASCADE"))
-    order_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("orders.id", ondelete="CASCADE"), default=None, index=True
-    )
-    kind: Mapped[str] = mapped_column(String(64))
-    reason: Mapped[str] = mapped_column(Text)
-    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    resolved_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -17,8 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.db import utcnow
+from app.exceptions.service import cases_of_kind, open_case
 from app.orders.drafts import PayloadError, shopify_id
-from app.orders.models import Customer, ExceptionCase, Order, OrderEvent
+from app.orders.models import Customer, Order
+from app.timeline.service import record
 from app.webhooks.models import WebhookDelivery
 
 _REDACTED_ORDER: dict[str, Any] = {
@@ -96,18 +98,15 @@ async def data_request(session: AsyncSession, merchant_id: uuid.UUID, payload: A
     what we hold."""
     orders = await _customer_orders(session, merchant_id, payload, "orders_requested")
     customer_id, email = _customer_keys(payload)
-    session.add(
-        ExceptionCase(
-            merchant_id=merchant_id,
-            kind=DATA_REQUEST,
-            reason=f"customer {email or customer_id} asked for their data: "
-            f"{len(orders)} order(s) hold it ({', '.join(o.name for o in orders) or 'none'})",
-            data={
-                "order_ids": [str(o.id) for o in orders],
-                "shopify_order_ids": [str(o.shopify_order_id) for o in orders],
-                "shopify_customer_id": customer_id,
-            },
-        )
+    open_case(
+        session,
+        merchant_id,
+        DATA_REQUEST,
+        f"customer {email or customer_id} asked for their data: "
+        f"{len(orders)} order(s) hold it ({', '.join(o.name for o in orders) or 'none'})",
+        order_ids=[str(o.id) for o in orders],
+        shopify_order_ids=[str(o.shopify_order_id) for o in orders],
+        shopify_customer_id=customer_id,
     )
     return f"data request recorded ({len(orders)} orders)"
 
@@ -118,13 +117,8 @@ async def redact_customer(session: AsyncSession, merchant_id: uuid.UUID, payload
     for order in orders:
         for attr, value in _REDACTED_ORDER.items():
             setattr(order, attr, value)
-        session.add(
-            OrderEvent(
-                order_id=order.id,
-                merchant_id=merchant_id,
-                type="privacy.redacted",
-                message="customer data redacted on the customer's request",
-            )
+        record(
+            session, order, "privacy.redacted", "customer data redacted on the customer's request"
         )
     conditions: list[ColumnElement[bool]] = []
     if customer_id is not None:
@@ -245,14 +239,7 @@ async def _scrub_data_requests(
     everyone: bool = False,
 ) -> None:
     """Data-request entries name the customer in their reason: take the name out."""
-    cases = (
-        await session.scalars(
-            select(ExceptionCase).where(
-                ExceptionCase.merchant_id == merchant_id, ExceptionCase.kind == DATA_REQUEST
-            )
-        )
-    ).all()
-    for case in cases:
+    for case in await cases_of_kind(session, merchant_id, DATA_REQUEST):
         mine = everyone or (
             (customer_id is not None and case.data.get("shopify_customer_id") == customer_id)
             or (email is not None and email in case.reason)

@@ -27,8 +27,9 @@ from app.inputs import (
 from app.limits import MAX_AMOUNT
 from app.mail.address import EmailAddress, check_email
 from app.orders.drafts import ADDRESS_FIELDS, CustomerDraft, LineDraft, OrderDraft
-from app.orders.models import ExceptionCase, Order, OrderEvent, OrderLine, OrderSource
+from app.orders.models import Order, OrderLine, OrderSource
 from app.purchasing.schemas import OrderPurchaseOrder
+from app.timeline.models import OrderEvent
 
 #: The order's lines, counted; quantities are per line.
 Quantity = Annotated[int, Meta(ge=1, le=limits.MAX_LINE_QUANTITY)]
@@ -265,28 +266,6 @@ class OrderDetail(msgspec.Struct):
             lines=[LineOut.of(ln, o.currency) for ln in o.lines],
             timeline=[EventOut.of(e) for e in sorted(o.events, key=lambda e: (e.created_at, e.id))],
             purchase_orders=purchase_orders or [],
-        )
-
-
-class ExceptionOut(msgspec.Struct):
-    id: uuid.UUID
-    kind: str
-    reason: str
-    order_id: uuid.UUID | None
-    created_at: datetime
-    resolved_at: datetime | None
-    data: dict[str, Any]
-
-    @classmethod
-    def of(cls, c: ExceptionCase) -> ExceptionOut:
-        return cls(
-            id=c.id,
-            kind=c.kind,
-            reason=c.reason,
-            order_id=c.order_id,
-            created_at=c.created_at,
-            resolved_at=c.resolved_at,
-            data=c.data,
         )
 
 

@@ -1,92 +1,41 @@
-"""Order rules: creating orders from drafts, applying updates and cancellations, the timeline.
+"""Order rules and the orders domain's queries: creating orders from drafts, applying updates
+and cancellations, loading orders for the API and the workers.
 
-Every state change writes an ``OrderEvent`` in the same transaction, so the timeline is never
-behind the order. Services flush; the caller's transaction commits.
+Every state change writes its timeline entry (:mod:`app.timeline.service`) in the same
+transaction, so the timeline is never behind the order. Services flush; the caller's
+transaction commits.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from app.api.pagination import Page, rows_page
 from app.db import utcnow
+from app.exceptions.service import open_exception, resolve_exceptions
 from app.jobs.outbox import enqueue
 from app.orders.drafts import CustomerDraft, LineDraft, OrderDraft
 from app.orders.models import (
     Customer,
-    ExceptionCase,
     Order,
-    OrderEvent,
     OrderLine,
     OrderSource,
     OrderStatus,
 )
+from app.purchasing.models import PurchaseOrder, Shipment
 from app.security import new_public_token
+from app.timeline.service import record, set_status
 
 VALIDATE_ACTOR = "order.validate"
-
-
-class OrderConflict(Exception):
-    """The order's state forbids the operation (HTTP 409)."""
-
-
-def record(
-    session: AsyncSession, order: Order, type_: str, message: str, **data: Any
-) -> OrderEvent:
-    """Append an entry to the order's timeline."""
-    event = OrderEvent(
-        order_id=order.id, merchant_id=order.merchant_id, type=type_, message=message, data=data
-    )
-    session.add(event)
-    return event
-
-
-def set_status(
-    session: AsyncSession, order: Order, status: str, reason: str | None, **data: Any
-) -> None:
-    previous = order.status
-    order.status = status
-    order.status_reason = reason
-    order.updated_at = utcnow()
-    record(
-        session,
-        order,
-        f"status.{status}",
-        f"{previous} -> {status}" + (f": {reason}" if reason else ""),
-        previous=previous,
-        **data,
-    )
-
-
-async def resolve_exceptions(
-    session: AsyncSession, order: Order, kinds: tuple[str, ...] | None = None
-) -> None:
-    """Close the order's open exceptions-queue entries (of ``kinds``, or all): the problem they
-    describe is gone (fixed by an update, or the order was cancelled)."""
-    stmt = update(ExceptionCase).where(
-        ExceptionCase.order_id == order.id, ExceptionCase.resolved_at.is_(None)
-    )
-    if kinds is not None:
-        stmt = stmt.where(ExceptionCase.kind.in_(kinds))
-    await session.execute(
-        stmt.values(resolved_at=utcnow()), execution_options={"synchronize_session": False}
-    )
-
-
-def open_exception(
-    session: AsyncSession, order: Order, kind: str, reason: str, **data: Any
-) -> ExceptionCase:
-    case = ExceptionCase(
-        merchant_id=order.merchant_id, order_id=order.id, kind=kind, reason=reason, data=data
-    )
-    session.add(case)
-    return case
 
 
 async def upsert_customer(
@@ -152,10 +101,27 @@ async def find_existing(
         query = query.where(Order.external_ref == draft.external_ref)
     else:
         return None
-    if lock and session.get_bind().dialect.name == "postgresql":
+    return await _with_lines(session, query, lock=lock)
+
+
+async def load_for_change(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
+    """The order with its lines, row-locked like ``find_existing(lock=True)``: for a worker
+    about to decide on it."""
+    return await _with_lines(session, select(Order).where(Order.id == order_id), lock=True)
+
+
+async def _with_lines(
+    session: AsyncSession, query: Select[tuple[Order]], *, lock: bool
+) -> Order | None:
+    if lock:
         query = query.with_for_update(of=Order)
     order: Order | None = await session.scalar(query.options(selectinload(Order.lines)))
     return order
+
+
+async def order_by_id(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
+    """The order, as this session holds it or from the database."""
+    return await session.get(Order, order_id)
 
 
 @dataclass
@@ -352,26 +318,102 @@ async def cancel_order(session: AsyncSession, order: Order, *, reason: str) -> s
     return "already_requested"
 
 
+async def enter_order(session: AsyncSession, merchant_id: uuid.UUID, draft: OrderDraft) -> Intake:
+    """An order entered by hand: ``create_order``, and once created, the order as stored (money
+    at its stored scale, as GET shows it, not the objects as built) with lines and timeline."""
+    intake = await create_order(session, merchant_id, draft)
+    if not intake.created:
+        return intake
+    await session.flush()
+    session.expunge_all()
+    order = await get_order(session, merchant_id, intake.order.id)
+    assert order is not None
+    return Intake(order, True)
+
+
 async def get_order(
-    session: AsyncSession, merchant_id: uuid.UUID, order_id: uuid.UUID, *, full: bool = True
+    session: AsyncSession, merchant_id: uuid.UUID, order_id: uuid.UUID, *, timeline: bool = True
 ) -> Order | None:
-    query = select(Order).where(Order.id == order_id, Order.merchant_id == merchant_id)
-    if full:
-        query = query.options(selectinload(Order.lines), selectinload(Order.events))
-    order: Order | None = await session.scalar(query)
+    """The merchant's order with its lines, and its timeline unless ``timeline=False``."""
+    loads = (
+        (selectinload(Order.lines), selectinload(Order.events))
+        if timeline
+        else (selectinload(Order.lines),)
+    )
+    order: Order | None = await session.scalar(
+        select(Order).where(Order.id == order_id, Order.merchant_id == merchant_id).options(*loads)
+    )
     return order
 
 
+async def list_orders(
+    session: AsyncSession,
+    merchant_id: uuid.UUID,
+    *,
+    statuses: Sequence[str],
+    created_from: datetime | None,
+    created_to: datetime | None,
+    cursor: str | None,
+    limit: int,
+) -> Page[Order]:
+    """The merchant's orders, newest first: in one of ``statuses`` (any, if none), created in
+    ``[created_from, created_to)``."""
+    query = select(Order).where(Order.merchant_id == merchant_id)
+    if statuses:
+        query = query.where(Order.status.in_(statuses))
+    if created_from is not None:
+        query = query.where(Order.created_at >= created_from)
+    if created_to is not None:
+        query = query.where(Order.created_at < created_to)
+    return await rows_page(session, query, Order.created_at, Order.id, cursor=cursor, limit=limit)
+
+
+@dataclass
+class OrderView:
+    """An order as the API shows it: lines, timeline, the purchase orders sent to suppliers
+    (with their lines, oldest first) and each one's shipments."""
+
+    order: Order
+    purchase_orders: list[PurchaseOrder]
+    shipments: dict[uuid.UUID, list[Shipment]]
+
+
+async def order_view(
+    session: AsyncSession, merchant_id: uuid.UUID, order_id: uuid.UUID
+) -> OrderView | None:
+    order = await get_order(session, merchant_id, order_id)
+    if order is None:
+        return None
+    pos = list(
+        await session.scalars(
+            select(PurchaseOrder)
+            .where(PurchaseOrder.order_id == order.id)
+            .options(selectinload(PurchaseOrder.lines))
+            .order_by(PurchaseOrder.created_at, PurchaseOrder.id)
+        )
+    )
+    shipments: dict[uuid.UUID, list[Shipment]] = {}
+    if pos:
+        for sh in await session.scalars(
+            select(Shipment)
+            .where(Shipment.purchase_order_id.in_([po.id for po in pos]))
+            .order_by(Shipment.shipped_at, Shipment.id)
+        ):
+            shipments.setdefault(sh.purchase_order_id, []).append(sh)
+    return OrderView(order, pos, shipments)
+
+
 __all__ = [
-    "OrderConflict",
     "OrderSource",
     "apply_update",
     "cancel_order",
     "create_order",
+    "enter_order",
     "find_existing",
     "get_order",
     "is_stale",
-    "record",
-    "resolve_exceptions",
-    "set_status",
+    "list_orders",
+    "load_for_change",
+    "order_by_id",
+    "order_view",
 ]

@@ -4,14 +4,13 @@ import uuid
 from typing import Any
 
 import structlog
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
 
 from app.jobs.outbox import enqueue
-from app.merchants.models import Merchant
+from app.merchants.service import get_merchant
 from app.merchants.settings import parse as parse_settings
 from app.merchants.settings import settings_of
-from app.orders.models import Order, OrderStatus
+from app.orders.models import OrderStatus
+from app.orders.service import load_for_change
 from app.orders.validation import validate
 from workers.registry import TaskContext, task
 
@@ -22,15 +21,10 @@ log = structlog.get_logger(__name__)
 async def validate_order(ctx: TaskContext, order_id: str) -> None:
     """Validate an order in ``received``; any other status means it was already done: no-op."""
     async with ctx.db.transaction() as session:
-        query = (
-            select(Order).where(Order.id == uuid.UUID(order_id)).options(selectinload(Order.lines))
-        )
-        if ctx.db.dialect == "postgresql":
-            query = query.with_for_update(of=Order)
-        order = await session.scalar(query)
+        order = await load_for_change(session, uuid.UUID(order_id))
         if order is None or order.status != OrderStatus.RECEIVED:
             return
-        merchant = await session.get(Merchant, order.merchant_id)
+        merchant = await get_merchant(session, order.merchant_id)
         settings = settings_of(merchant)
         verdict = await validate(session, order, settings)
         log.info("order.validated", order_id=order_id, status=verdict.status)

@@ -16,10 +16,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.codes import is_country
+from app.exceptions.service import open_exception, resolve_exceptions
 from app.merchants.settings import MerchantSettings
 from app.orders.models import Order, OrderStatus
-from app.orders.service import open_exception, record, resolve_exceptions, set_status
 from app.suppliers.models import Supplier, SupplierProduct
+from app.timeline.service import record, set_status
 
 #: The exceptions-queue kind for an order that failed validation.
 VALIDATION_FAILED = "validation_failed"

@@ -7,11 +7,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.mail.service import queue_email
 from app.merchants.models import Merchant
 from app.orders.models import Order
-from app.orders.service import record
 from app.purchasing.models import PurchaseOrder
 from app.purchasing.service import to_dto
 from app.settings import Settings
 from app.suppliers.models import Supplier
+from app.timeline.service import record
 from connectors.base import AddressDTO
 
 KIND = "supplier_po_notice"

@@ -19,7 +19,7 @@ from app.codes import wire_amount
 from app.db import utcnow, uuid7
 from app.errors import Conflict, InvalidInput, NotFound, RetryableConflict
 from app.orders.models import Order
-from app.orders.service import record
+from app.orders.service import order_by_id
 from app.purchasing.models import (
     POStatus,
     PurchaseOrder,
@@ -30,6 +30,7 @@ from app.purchasing.models import (
 )
 from app.routing.engine import RoutingPlan
 from app.suppliers.models import Supplier, SupplierProduct
+from app.timeline.service import record
 from connectors.base import AddressDTO, PurchaseOrderDTO, PurchaseOrderLineDTO
 
 TRACKING_STATUSES = ("in_transit", "out_for_delivery", "delivered", "exception", "returned")
@@ -284,7 +285,7 @@ async def create_from_plan(
 
 
 async def order_of(session: AsyncSession, po: PurchaseOrder) -> Order:
-    order = await session.get(Order, po.order_id)
+    order = await order_by_id(session, po.order_id)
     assert order is not None
     return order
 

@@ -32,19 +32,19 @@ from typing import Any
 import dramatiq
 import structlog
 from dramatiq.rate_limits import ConcurrentRateLimiter, WindowRateLimiter
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import limits
-from app.db import utcnow
+from app.db import DbSession, utcnow
+from app.exceptions.service import open_exception
 from app.jobs.backoff import EARLY, backoff_ms
 from app.jobs.outbox import enqueue
-from app.orders.service import open_exception, record
 from app.purchasing import service
 from app.purchasing.models import POStatus, PurchaseOrder
 from app.purchasing.notices import queue_supplier_notice
 from app.routing import service as routing
 from app.suppliers.models import Supplier
 from app.suppliers.service import decrypt_config
+from app.timeline.service import record
 from connectors.base import PermanentConnectorError, RetryableConnectorError
 from connectors.registry import connector_class
 from workers.registry import TaskContext, task
@@ -94,7 +94,7 @@ def supplier_slots(ctx: TaskContext, supplier: Supplier) -> Iterator[None]:
         yield
 
 
-async def place_all(session: AsyncSession, purchase_orders: Iterable[PurchaseOrder]) -> None:
+async def place_all(session: DbSession, purchase_orders: Iterable[PurchaseOrder]) -> None:
     """Enqueue the placement of purchase orders just created, in their transaction."""
     for po in purchase_orders:
         await enqueue(session, "purchase_order.place", po.id)

@@ -20,19 +20,21 @@ from typing import Any
 import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
 
 from app.db import utcnow
 from app.errors import Conflict, InvalidInput, NotFound
+from app.exceptions.service import open_exception
 from app.merchants.models import Merchant
+from app.merchants.service import get_merchant
 from app.merchants.settings import settings_of
+from app.orders import service as orders
 from app.orders.models import Order, OrderLine, OrderStatus
-from app.orders.service import open_exception, record, set_status
 from app.purchasing import service as purchasing
 from app.purchasing.models import POStatus, PurchaseOrder, PurchaseOrderLine
 from app.routing.engine import LineRequest, Offer, RoutingPlan, ShippingRate, route
 from app.routing.models import LineExclusion, RoutingRule
 from app.suppliers.models import Supplier, SupplierProduct
+from app.timeline.service import record, set_status
 
 _OFFERS_PARTITION = 1000
 
@@ -303,7 +305,7 @@ async def take_back(
     await purchasing.release_lines(session, po, lines)
     await exclude(session, [ln.order_line_id for ln in lines], po.supplier_id, reason)
     order = await purchasing.order_of(session, po)
-    merchant = await session.get(Merchant, order.merchant_id)
+    merchant = await get_merchant(session, order.merchant_id)
     assert merchant is not None
     order_lines = list(
         (
@@ -339,29 +341,12 @@ async def placement_failed(
     return await take_back(session, po, [ln for ln in po.lines if ln.status == "open"], reason)
 
 
-async def load_order(
-    session: AsyncSession,
-    order_id: uuid.UUID,
-    *,
-    merchant_id: uuid.UUID | None = None,
-    lock: bool = False,
-) -> Order | None:
-    """The order with its lines (of this merchant, when given); ``lock`` takes its row lock."""
-    query = select(Order).where(Order.id == order_id).options(selectinload(Order.lines))
-    if merchant_id is not None:
-        query = query.where(Order.merchant_id == merchant_id)
-    if lock:
-        query = query.with_for_update(of=Order)
-    order: Order | None = await session.scalar(query)
-    return order
-
-
 async def route_ready_order(session: AsyncSession, order_id: uuid.UUID) -> Routed | None:
     """Route a ``ready_to_route`` order of an active merchant; anything else: nothing to do."""
-    order = await load_order(session, order_id, lock=True)
+    order = await orders.load_for_change(session, order_id)
     if order is None or order.status != OrderStatus.READY_TO_ROUTE:
         return None
-    merchant = await session.get(Merchant, order.merchant_id)
+    merchant = await get_merchant(session, order.merchant_id)
     if merchant is None or merchant.status != "active":
         return None
     return await route_lines(session, merchant, order, order.lines)
@@ -384,7 +369,7 @@ async def reroute(
 ) -> Rerouted:
     """The merchant routes lines again: the named ones, taken back from their supplier (whose
     purchase order is cancelled when nothing is left on it), or every line no supplier covers."""
-    order = await load_order(session, order_id, merchant_id=merchant.id)
+    order = await orders.get_order(session, merchant.id, order_id, timeline=False)
     if order is None:
         raise NotFound(f"order {order_id} not found")
     if order.status in OrderStatus.UNROUTED and order.status != OrderStatus.NEEDS_ATTENTION:
@@ -505,7 +490,7 @@ async def simulate(
     decision is computed; a big one runs on a worker thread to keep the event loop serving.
     """
     if order_id is not None:
-        order = await load_order(session, order_id, merchant_id=merchant.id)
+        order = await orders.get_order(session, merchant.id, order_id, timeline=False)
         if order is None:
             raise NotFound(f"order {order_id} not found")
         order_lines = list(order.lines)

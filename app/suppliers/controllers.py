@@ -7,18 +7,16 @@ from typing import Any
 
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import ClientException, NotFoundException
+from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, JSONBody
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import provide_merchant
 from app.api.openapi import MERCHANT_SECURITY, csv_body, operation
-from app.api.pagination import DEFAULT_LIMIT, Page, keyset_page
-from app.csvfile import CsvFormatError
+from app.api.pagination import DEFAULT_LIMIT, Page
+from app.api.uploads import csv_text
+from app.db import DbSession
 from app.idempotency.middleware import SECRET_FIELDS
 from app.merchants.models import Merchant
-from app.orders.controllers import _csv_text
 from app.services import Services
 from app.suppliers import service
 from app.suppliers.models import Supplier, SupplierProduct
@@ -76,16 +74,7 @@ _KEY_SHOWN_ONCE = {
 }
 
 
-def _bad(exc: service.SupplierError) -> ClientException:
-    return ClientException(str(exc), extra={"field": exc.field})
-
-
-async def own_supplier(
-    session: AsyncSession, merchant: Merchant, supplier_id: uuid.UUID
-) -> Supplier:
-    supplier = await session.scalar(
-        select(Supplier).where(Supplier.id == supplier_id, Supplier.merchant_id == merchant.id)
-    )
+def _found(supplier: Supplier | None, supplier_id: uuid.UUID) -> Supplier:
     if supplier is None:
         raise NotFoundException(f"supplier {supplier_id} not found")
     return supplier
@@ -108,22 +97,14 @@ class SupplierController(Controller):
     )
     async def list_suppliers(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
         services: NamedDependency[Services],
         cursor: FromQuery[str | None] = None,
         limit: FromQuery[int] = DEFAULT_LIMIT,
     ) -> Page[SupplierOut]:
-        return await keyset_page(
-            db_session,
-            select(Supplier).where(Supplier.merchant_id == merchant.id),
-            Supplier.created_at,
-            Supplier.id,
-            cursor=cursor,
-            limit=limit,
-            shape=lambda s: supplier_out(services, s),
-            oldest_first=True,
-        )
+        page = await service.list_suppliers(db_session, merchant.id, cursor=cursor, limit=limit)
+        return page.map(lambda s: supplier_out(services, s))
 
     @post(
         "/",
@@ -141,27 +122,24 @@ class SupplierController(Controller):
     )
     async def create(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
         services: NamedDependency[Services],
         data: JSONBody[SupplierIn],
     ) -> SupplierCreated:
-        try:
-            supplier, key = await service.create_supplier(
-                db_session,
-                services.box,
-                merchant.id,
-                name=data.name,
-                connector=data.connector,
-                config=data.config,
-                contact_email=data.contact_email,
-                ship_from_country=data.ship_from_country,
-                shipping_rates=data.shipping_rates,
-                rate_limit_per_second=data.rate_limit_per_second,
-                max_concurrency=data.max_concurrency,
-            )
-        except service.SupplierError as exc:
-            raise _bad(exc) from exc
+        supplier, key = await service.create_supplier(
+            db_session,
+            services.box,
+            merchant.id,
+            name=data.name,
+            connector=data.connector,
+            config=data.config,
+            contact_email=data.contact_email,
+            ship_from_country=data.ship_from_country,
+            shipping_rates=data.shipping_rates,
+            rate_limit_per_second=data.rate_limit_per_second,
+            max_concurrency=data.max_concurrency,
+        )
         return SupplierCreated(supplier=supplier_out(services, supplier), api_key=key)
 
     @get(
@@ -177,12 +155,13 @@ class SupplierController(Controller):
     )
     async def get_one(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
         services: NamedDependency[Services],
         supplier_id: FromPath[uuid.UUID],
     ) -> SupplierOut:
-        return supplier_out(services, await own_supplier(db_session, merchant, supplier_id))
+        supplier = await service.get_supplier(db_session, merchant.id, supplier_id)
+        return supplier_out(services, _found(supplier, supplier_id))
 
     @patch(
         "/{supplier_id:uuid}",
@@ -199,36 +178,26 @@ class SupplierController(Controller):
     )
     async def update(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
         services: NamedDependency[Services],
         supplier_id: FromPath[uuid.UUID],
         data: JSONBody[SupplierPatch],
     ) -> SupplierOut:
-        supplier = await own_supplier(db_session, merchant, supplier_id)
-        try:
-            if data.config is not None:
-                # Masked secrets sent back unchanged keep their stored value.
-                stored = service.decrypt_config(services.box, supplier)
-                merged = {
-                    k: (stored.get(k) if v == "********" else v) for k, v in data.config.items()
-                }
-                checked = service.check_connector(supplier.connector, merged)
-                supplier.config_encrypted = service.encrypt_config(services.box, checked)
-            if data.shipping_rates is not None:
-                supplier.shipping_rates = service.check_rates(data.shipping_rates)
-        except service.SupplierError as exc:
-            raise _bad(exc) from exc
-        for attr in ("status", "contact_email", "ship_from_country"):
-            value = getattr(data, attr)
-            if value is not None:
-                setattr(supplier, attr, value)
-        if data.rate_limit_per_second is not None:
-            supplier.rate_limit_per_second = data.rate_limit_per_second
-        if data.max_concurrency is not None:
-            supplier.max_concurrency = data.max_concurrency
-        await db_session.flush()
-        return supplier_out(services, supplier)
+        supplier = await service.update_supplier(
+            db_session,
+            services.box,
+            merchant.id,
+            supplier_id,
+            status=data.status,
+            config=data.config,
+            contact_email=data.contact_email,
+            ship_from_country=data.ship_from_country,
+            shipping_rates=data.shipping_rates,
+            rate_limit_per_second=data.rate_limit_per_second,
+            max_concurrency=data.max_concurrency,
+        )
+        return supplier_out(services, _found(supplier, supplier_id))
 
     @post(
         "/{supplier_id:uuid}/rotate-key",
@@ -246,13 +215,15 @@ class SupplierController(Controller):
     )
     async def rotate(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
         services: NamedDependency[Services],
         supplier_id: FromPath[uuid.UUID],
     ) -> SupplierCreated:
-        supplier = await own_supplier(db_session, merchant, supplier_id)
-        key = await service.rotate_key(db_session, supplier)
+        rotated = await service.rotate_key(db_session, merchant.id, supplier_id)
+        if rotated is None:
+            raise NotFoundException(f"supplier {supplier_id} not found")
+        supplier, key = rotated
         return SupplierCreated(supplier=supplier_out(services, supplier), api_key=key)
 
 
@@ -274,28 +245,17 @@ class SupplierProductController(Controller):
     )
     async def list_products(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
         supplier_id: FromQuery[uuid.UUID | None] = None,
         sku: FromQuery[str | None] = None,
         cursor: FromQuery[str | None] = None,
         limit: FromQuery[int] = DEFAULT_LIMIT,
     ) -> Page[ProductOut]:
-        query = select(SupplierProduct).where(SupplierProduct.merchant_id == merchant.id)
-        if supplier_id is not None:
-            query = query.where(SupplierProduct.supplier_id == supplier_id)
-        if sku:
-            query = query.where(SupplierProduct.sku == sku)
-        return await keyset_page(
-            db_session,
-            query,
-            SupplierProduct.created_at,
-            SupplierProduct.id,
-            cursor=cursor,
-            limit=limit,
-            shape=product_out,
-            oldest_first=True,
+        page = await service.list_products(
+            db_session, merchant.id, supplier_id=supplier_id, sku=sku, cursor=cursor, limit=limit
         )
+        return page.map(product_out)
 
     @post(
         "/",
@@ -312,27 +272,23 @@ class SupplierProductController(Controller):
     )
     async def upsert(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
         data: JSONBody[ProductIn],
     ) -> ProductOut:
-        await own_supplier(db_session, merchant, data.supplier_id)
-        try:
-            parsed = service.product_input(
-                {
-                    "sku": data.sku,
-                    "supplier_sku": data.supplier_sku,
-                    "unit_cost": str(data.unit_cost),
-                    "currency": data.currency,
-                    "stock": data.stock,
-                    "lead_time_days": data.lead_time_days,
-                    "ships_to": data.ships_to,
-                    "priority": data.priority,
-                }
-            )
-        except service.SupplierError as exc:
-            raise _bad(exc) from exc
-        product, _ = await service.upsert_product(db_session, merchant.id, data.supplier_id, parsed)
+        row = {
+            "sku": data.sku,
+            "supplier_sku": data.supplier_sku,
+            "unit_cost": str(data.unit_cost),
+            "currency": data.currency,
+            "stock": data.stock,
+            "lead_time_days": data.lead_time_days,
+            "ships_to": data.ships_to,
+            "priority": data.priority,
+        }
+        product = await service.put_product(db_session, merchant.id, data.supplier_id, row)
+        if product is None:
+            raise NotFoundException(f"supplier {data.supplier_id} not found")
         return product_out(product)
 
     @delete(
@@ -350,18 +306,12 @@ class SupplierProductController(Controller):
     )
     async def remove(
         self,
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
         product_id: FromPath[uuid.UUID],
     ) -> None:
-        product = await db_session.scalar(
-            select(SupplierProduct).where(
-                SupplierProduct.id == product_id, SupplierProduct.merchant_id == merchant.id
-            )
-        )
-        if product is None:
+        if not await service.delete_product(db_session, merchant.id, product_id):
             raise NotFoundException(f"supplier product {product_id} not found")
-        await db_session.delete(product)
 
     @post(
         "/import",
@@ -380,19 +330,14 @@ class SupplierProductController(Controller):
     async def import_csv(
         self,
         request: Request[Any, Any, Any],
-        db_session: NamedDependency[AsyncSession],
+        db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
     ) -> CatalogReport:
         # Authentication opened the request's transaction (on SQLite: the database's write
         # lock); end it before the upload is read, which may take a while.
         await db_session.commit()
-        text = await _csv_text(request)
-        try:
-            rows = await service.import_catalog(db_session, merchant.id, text)
-        except service.SupplierError as exc:
-            raise _bad(exc) from exc
-        except CsvFormatError as exc:
-            raise ClientException(str(exc), extra={"field": exc.field}) from exc
+        text = await csv_text(request)
+        rows = await service.import_catalog(db_session, merchant.id, text)
         return CatalogReport(
             created=sum(r.status == "created" for r in rows),
             updated=sum(r.status == "updated" for r in rows),

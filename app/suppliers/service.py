@@ -12,14 +12,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import limits
+from app.api.pagination import Page, rows_page
 from app.codes import EVERYWHERE, country_error, currency_error, is_country, is_currency
 from app.csvfile import MAX_ROWS, OFF_LOOP_CHARS, read_csv
-from app.db import utcnow, uuid7
+from app.db import insert_for, utcnow, uuid7
+from app.errors import InvalidInput
 from app.inputs import check_amount
 from app.mail.address import is_email
 from app.security import SecretBox, hash_token, new_token
@@ -30,13 +30,12 @@ from connectors.registry import CONNECTORS, connector_class
 SUPPLIER_KEY_PREFIX = "dss"
 
 
-class SupplierError(ValueError):
-    """Refused for a reason the caller can act on; ``field`` names the input at fault."""
+class SupplierError(InvalidInput):
+    """Refused for a reason the caller can act on; ``field`` (named first, as the checks
+    read) is the input at fault."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+        super().__init__(message, field=field)
 
 
 def check_connector(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -63,6 +62,10 @@ def decrypt_config(box: SecretBox, supplier: Supplier) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+#: A secret as shown back to the merchant; sent back unchanged, it keeps its stored value.
+MASKED = "********"
+
+
 def public_config(box: SecretBox, supplier: Supplier) -> dict[str, Any]:
     """Settings as shown back to the merchant: secrets masked."""
     config = decrypt_config(box, supplier)
@@ -71,7 +74,32 @@ def public_config(box: SecretBox, supplier: Supplier) -> dict[str, Any]:
         if supplier.connector in CONNECTORS
         else frozenset()
     )
-    return {k: ("********" if k in secrets and v else v) for k, v in config.items()}
+    return {k: (MASKED if k in secrets and v else v) for k, v in config.items()}
+
+
+async def get_supplier(
+    session: AsyncSession, merchant_id: uuid.UUID, supplier_id: uuid.UUID
+) -> Supplier | None:
+    """The merchant's supplier; None for an unknown id or another merchant's supplier."""
+    supplier: Supplier | None = await session.scalar(
+        select(Supplier).where(Supplier.id == supplier_id, Supplier.merchant_id == merchant_id)
+    )
+    return supplier
+
+
+async def list_suppliers(
+    session: AsyncSession, merchant_id: uuid.UUID, *, cursor: str | None, limit: int
+) -> Page[Supplier]:
+    """The merchant's suppliers, oldest first."""
+    return await rows_page(
+        session,
+        select(Supplier).where(Supplier.merchant_id == merchant_id),
+        Supplier.created_at,
+        Supplier.id,
+        cursor=cursor,
+        limit=limit,
+        oldest_first=True,
+    )
 
 
 async def create_supplier(
@@ -183,11 +211,57 @@ async def authenticate_supplier(session: AsyncSession, key: str) -> Supplier | N
     return supplier
 
 
-async def rotate_key(session: AsyncSession, supplier: Supplier) -> str:
+async def update_supplier(
+    session: AsyncSession,
+    box: SecretBox,
+    merchant_id: uuid.UUID,
+    supplier_id: uuid.UUID,
+    *,
+    status: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    contact_email: str | None = None,
+    ship_from_country: str | None = None,
+    shipping_rates: Mapping[str, Any] | None = None,
+    rate_limit_per_second: float | None = None,
+    max_concurrency: int | None = None,
+) -> Supplier | None:
+    """Change what is given (None: unchanged). Masked secrets (``MASKED``) sent back keep their
+    stored value. None if ``supplier_id`` is not the merchant's supplier."""
+    supplier = await get_supplier(session, merchant_id, supplier_id)
+    if supplier is None:
+        return None
+    if config is not None:
+        stored = decrypt_config(box, supplier)
+        merged = {k: (stored.get(k) if v == MASKED else v) for k, v in config.items()}
+        checked = check_connector(supplier.connector, merged)
+        supplier.config_encrypted = encrypt_config(box, checked)
+    if shipping_rates is not None:
+        supplier.shipping_rates = check_rates(shipping_rates)
+    for attr, value in (
+        ("status", status),
+        ("contact_email", contact_email),
+        ("ship_from_country", ship_from_country),
+        ("rate_limit_per_second", rate_limit_per_second),
+        ("max_concurrency", max_concurrency),
+    ):
+        if value is not None:
+            setattr(supplier, attr, value)
+    await session.flush()
+    return supplier
+
+
+async def rotate_key(
+    session: AsyncSession, merchant_id: uuid.UUID, supplier_id: uuid.UUID
+) -> tuple[Supplier, str] | None:
+    """A new API key for the merchant's supplier (returned in clear, once; the old one stops
+    working). None if ``supplier_id`` is not the merchant's supplier."""
+    supplier = await get_supplier(session, merchant_id, supplier_id)
+    if supplier is None:
+        return None
     key = new_token(SUPPLIER_KEY_PREFIX)
     supplier.api_key_hash = hash_token(key)
     await session.flush()
-    return key
+    return supplier, key
 
 
 # --------------------------------------------------------------------------- catalog
@@ -303,6 +377,58 @@ async def upsert_product(
     product.priority = data.priority
     await session.flush()
     return product, created
+
+
+async def put_product(
+    session: AsyncSession, merchant_id: uuid.UUID, supplier_id: uuid.UUID, row: Mapping[str, Any]
+) -> SupplierProduct | None:
+    """Add or update one offer (``row`` checked by ``product_input``). None if ``supplier_id`` is
+    not the merchant's supplier."""
+    if await get_supplier(session, merchant_id, supplier_id) is None:
+        return None
+    product, _ = await upsert_product(session, merchant_id, supplier_id, product_input(row))
+    return product
+
+
+async def list_products(
+    session: AsyncSession,
+    merchant_id: uuid.UUID,
+    *,
+    supplier_id: uuid.UUID | None,
+    sku: str | None,
+    cursor: str | None,
+    limit: int,
+) -> Page[SupplierProduct]:
+    """The merchant's catalog, oldest first: of one supplier, of one SKU, or all of it."""
+    query = select(SupplierProduct).where(SupplierProduct.merchant_id == merchant_id)
+    if supplier_id is not None:
+        query = query.where(SupplierProduct.supplier_id == supplier_id)
+    if sku:
+        query = query.where(SupplierProduct.sku == sku)
+    return await rows_page(
+        session,
+        query,
+        SupplierProduct.created_at,
+        SupplierProduct.id,
+        cursor=cursor,
+        limit=limit,
+        oldest_first=True,
+    )
+
+
+async def delete_product(
+    session: AsyncSession, merchant_id: uuid.UUID, product_id: uuid.UUID
+) -> bool:
+    """Remove one of the merchant's offers; False if it has none with this id."""
+    product = await session.scalar(
+        select(SupplierProduct).where(
+            SupplierProduct.id == product_id, SupplierProduct.merchant_id == merchant_id
+        )
+    )
+    if product is None:
+        return False
+    await session.delete(product)
+    return True
 
 
 @dataclass
@@ -430,7 +556,7 @@ async def _upsert_chunk(
             "created_at": now,
             "updated_at": now,
         }
-    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = insert_for(session)
     statement = insert(cast(Table, SupplierProduct.__table__))
     statement = statement.on_conflict_do_update(
         index_elements=["supplier_id", "sku"],

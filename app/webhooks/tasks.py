@@ -13,18 +13,15 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import utcnow
+from app.db import DbSession, utcnow
+from app.exceptions.service import open_case
 from app.merchants.models import Merchant, MerchantStatus
-from app.merchants.service import deactivate
+from app.merchants.service import deactivate, get_merchant
 from app.orders import privacy
 from app.orders.drafts import PayloadError, from_shopify
-from app.orders.models import ExceptionCase
 from app.orders.service import apply_update, cancel_order, create_order, find_existing
-from app.webhooks import topics
-from app.webhooks.models import WebhookDelivery
+from app.webhooks import service, topics
 from workers.broker import is_transient
 from workers.registry import TaskContext, task
 
@@ -56,43 +53,22 @@ async def _count_failure(ctx: TaskContext, delivery_id: str, exc: Exception) -> 
     open an exceptions-queue entry: Shopify got its 200 and will not send this again."""
     try:
         async with ctx.db.transaction() as session:
-            counted = (
-                await session.execute(
-                    update(WebhookDelivery)
-                    .where(
-                        WebhookDelivery.id == uuid.UUID(delivery_id),
-                        WebhookDelivery.processed_at.is_(None),
-                    )
-                    .values(
-                        failures=WebhookDelivery.failures + 1,
-                        outcome=f"failed: {exc!r}"[:255],
-                    )
-                    .returning(
-                        WebhookDelivery.failures,
-                        WebhookDelivery.merchant_id,
-                        WebhookDelivery.topic,
-                        WebhookDelivery.payload,
-                    )
-                )
-            ).one_or_none()
+            counted = await service.count_failure(
+                session, uuid.UUID(delivery_id), f"failed: {exc!r}"
+            )
             if counted is None or counted.failures != MAX_FAILURES:
                 return
             log.error("webhook.given_up", delivery_id=delivery_id, error=repr(exc))
             if counted.merchant_id is not None:
-                session.add(
-                    ExceptionCase(
-                        merchant_id=counted.merchant_id,
-                        kind="webhook_failed",
-                        reason=(
-                            f"Shopify {counted.topic} webhook failed {MAX_FAILURES} times and "
-                            f"is no longer retried: {exc!r}"[:2000]
-                        ),
-                        data={
-                            "delivery_id": delivery_id,
-                            "topic": counted.topic,
-                            "shopify_order_id": _raw_order_id(counted.payload),
-                        },
-                    )
+                open_case(
+                    session,
+                    counted.merchant_id,
+                    "webhook_failed",
+                    f"Shopify {counted.topic} webhook failed {MAX_FAILURES} times and "
+                    f"is no longer retried: {exc!r}"[:2000],
+                    delivery_id=delivery_id,
+                    topic=counted.topic,
+                    shopify_order_id=_raw_order_id(counted.payload),
                 )
     except Exception as count_exc:  # the database is what failed: the sweeper will come back
         log.warning("webhook.failure_not_counted", delivery_id=delivery_id, error=repr(count_exc))
@@ -100,15 +76,12 @@ async def _count_failure(ctx: TaskContext, delivery_id: str, exc: Exception) -> 
 
 async def _process(ctx: TaskContext, delivery_id: str) -> None:
     async with ctx.db.transaction() as session:
-        query = select(WebhookDelivery).where(WebhookDelivery.id == uuid.UUID(delivery_id))
-        if ctx.db.dialect == "postgresql":
-            query = query.with_for_update()
-        delivery = await session.scalar(query)
+        delivery = await service.load_for_processing(session, uuid.UUID(delivery_id))
         if delivery is None or delivery.processed_at is not None:
             return
         # Plain values: a rolled-back savepoint below expires the ORM objects it touched.
         topic, body, merchant_id = delivery.topic, delivery.payload, delivery.merchant_id
-        merchant = await session.get(Merchant, merchant_id) if merchant_id else None
+        merchant = await get_merchant(session, merchant_id) if merchant_id else None
         try:
             payload = json.loads(body, parse_float=Decimal)
             async with session.begin_nested():  # a rejection leaves no half-done changes
@@ -119,26 +92,22 @@ async def _process(ctx: TaskContext, delivery_id: str) -> None:
             outcome = f"rejected: {exc}"
             log.warning("webhook.rejected", topic=topic, error=str(exc))
             if merchant is not None and merchant_id is not None and topic in _ORDER_TOPICS:
-                session.add(
-                    ExceptionCase(
-                        merchant_id=merchant_id,
-                        kind="webhook_rejected",
-                        reason=f"Shopify {topic} webhook could not be used: {exc}",
-                        data={
-                            "delivery_id": delivery_id,
-                            "topic": topic,
-                            "field": getattr(exc, "field", None),
-                            "shopify_order_id": _raw_order_id(body),
-                        },
-                    )
+                open_case(
+                    session,
+                    merchant_id,
+                    "webhook_rejected",
+                    f"Shopify {topic} webhook could not be used: {exc}",
+                    delivery_id=delivery_id,
+                    topic=topic,
+                    field=getattr(exc, "field", None),
+                    shopify_order_id=_raw_order_id(body),
                 )
-        done: dict[str, Any] = {"processed_at": utcnow(), "outcome": outcome[:255]}
-        if topic in _REDACTION_TOPICS:  # the request itself names the customer
-            done["payload"] = privacy.REDACTED_BODY
-        await session.execute(
-            update(WebhookDelivery)
-            .where(WebhookDelivery.id == uuid.UUID(delivery_id))
-            .values(**done)
+        await service.mark_processed(
+            session,
+            uuid.UUID(delivery_id),
+            outcome,
+            # The redaction request itself names the customer.
+            payload=privacy.REDACTED_BODY if topic in _REDACTION_TOPICS else None,
         )
         log.info("webhook.processed", topic=topic, outcome=outcome)
 
@@ -151,9 +120,7 @@ def _raw_order_id(body: str) -> str | None:
     return str(value)[:32] if isinstance(value, int | str) else None
 
 
-async def _handle(
-    session: AsyncSession, merchant: Merchant | None, topic: str, payload: Any
-) -> str:
+async def _handle(session: DbSession, merchant: Merchant | None, topic: str, payload: Any) -> str:
     if merchant is None:
         return "ignored: merchant deleted"
     if topic == topics.APP_UNINSTALLED:

@@ -1,0 +1,1 @@
+"""The exceptions queue: everything that needs a person, with the reason."""

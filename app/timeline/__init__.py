@@ -1,0 +1,2 @@
+"""An order's timeline: every state change and decision, with its reason, written in the same
+transaction as the change."""
