@@ -316,7 +316,7 @@ class TestPoisonDelivery:
 def test_postgres_deadlocks_and_serialization_failures_are_transient() -> None:
     from sqlalchemy.exc import DBAPIError
 
-    from workers.broker import is_transient
+    from app.jobs.errors import is_transient
 
     class PgError(Exception):
         def __init__(self, code: str) -> None:

@@ -26,6 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 
 from app.db import Database, utcnow, uuid7
+from app.jobs.errors import RETRYABLE_SQLSTATES
 from app.jobs.models import OutboxMessage
 from app.jobs.outbox import notify_committed, outbox_row
 from app.webhooks.models import WebhookDelivery
@@ -59,8 +60,6 @@ WITH incoming AS (
 )
 SELECT id FROM inserted
 """
-#: SQLSTATEs worth one more try: the statement is idempotent (ON CONFLICT DO NOTHING).
-_RETRY_SQLSTATES = {"40P01", "40001"}
 
 
 class Overloaded(Exception):
@@ -181,7 +180,8 @@ class IngestWriter:
             try:
                 rows = await conn.fetch(PG_INGEST_SQL, *args)
             except Exception as exc:
-                if getattr(exc, "sqlstate", None) in _RETRY_SQLSTATES and attempt < 2:
+                # Worth one more try: the statement is idempotent (ON CONFLICT DO NOTHING).
+                if getattr(exc, "sqlstate", None) in RETRYABLE_SQLSTATES and attempt < 2:
                     log.warning("ingest.retry", sqlstate=exc.sqlstate, batch=len(batch))  # type: ignore[attr-defined]
                     continue
                 raise

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
+from app.jobs.errors import is_transient
 from app.merchants.models import Merchant, MerchantStatus
 from app.merchants.service import deactivate
 from app.orders import privacy
@@ -25,7 +26,6 @@ from app.orders.models import ExceptionCase
 from app.orders.service import apply_update, cancel_order, create_order, find_existing
 from app.webhooks import topics
 from app.webhooks.models import WebhookDelivery
-from workers.broker import is_transient
 from workers.registry import TaskContext, task
 
 log = structlog.get_logger(__name__)
