@@ -135,8 +135,8 @@ class TestWorkerFailure:
             await eventually(lambda: _gt(lambda: len(lost), 2))
         assert await orders_count(db) == 0
 
+        from app.jobs.task import TaskContext
         from workers.maintenance import sweep
-        from workers.registry import TaskContext
 
         ctx = TaskContext(
             settings=settings.model_copy(update={"stale_after": 0}),
@@ -206,9 +206,13 @@ class TestOutboxRelay:
         self, client: Client, merchant: MerchantHandle, db: Database
     ) -> None:
         from app.jobs.outbox import enqueue
+        from app.jobs.task import Task
 
-        async with db.transaction() as session:
-            await enqueue(session, "nobody.knows.me", "x")
+        async def nobody(*args: Any) -> None:
+            pass
+
+        async with db.transaction() as session:  # a task this code never declared
+            await enqueue(session, Task("nobody.knows.me", nobody), "x")
         assert await send(client, 2) == [200, 200]
         await eventually(lambda: _equals(orders_count(db), 2), timeout=30)
         async with db.sessionmaker() as session:
@@ -249,8 +253,8 @@ class TestPoisonDelivery:
     ) -> None:
         """A bug in a handler fails the same delivery every time: each failed run is counted,
         the sweeper retries it until the limit, then stops and a person is told."""
+        from app.jobs.task import TaskContext
         from workers.maintenance import sweep
-        from workers.registry import TaskContext
 
         monkeypatch.setattr("app.webhooks.tasks.MAX_FAILURES", 3)
         monkeypatch.setattr("workers.maintenance.DELIVERY_MAX_FAILURES", 3)

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from app.db import Database
+from app.jobs.task import TaskContext
 from app.merchants.models import Merchant
 from app.orders.models import ExceptionCase, Order, OrderEvent
 from app.orders.tasks import validate_order
@@ -31,7 +32,6 @@ from tests.support.order_flow import (
     wait_status,
 )
 from tests.support.shopify import order_payload
-from workers.registry import TaskContext
 
 CREATE = "orders/create"
 

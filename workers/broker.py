@@ -1,7 +1,8 @@
 """Broker set-up: Redis when ``DROPSHIP_REDIS_URL`` is set, else Dramatiq's in-process stub.
 
-Retries are for transient trouble only (``app.jobs.errors.is_transient``): a business conflict
-is a decision recorded by the task, never a retry.
+Every task the domains declare (``app.jobs.task``) becomes an actor. Retries are for transient
+trouble only (``app.jobs.errors.is_transient``): a business conflict is a decision recorded by
+the task, never a retry.
 """
 
 from __future__ import annotations
@@ -18,11 +19,19 @@ from dramatiq.middleware import AsyncIO, CurrentMessage
 
 from app.db import Database
 from app.jobs.errors import is_transient
+from app.jobs.task import Registry, Task, TaskContext, discover
 from app.security import SecretBox
 from app.settings import Settings
-from workers.registry import TaskContext, TaskSpec, load_tasks
 
 log = structlog.get_logger(__name__)
+
+#: The workers' own modules that declare tasks (besides every ``app.<domain>.tasks``).
+WORKER_TASK_MODULES = ("workers.maintenance",)
+
+
+def worker_tasks() -> Registry:
+    """Every task of the application and of the workers."""
+    return discover(WORKER_TASK_MODULES)
 
 
 def _retry_policy(max_retries: int) -> Any:
@@ -82,7 +91,7 @@ class _DisposeDatabase(dramatiq.Middleware):
                 log.exception("worker.dispose_failed")
 
 
-def _make_actor_fn(spec: TaskSpec) -> Any:
+def _make_actor_fn(spec: Task) -> Any:
     async def run(*args: Any) -> Any:
         ctx = RUNTIME.context()
         structlog.contextvars.bind_contextvars(task=spec.name)
@@ -110,7 +119,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     dramatiq.set_broker(broker)
     RUNTIME.configure(settings)
     declare: Any = dramatiq.actor
-    for spec in load_tasks().values():
+    for spec in worker_tasks().tasks.values():
         declare(
             _make_actor_fn(spec),
             actor_name=spec.name,

@@ -22,15 +22,19 @@ from app.idempotency.middleware import RETENTION as IDEMPOTENCY_RETENTION
 from app.idempotency.models import IdempotencyRecord
 from app.jobs.models import PeriodicRun
 from app.jobs.outbox import enqueue
+from app.jobs.task import Task, TaskContext, task
 from app.mail.models import EmailStatus, OutgoingEmail
 from app.mail.tasks import LEASE as EMAIL_LEASE
+from app.mail.tasks import send_email
 from app.merchants.models import Merchant
 from app.orders.models import Order, OrderStatus
-from app.orders.tasks import auto_route
+from app.orders.tasks import auto_route, validate_order
 from app.purchasing.models import POStatus, PurchaseOrder
+from app.purchasing.tasks import place
+from app.routing.tasks import route_order
 from app.webhooks.models import WebhookDelivery
 from app.webhooks.tasks import MAX_FAILURES as DELIVERY_MAX_FAILURES
-from workers.registry import TaskContext, task
+from app.webhooks.tasks import process_delivery
 
 log = structlog.get_logger(__name__)
 
@@ -42,15 +46,15 @@ PAYLOAD_RETENTION_DAYS = 30
 BATCH = 5000
 
 
-async def _requeue(session: AsyncSession, actor: str, ids: Select[tuple[Any]]) -> int:
-    """Enqueue ``actor`` for each id the query finds (at most ``BATCH``); return how many."""
+async def _requeue(session: AsyncSession, job: Task, ids: Select[tuple[Any]]) -> int:
+    """Enqueue ``job`` for each id the query finds (at most ``BATCH``); return how many."""
     found = (await session.scalars(ids.limit(BATCH))).all()
     for item_id in found:
-        await enqueue(session, actor, item_id)
+        await enqueue(session, job, item_id)
     return len(found)
 
 
-@task("maintenance.sweep", max_retries=0)
+@task("maintenance.sweep", max_retries=0, every=60)
 async def sweep(ctx: TaskContext, older_than: int | None = None) -> None:
     """Re-enqueue work idle for ``older_than`` seconds (default: ``settings.stale_after``)."""
     idle = ctx.settings.stale_after if older_than is None else int(older_than)
@@ -59,7 +63,7 @@ async def sweep(ctx: TaskContext, older_than: int | None = None) -> None:
     async with ctx.db.transaction() as session:
         deliveries = await _requeue(
             session,
-            "webhook.process",
+            process_delivery,
             select(WebhookDelivery.id).where(
                 WebhookDelivery.processed_at.is_(None),
                 WebhookDelivery.received_at < cutoff,
@@ -68,7 +72,7 @@ async def sweep(ctx: TaskContext, older_than: int | None = None) -> None:
         )
         orders = await _requeue(
             session,
-            "order.validate",
+            validate_order,
             select(Order.id).where(Order.status == OrderStatus.RECEIVED, Order.updated_at < cutoff),
         )
         to_route = (
@@ -85,12 +89,12 @@ async def sweep(ctx: TaskContext, older_than: int | None = None) -> None:
         ).all()
         routable = [oid for oid, settings in to_route if auto_route(settings)]
         for order_id in routable:
-            await enqueue(session, "order.route", order_id)
+            await enqueue(session, route_order, order_id)
         # A placement whose worker died mid-call: placing again is safe (idempotency key),
         # unless it is backing off (its retry, or the supplier's Retry-After, is not due yet).
         pending = await _requeue(
             session,
-            "purchase_order.place",
+            place,
             select(PurchaseOrder.id).where(
                 PurchaseOrder.status == POStatus.PENDING,
                 PurchaseOrder.updated_at < cutoff,
@@ -101,7 +105,7 @@ async def sweep(ctx: TaskContext, older_than: int | None = None) -> None:
         # unless it is backing off after a temporary failure.
         emails = await _requeue(
             session,
-            "email.send",
+            send_email,
             select(OutgoingEmail.id).where(
                 OutgoingEmail.status == EmailStatus.QUEUED,
                 OutgoingEmail.created_at < cutoff,

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import utcnow, uuid7
 from app.jobs.outbox import enqueue
 from app.mail.models import EmailStatus, OutgoingEmail
+from app.mail.tasks import send_email
 
 SUBJECT_MAX = 300  # the column's size
 
@@ -97,5 +98,5 @@ async def queue_email(
     )
     if result.scalar_one_or_none() is None:
         return None
-    await enqueue(session, "email.send", email_id)
+    await enqueue(session, send_email, email_id)
     return email_id

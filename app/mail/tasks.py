@@ -22,11 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import utcnow
 from app.jobs.backoff import EARLY, backoff_ms
 from app.jobs.errors import is_transient
+from app.jobs.task import TaskContext, task
 from app.mail.models import EmailStatus, OutgoingEmail
 from app.mail.sender import MailError, build_message
 from app.orders.models import Order
 from app.orders.service import record
-from workers.registry import TaskContext, task
 
 log = structlog.get_logger(__name__)
 

@@ -8,10 +8,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from app.jobs.outbox import enqueue
+from app.jobs.task import TaskContext, task
 from app.merchants.models import Merchant
 from app.orders.models import Order, OrderStatus
 from app.orders.validation import validate
-from workers.registry import TaskContext, task
+from app.routing.tasks import route_order
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +34,7 @@ async def validate_order(ctx: TaskContext, order_id: str) -> None:
         verdict = await validate(session, order, settings)
         log.info("order.validated", order_id=order_id, status=verdict.status)
         if verdict.status == OrderStatus.READY_TO_ROUTE and auto_route(settings):
-            await enqueue(session, "order.route", order.id)
+            await enqueue(session, route_order, order.id)
 
 
 def auto_route(settings: dict[str, Any] | None) -> bool:

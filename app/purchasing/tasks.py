@@ -36,6 +36,7 @@ from dramatiq.rate_limits import ConcurrentRateLimiter, WindowRateLimiter
 from app import limits
 from app.db import utcnow
 from app.jobs.backoff import EARLY, backoff_ms
+from app.jobs.task import TaskContext, task
 from app.orders.service import open_exception, record
 from app.purchasing import service
 from app.purchasing.models import POStatus
@@ -44,7 +45,6 @@ from app.suppliers.models import Supplier
 from app.suppliers.service import decrypt_config
 from connectors.base import PermanentConnectorError, RetryableConnectorError
 from connectors.registry import connector_class
-from workers.registry import TaskContext, task
 
 log = structlog.get_logger(__name__)
 

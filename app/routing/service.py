@@ -23,7 +23,6 @@ from app.routing.engine import LineRequest, Offer, RoutingPlan, ShippingRate, ro
 from app.routing.models import RoutingRule
 from app.suppliers.models import Supplier, SupplierProduct
 
-PLACE_ACTOR = "purchase_order.place"
 DEFAULT_TOLERANCE = Decimal("0.05")
 _OFFERS_PARTITION = 1000
 
@@ -283,8 +282,11 @@ async def route_lines(
             supplier_id=str(supplier_id),
         )
     await session.flush()
+    # Imported here: app.purchasing.tasks -> app.purchasing.service -> this module (a cycle).
+    from app.purchasing.tasks import place
+
     for po in created:
-        await enqueue(session, PLACE_ACTOR, po.id)
+        await enqueue(session, place, po.id)
     # Reserve stock last and in key order: the hot rows of popular SKUs stay locked only for
     # the end of the transaction, and concurrent routings lock them in the same order.
     for (supplier_id, sku), quantity in sorted(

@@ -6,10 +6,10 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from app.jobs.task import TaskContext, task
 from app.merchants.models import Merchant
 from app.orders.models import Order, OrderStatus
 from app.routing.service import route_lines
-from workers.registry import TaskContext, task
 
 log = structlog.get_logger(__name__)
 

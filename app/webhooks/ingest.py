@@ -30,10 +30,9 @@ from app.jobs.errors import RETRYABLE_SQLSTATES
 from app.jobs.models import OutboxMessage
 from app.jobs.outbox import notify_committed, outbox_row
 from app.webhooks.models import WebhookDelivery
+from app.webhooks.tasks import process_delivery
 
 log = structlog.get_logger(__name__)
-
-PROCESS_ACTOR = "webhook.process"
 
 #: One statement per batch, run outside an explicit transaction: PostgreSQL commits it (durably,
 #: with ``synchronous_commit`` on) before answering, so one round trip stores the batch. Rows are
@@ -174,7 +173,7 @@ class IngestWriter:
             [w.event_id for w in batch],
             [w.payload for w in batch],
             [w.received_at for w in batch],
-            PROCESS_ACTOR,
+            process_delivery.name,
         )
         for attempt in range(3):
             try:
@@ -212,7 +211,7 @@ class IngestWriter:
                     stored.add(w.id)
             if stored:
                 await session.execute(
-                    insert(OutboxMessage), [outbox_row(PROCESS_ACTOR, i) for i in stored]
+                    insert(OutboxMessage), [outbox_row(process_delivery, i) for i in stored]
                 )
             return stored
 

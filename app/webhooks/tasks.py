@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
 from app.jobs.errors import is_transient
+from app.jobs.task import TaskContext, task
 from app.merchants.models import Merchant, MerchantStatus
 from app.merchants.service import deactivate
 from app.orders import privacy
@@ -26,7 +27,6 @@ from app.orders.models import ExceptionCase
 from app.orders.service import apply_update, cancel_order, create_order, find_existing
 from app.webhooks import topics
 from app.webhooks.models import WebhookDelivery
-from workers.registry import TaskContext, task
 
 log = structlog.get_logger(__name__)
 
