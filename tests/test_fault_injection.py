@@ -257,7 +257,6 @@ class TestPoisonDelivery:
         from workers.maintenance import sweep
 
         monkeypatch.setattr("app.webhooks.tasks.MAX_FAILURES", 3)
-        monkeypatch.setattr("workers.maintenance.DELIVERY_MAX_FAILURES", 3)
 
         async def buggy(*args: Any) -> str:
             raise RuntimeError("a bug in the handler")

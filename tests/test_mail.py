@@ -265,7 +265,6 @@ class TestSupplierNotice:
         await send_email(ctx, str(email.id))  # a redelivered job, within the lease: no send
         assert inbox.to(SUPPLIER_EMAIL) == []
 
-        monkeypatch.setattr("workers.maintenance.EMAIL_LEASE", timedelta(0))
         monkeypatch.setattr("app.mail.tasks.LEASE", timedelta(0))
         await sweep(ctx, 0)
         client.app.state.workers.relay.wake()

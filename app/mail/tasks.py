@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import dramatiq
 import structlog
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
 from app.jobs.backoff import EARLY, backoff_ms
 from app.jobs.errors import is_transient
-from app.jobs.task import TaskContext, task
+from app.jobs.task import StaleWindow, TaskContext, task
 from app.mail.models import EmailStatus, OutgoingEmail
 from app.mail.sender import MailError, build_message
 from app.orders.models import Order
@@ -72,7 +74,29 @@ async def _note(session: AsyncSession, email: OutgoingEmail, type_: str, message
         record(session, order, type_, message, email_id=str(email.id), kind=email.kind)
 
 
-@task("email.send", max_retries=MAX_ATTEMPTS * 4, time_limit_s=SEND_TIME_LIMIT_S)
+async def _unsent(session: AsyncSession, window: StaleWindow) -> Sequence[Any]:
+    """An email whose job was lost, or whose sender died after claiming it (lease over),
+    unless it is backing off after a temporary failure."""
+    return await window.ids(
+        session,
+        select(OutgoingEmail.id).where(
+            OutgoingEmail.status == EmailStatus.QUEUED,
+            OutgoingEmail.created_at < window.cutoff,
+            or_(
+                OutgoingEmail.claimed_at.is_(None),
+                OutgoingEmail.claimed_at < window.now - LEASE,
+            ),
+            window.due(OutgoingEmail.next_attempt_at),
+        ),
+    )
+
+
+@task(
+    "email.send",
+    max_retries=MAX_ATTEMPTS * 4,
+    time_limit_s=SEND_TIME_LIMIT_S,
+    stale=_unsent,
+)
 async def send_email(ctx: TaskContext, email_id: str) -> None:
     eid = uuid.UUID(email_id)
     now = utcnow()

@@ -25,21 +25,23 @@ import contextlib
 import math
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
 import dramatiq
 import structlog
 from dramatiq.rate_limits import ConcurrentRateLimiter, WindowRateLimiter
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import limits
 from app.db import utcnow
 from app.jobs.backoff import EARLY, backoff_ms
-from app.jobs.task import TaskContext, task
+from app.jobs.task import StaleWindow, TaskContext, task
 from app.orders.service import open_exception, record
 from app.purchasing import service
-from app.purchasing.models import POStatus
+from app.purchasing.models import POStatus, PurchaseOrder
 from app.purchasing.notices import queue_supplier_notice
 from app.suppliers.models import Supplier
 from app.suppliers.service import decrypt_config
@@ -91,7 +93,20 @@ def supplier_slots(ctx: TaskContext, supplier: Supplier) -> Iterator[None]:
         yield
 
 
-@task("purchase_order.place", max_retries=MAX_ATTEMPTS * 4)
+async def _unplaced(session: AsyncSession, window: StaleWindow) -> Sequence[Any]:
+    """A placement whose worker died mid-call: placing again is safe (idempotency key), unless
+    it is backing off (its retry, or the supplier's Retry-After, is not due yet)."""
+    return await window.ids(
+        session,
+        select(PurchaseOrder.id).where(
+            PurchaseOrder.status == POStatus.PENDING,
+            PurchaseOrder.updated_at < window.cutoff,
+            window.due(PurchaseOrder.next_attempt_at),
+        ),
+    )
+
+
+@task("purchase_order.place", max_retries=MAX_ATTEMPTS * 4, stale=_unplaced)
 async def place(ctx: TaskContext, po_id: str) -> None:
     pid = uuid.UUID(po_id)
     async with ctx.db.transaction() as session:

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
 from app.jobs.errors import is_transient
-from app.jobs.task import TaskContext, task
+from app.jobs.task import StaleWindow, TaskContext, housekeeping, rows_affected, task
 from app.merchants.models import Merchant, MerchantStatus
 from app.merchants.service import deactivate
 from app.orders import privacy
@@ -36,9 +38,47 @@ _REDACTION_TOPICS = frozenset({topics.CUSTOMERS_REDACT, topics.SHOP_REDACT})
 
 #: Failed runs after which a delivery is left for a person (the sweeper stops re-enqueuing it).
 MAX_FAILURES = 20
+#: Days a handled webhook keeps its raw body (ids are kept for redelivery detection).
+PAYLOAD_RETENTION_DAYS = 30
 
 
-@task("webhook.process")
+async def _unprocessed(session: AsyncSession, window: StaleWindow) -> Sequence[Any]:
+    """Deliveries accepted but not processed (their job was lost with a Redis that had no
+    persistence, say), unless given up on."""
+    return await window.ids(
+        session,
+        select(WebhookDelivery.id).where(
+            WebhookDelivery.processed_at.is_(None),
+            WebhookDelivery.received_at < window.cutoff,
+            WebhookDelivery.failures < MAX_FAILURES,
+        ),
+    )
+
+
+@housekeeping("webhook.payloads")
+async def drop_old_payloads(session: AsyncSession, now: datetime) -> int:
+    """Raw bodies hold customer data: keep the ids (redelivery detection) and drop the bodies of
+    deliveries handled long ago, or given up on long ago (a person had that long to look at
+    them)."""
+    expired = now - timedelta(days=PAYLOAD_RETENTION_DAYS)
+    return await rows_affected(
+        session,
+        update(WebhookDelivery)
+        .where(
+            or_(
+                WebhookDelivery.processed_at < expired,
+                and_(
+                    WebhookDelivery.failures >= MAX_FAILURES,
+                    WebhookDelivery.received_at < expired,
+                ),
+            ),
+            WebhookDelivery.payload != "",
+        )
+        .values(payload=""),
+    )
+
+
+@task("webhook.process", stale=_unprocessed)
 async def process_delivery(ctx: TaskContext, delivery_id: str) -> None:
     try:
         await _process(ctx, delivery_id)
