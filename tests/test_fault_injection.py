@@ -17,10 +17,10 @@ from sqlalchemy.exc import OperationalError
 
 from app.db import Database
 from app.jobs.models import OutboxMessage
-from app.main import create_app
 from app.orders.models import Order, OrderEvent
 from app.settings import Settings
 from app.webhooks.models import WebhookDelivery
+from dropship.asgi import create_app
 from tests.conftest import SHOPIFY_SECRET, MerchantHandle
 from tests.support import services as svc
 from tests.support.broker import losing_jobs, outbox_empty

@@ -17,8 +17,8 @@ from sqlalchemy import select
 
 from app.db import Database
 from app.mail.models import EmailStatus, OutgoingEmail
-from app.main import create_app
 from app.settings import Settings
+from dropship.asgi import create_app
 from tests.conftest import MerchantHandle, make_merchant
 from tests.support.broker import losing_jobs, outbox_empty
 from tests.support.routing import (

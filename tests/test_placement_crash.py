@@ -56,7 +56,7 @@ class TestWorkerKilledMidPlacement:
         shop = await make_merchant(db, SHOP, auto_route=True)
 
         # The merchant's side, through the API (this process runs no workers).
-        api = create_app(settings, run_workers=False, configure_logs=False)
+        api = create_app(settings, configure_logs=False)
         async with AsyncTestClient(api, timeout=30) as client:
             await create_supplier(
                 client,
