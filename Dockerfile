@@ -30,6 +30,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 
 # The project itself (installed editable into /app/.venv, pointing at /app: the final stage keeps
 # the same paths).
+COPY dropship/ ./dropship/
 COPY app/ ./app/
 COPY connectors/ ./connectors/
 COPY workers/ ./workers/

@@ -1,9 +1,9 @@
-"""The Litestar application factory."""
+"""The Litestar application factory: the API alone (``dropship.asgi`` adds the workers)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import structlog
@@ -50,37 +50,32 @@ def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response
     )
 
 
+#: A lifespan added to the API's: entered once the API is up (schema checked, ingest writer
+#: started), left before it shuts down.
+Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
+
+
 def create_app(
     settings: Settings | None = None,
     *,
-    run_workers: bool | None = None,
+    lifespans: Sequence[Lifespan] = (),
     check_migrations: bool = True,
     configure_logs: bool = True,
 ) -> Litestar:
-    """Build the API. ``run_workers`` defaults to "yes when there is no Redis" (embedded mode)."""
+    """Build the API; ``lifespans`` run inside its own (e.g. the in-process workers)."""
     settings = settings or Settings()
     if configure_logs:
         configure_logging(settings)
     services = Services.build(settings)
-    with_workers = settings.embedded_broker if run_workers is None else run_workers
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         if check_migrations:
             await check_schema(settings.database_url)
         await services.ingest.start()
-        runtime = None
-        if with_workers:
-            from workers.runtime import WorkerRuntime
-
-            runtime = WorkerRuntime(settings, services.db)
-            await runtime.start()
-        app.state.workers = runtime
         try:
             yield
         finally:
-            if runtime is not None:
-                await runtime.stop()
             await services.ingest.stop()
             await services.db.dispose()
 
@@ -109,7 +104,8 @@ def create_app(
         before_send=[stamp_request_id],
         # No endpoint buffers more than this (the webhook has its own, smaller, bound).
         request_max_body_size=MAX_REQUEST_BODY,
-        lifespan=[lifespan],
+        lifespan=[lifespan, *lifespans],
+        # ``workers``: the in-process workers when a lifespan runs them (the health check says).
         state=State({"services": services, "workers": None}),
         exception_handlers={
             Exception: _internal_error,

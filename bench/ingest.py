@@ -1098,7 +1098,9 @@ def _git_state() -> dict[str, Any]:
         out = subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, check=False)
         return out.stdout.strip()
 
-    dirty = git("status", "--porcelain", "--", "app", "connectors", "workers", "migrations")
+    dirty = git(
+        "status", "--porcelain", "--", "dropship", "app", "connectors", "workers", "migrations"
+    )
     return {"commit": git("rev-parse", "--short", "HEAD"), "dirty": dirty.splitlines()}
 
 

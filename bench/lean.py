@@ -58,7 +58,8 @@ from litestar.response import Response
 from app.merchants.models import MerchantStatus
 from app.merchants.service import MerchantError, ShopEntry, normalize_shop_domain
 from app.services import Services
-from app.webhooks.ingest import PROCESS_ACTOR, IncomingWebhook
+from app.webhooks.ingest import IncomingWebhook
+from app.webhooks.tasks import process_delivery
 from app.webhooks.topics import HANDLED_TOPICS, INACTIVE_SHOP_TOPICS
 
 log = structlog.get_logger(__name__)
@@ -135,7 +136,7 @@ class LeanWriter:
                 [w.event_id for w in rows],
                 [w.payload for w in rows],
                 [w.received_at for w in rows],
-                PROCESS_ACTOR,
+                process_delivery.name,
             )
             stored: set[uuid.UUID] | None = None
             error: BaseException | None = None

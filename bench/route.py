@@ -19,7 +19,7 @@ byte-for-byte redeliveries) therefore becomes one order and two purchase orders:
 the REST supplier, one placed in the portal. Stock is large, so nothing runs out.
 
 The API runs as a subprocess the way production runs it (bench/server.py, 1 uvicorn process);
-the workers as ONE ``dropship worker`` process (``python -m app.cli worker``) with
+the workers as ONE ``dropship worker`` process (``python -m dropship.cli worker``) with
 ``DROPSHIP_WORKER_THREADS`` threads. Per worker configuration (a fresh worker process each):
 
 1. warm-up: ``--warmup`` s of webhooks at the rate, waited until placed, then every order table
@@ -163,10 +163,10 @@ def supplier_server(port: int, latency: float, log: Path) -> Iterator[subprocess
 
 @contextmanager
 def worker_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``dropship worker`` (``python -m app.cli worker``), ready once it printed its banner."""
+    """``dropship worker`` (``python -m dropship.cli worker``), ready once it printed its banner."""
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker"],
+            [sys.executable, "-m", "dropship.cli", "worker"],
             cwd=REPO,
             env=env,
             stdout=out,

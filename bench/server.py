@@ -26,10 +26,10 @@ from litestar.exceptions import ClientException, NotAuthorizedException, NotFoun
 from litestar.response import Response
 from sqlalchemy.exc import IntegrityError
 
-from app.main import create_app
 from app.merchants.service import normalize_shop_domain
 from app.services import Services
 from app.webhooks.models import WebhookDelivery
+from dropship.asgi import create_app
 
 _PONG = b'{"ok":true}'
 _ACCEPTED = b'{"status":"accepted"}'
@@ -101,7 +101,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--processes", type=int, default=1)
     args = parser.parse_args()
-    # The same arguments as app.cli.serve, plus log_level (the app logs through its own config).
+    # The same arguments as dropship.cli.serve, plus log_level (the app logs through its own
+    # config).
     uvicorn.run(
         "bench.server:create",
         factory=True,

@@ -21,10 +21,10 @@ from sqlalchemy import text
 
 from app import migrate
 from app.db import Database
-from app.main import create_app
 from app.merchants.service import create_merchant
 from app.models import Base
 from app.settings import Settings
+from dropship.asgi import create_app
 from tests.support import services as svc
 
 REQUIRE_SERVICES = os.environ.get("DROPSHIP_TEST_REQUIRE_SERVICES") == "1"

@@ -10,12 +10,12 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import select
 
-from app.cli import main
 from app.db import Database
 from app.merchants.models import ApiToken, Merchant
 from app.security import hash_token
 from app.settings import Settings
 from connectors.registry import CONNECTORS
+from dropship.cli import main
 from tests.support import services as svc
 
 

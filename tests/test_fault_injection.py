@@ -17,11 +17,11 @@ from sqlalchemy.exc import OperationalError
 
 from app.db import Database
 from app.jobs.models import OutboxMessage
-from app.main import create_app
 from app.orders.models import Order
 from app.settings import Settings
 from app.timeline.models import OrderEvent
 from app.webhooks.models import WebhookDelivery
+from dropship.asgi import create_app
 from tests.conftest import SHOPIFY_SECRET, MerchantHandle
 from tests.support import services as svc
 from tests.support.broker import losing_jobs, outbox_empty
@@ -136,8 +136,8 @@ class TestWorkerFailure:
             await eventually(lambda: _gt(lambda: len(lost), 2))
         assert await orders_count(db) == 0
 
+        from app.jobs.task import TaskContext
         from workers.maintenance import sweep
-        from workers.registry import TaskContext
 
         ctx = TaskContext(
             settings=settings.model_copy(update={"stale_after": 0}),
@@ -207,9 +207,13 @@ class TestOutboxRelay:
         self, client: Client, merchant: MerchantHandle, db: Database
     ) -> None:
         from app.jobs.outbox import enqueue
+        from app.jobs.task import Task
 
-        async with db.transaction() as session:
-            await enqueue(session, "nobody.knows.me", "x")
+        async def nobody(*args: Any) -> None:
+            pass
+
+        async with db.transaction() as session:  # a task this code never declared
+            await enqueue(session, Task("nobody.knows.me", nobody), "x")
         assert await send(client, 2) == [200, 200]
         await eventually(lambda: _equals(orders_count(db), 2), timeout=30)
         async with db.sessionmaker() as session:
@@ -250,11 +254,10 @@ class TestPoisonDelivery:
     ) -> None:
         """A bug in a handler fails the same delivery every time: each failed run is counted,
         the sweeper retries it until the limit, then stops and a person is told."""
+        from app.jobs.task import TaskContext
         from workers.maintenance import sweep
-        from workers.registry import TaskContext
 
         monkeypatch.setattr("app.webhooks.tasks.MAX_FAILURES", 3)
-        monkeypatch.setattr("workers.maintenance.DELIVERY_MAX_FAILURES", 3)
 
         async def buggy(*args: Any) -> str:
             raise RuntimeError("a bug in the handler")
@@ -317,7 +320,7 @@ class TestPoisonDelivery:
 def test_postgres_deadlocks_and_serialization_failures_are_transient() -> None:
     from sqlalchemy.exc import DBAPIError
 
-    from workers.broker import is_transient
+    from app.jobs.errors import is_transient
 
     class PgError(Exception):
         def __init__(self, code: str) -> None:

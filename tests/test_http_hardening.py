@@ -42,7 +42,7 @@ Client = AsyncTestClient[Litestar]
 @pytest.fixture
 def app(settings: Settings) -> Litestar:
     """No workers: they consume the outbox, and these tests compare every table before/after."""
-    return create_app(settings, run_workers=False, configure_logs=False)
+    return create_app(settings, configure_logs=False)
 
 
 #: Bytes that are never UTF-8 inside a JSON string, JSON nested 10,000 deep, malformed JSON.

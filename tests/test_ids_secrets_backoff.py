@@ -18,6 +18,7 @@ from sqlalchemy import func, select, update
 from app.db import Database, utcnow
 from app.idempotency.models import IdempotencyRecord
 from app.jobs import backoff
+from app.jobs.task import TaskContext
 from app.mail import tasks as mail_tasks
 from app.mail.sender import SmtpTarget
 from app.orders.models import Customer, Order
@@ -42,7 +43,6 @@ from tests.support.shopify import order_payload
 from tests.support.supplier_sim import BASE_URL, SupplierSim, rest_config
 from tests.support.wait import eventually
 from workers.maintenance import sweep
-from workers.registry import TaskContext
 from workers.relay import OutboxRelay
 
 #: Above the signed 64-bit range: what BIGINT and the old parser refused.

@@ -15,6 +15,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 
 from app.db import Database
+from app.jobs.task import TaskContext
 from app.mail.address import is_email
 from app.merchants.service import MerchantError, validate_email
 from app.orders.drafts import PayloadError, from_shopify
@@ -31,7 +32,6 @@ from tests.support.order_flow import accepted, order_id_of
 from tests.support.orders import order_body
 from tests.support.shopify import order_payload
 from tests.support.wait import eventually
-from workers.registry import TaskContext
 
 Client = AsyncTestClient[Litestar]
 SUPPLIERS = "/api/v1/suppliers"

@@ -28,7 +28,7 @@ PATH = "/supplier/v1/inventory"
 @pytest.fixture
 def app(settings: Settings) -> Litestar:
     # No workers: every statement on the engine during a request is the request's own.
-    return create_app(settings, run_workers=False, configure_logs=False)
+    return create_app(settings, configure_logs=False)
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from sqlalchemy import select
 
 from app.db import Database
 from app.mail.models import EmailStatus, OutgoingEmail
-from app.main import create_app
 from app.settings import Settings
+from dropship.asgi import create_app
 from tests.conftest import MerchantHandle, make_merchant
 from tests.support.broker import losing_jobs, outbox_empty
 from tests.support.routing import (
@@ -130,9 +130,9 @@ class TestSupplierNotice:
     async def test_the_same_event_or_job_again_sends_nothing_more(
         self, client: Client, shop: MerchantHandle, db: Database, inbox: Inbox, settings: Settings
     ) -> None:
+        from app.jobs.task import TaskContext
         from app.mail.tasks import send_email
         from app.purchasing.tasks import place
-        from workers.registry import TaskContext
 
         await portal_order(client, shop, contact_email=SUPPLIER_EMAIL)
         [po] = await wait_pos(client, shop, lambda p: len(p) == 1 and p[0]["status"] == "placed")
@@ -240,9 +240,9 @@ class TestSupplierNotice:
         """A worker crashed after claiming the email (we cannot know whether the server got it):
         within the lease nobody sends it; after the lease the sweeper sends it, under the same
         Message-ID so the repeat is recognisable."""
+        from app.jobs.task import TaskContext
         from app.mail.tasks import send_email
         from workers.maintenance import sweep
-        from workers.registry import TaskContext
 
         with losing_jobs(client.app.state.workers.broker, "email.send") as lost:
             await portal_order(client, shop, contact_email=SUPPLIER_EMAIL)
@@ -265,7 +265,6 @@ class TestSupplierNotice:
         await send_email(ctx, str(email.id))  # a redelivered job, within the lease: no send
         assert inbox.to(SUPPLIER_EMAIL) == []
 
-        monkeypatch.setattr("workers.maintenance.EMAIL_LEASE", timedelta(0))
         monkeypatch.setattr("app.mail.tasks.LEASE", timedelta(0))
         await sweep(ctx, 0)
         client.app.state.workers.relay.wake()
@@ -304,8 +303,8 @@ class TestSupplierNotice:
         self, client: Client, shop: MerchantHandle, db: Database, settings: Settings
     ) -> None:
         from app.db import utcnow
+        from app.jobs.task import TaskContext
         from workers.maintenance import sweep
-        from workers.registry import TaskContext
 
         broker = client.app.state.workers.broker
         with losing_jobs(broker, "email.send") as lost:
@@ -397,8 +396,8 @@ class TestWithoutSmtp:
     ) -> None:
         from litestar.testing import AsyncTestClient
 
+        from app.jobs.task import TaskContext
         from app.mail.tasks import send_email
-        from workers.registry import TaskContext
 
         assert settings.smtp_url is None
         app = create_app(settings, run_workers=True, configure_logs=False)

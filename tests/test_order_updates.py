@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.db import Database
+from app.jobs.task import TaskContext
 from app.orders.models import Order
 from app.orders.tasks import validate_order
 from app.security import SecretBox
@@ -33,7 +34,6 @@ from tests.support.order_flow import (
 )
 from tests.support.shopify import order_payload
 from tests.support.wait import eventually
-from workers.registry import TaskContext
 
 CREATE, UPDATED, CANCELLED = "orders/create", "orders/updated", "orders/cancelled"
 VALIDATION = ["validation.payment", "validation.address", "validation.catalog"]

@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 
 from app.db import Database
 from app.exceptions.models import ExceptionCase
+from app.jobs.task import TaskContext
 from app.merchants.models import Merchant
 from app.orders.models import Order
 from app.orders.tasks import validate_order
@@ -33,7 +34,6 @@ from tests.support.order_flow import (
     wait_status,
 )
 from tests.support.shopify import order_payload
-from workers.registry import TaskContext
 
 CREATE = "orders/create"
 

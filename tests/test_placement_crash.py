@@ -56,7 +56,7 @@ class TestWorkerKilledMidPlacement:
         shop = await make_merchant(db, SHOP, auto_route=True)
 
         # The merchant's side, through the API (this process runs no workers).
-        api = create_app(settings, run_workers=False, configure_logs=False)
+        api = create_app(settings, configure_logs=False)
         async with AsyncTestClient(api, timeout=30) as client:
             await create_supplier(
                 client,
@@ -93,8 +93,8 @@ class TestWorkerKilledMidPlacement:
             # Recovery: the periodic sweep re-enqueues the stuck placement (an embedded server
             # sweeps when it starts; a Redis deployment sweeps every minute: run it now).
             if settings.redis_url:
+                from app.jobs.task import TaskContext
                 from workers.maintenance import sweep
-                from workers.registry import TaskContext
 
                 await sweep(TaskContext(settings=settings, db=db, box=api.state.services.box), 0)
             again = start_dropship(*args, env=env)

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from app.db import Database
+from app.jobs.task import TaskContext
 from app.merchants.models import Merchant
 from app.orders.models import Customer, Order
 from app.security import SecretBox
@@ -34,7 +35,6 @@ from tests.support.order_flow import (
 )
 from tests.support.shopify import order_payload
 from tests.support.wait import eventually
-from workers.registry import TaskContext
 
 SHOP = "acme-store.myshopify.com"
 BOB = {"id": 207119551, "email": "bob.norman@hostmail.com", "phone": "555-625-1199"}

@@ -532,8 +532,8 @@ class TestRecovery:
         db: Database,
         settings: Any,
     ) -> None:
+        from app.jobs.task import TaskContext
         from workers.maintenance import sweep
-        from workers.registry import TaskContext
 
         with losing_jobs(client.app.state.workers.broker, "purchase_order.place") as lost:
             await import_catalog(client, shop, ["IPOD2008GREEN,RestCo,RC-GREEN,80.00,USD,10,3,*,1"])

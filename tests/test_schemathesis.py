@@ -24,8 +24,8 @@ from schemathesis.config import SchemathesisConfig
 
 from app.db import Database
 from app.idempotency.middleware import MAX_KEY_LENGTH
-from app.main import create_app
 from app.settings import Settings
+from dropship.asgi import create_app
 from tests.conftest import SHOPIFY_SECRET, MerchantHandle, make_merchant
 from tests.support.routing import SHOP, create_supplier, import_catalog, send_order, wait_pos
 from tests.support.shopify import order_payload, sign

@@ -255,8 +255,8 @@ class TestServerFastPath:
     async def test_same_answers_as_the_route(
         self, settings: Any, merchant: MerchantHandle, db: Database
     ) -> None:
-        from app.main import create_app
         from app.webhooks.controllers import shopify_fast_path
+        from dropship.asgi import create_app
 
         app = create_app(settings, run_workers=True, configure_logs=False)
         fast = shopify_fast_path(app, app.state.services)

@@ -1,12 +1,12 @@
 """Broker set-up: Redis when ``DROPSHIP_REDIS_URL`` is set, else Dramatiq's in-process stub.
 
-Retries are for transient trouble only (a dropped database connection, a timeout). A business
-conflict is a decision recorded by the task, never a retry (see STYLE.md on Polar #13272).
+Every task the domains declare (``app.jobs.task``) becomes an actor. Retries are for transient
+trouble only (``app.jobs.errors.is_transient``): a business conflict is a decision recorded by
+the task, never a retry.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from typing import Any
 
@@ -16,41 +16,22 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AsyncIO, CurrentMessage
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.db import Database
+from app.jobs.errors import is_transient
+from app.jobs.task import Registry, Task, TaskContext, discover
 from app.security import SecretBox
 from app.settings import Settings
-from workers.registry import TaskContext, TaskSpec, load_tasks
 
 log = structlog.get_logger(__name__)
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OperationalError,
-    ConnectionError,
-    TimeoutError,
-    asyncio.TimeoutError,
-    OSError,
-)
+#: The workers' own modules that declare tasks (besides every ``app.<domain>.tasks``).
+WORKER_TASK_MODULES = ("workers.maintenance",)
 
 
-#: PostgreSQL's "try again" errors: deadlock detected, serialization failure.
-RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        orig = exc.orig
-        if getattr(orig, "pgcode", None) in RETRYABLE_SQLSTATES or (
-            getattr(orig, "sqlstate", None) in RETRYABLE_SQLSTATES
-        ):
-            return True
-    if isinstance(exc, (*TRANSIENT_ERRORS, dramatiq.Retry, dramatiq.RateLimitExceeded)):
-        return True
-    # Application code may mark its own exceptions retryable.
-    return bool(getattr(exc, "retryable", False))
+def worker_tasks() -> Registry:
+    """Every task of the application and of the workers."""
+    return discover(WORKER_TASK_MODULES)
 
 
 def _retry_policy(max_retries: int) -> Any:
@@ -110,7 +91,7 @@ class _DisposeDatabase(dramatiq.Middleware):
                 log.exception("worker.dispose_failed")
 
 
-def _make_actor_fn(spec: TaskSpec) -> Any:
+def _make_actor_fn(spec: Task) -> Any:
     async def run(*args: Any) -> Any:
         ctx = RUNTIME.context()
         structlog.contextvars.bind_contextvars(task=spec.name)
@@ -138,7 +119,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     dramatiq.set_broker(broker)
     RUNTIME.configure(settings)
     declare: Any = dramatiq.actor
-    for spec in load_tasks().values():
+    for spec in worker_tasks().tasks.values():
         declare(
             _make_actor_fn(spec),
             actor_name=spec.name,

@@ -19,7 +19,8 @@ from app.db import Database
 from app.jobs.outbox import enqueue, on_outbox_commit
 from app.migrate import check_schema
 from app.settings import Settings
-from workers.broker import build_broker
+from workers.broker import build_broker, worker_tasks
+from workers.maintenance import sweep
 from workers.relay import OutboxRelay
 from workers.scheduler import Scheduler
 
@@ -32,7 +33,7 @@ class WorkerRuntime:
         self.db = db
         self.broker = broker or build_broker(settings)
         self.relay = OutboxRelay(db, self.broker, interval=settings.relay_interval)
-        self.scheduler = Scheduler(db)
+        self.scheduler = Scheduler(db, worker_tasks().periodic())
         self.worker = dramatiq.Worker(
             self.broker, worker_threads=settings.worker_threads, worker_timeout=100
         )
@@ -52,7 +53,7 @@ class WorkerRuntime:
             # was relayed but not finished is orphaned. Recover them all now (with Redis, other
             # workers may be busy with such work: the periodic sweep waits for it to go stale).
             async with self.db.transaction() as session:
-                await enqueue(session, "maintenance.sweep", 0)
+                await enqueue(session, sweep, 0)
         self.worker.start()
         self._tasks = [
             asyncio.create_task(self.relay.run(), name="outbox-relay"),

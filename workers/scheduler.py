@@ -1,12 +1,13 @@
-"""Periodic jobs. Every worker process runs this loop; a unique (job, slot) row makes each slot
-enqueue exactly once however many schedulers race for it."""
+"""Periodic jobs: every task declared with ``every=`` seconds. Every worker process runs this
+loop; a unique (job, slot) row makes each slot enqueue exactly once however many schedulers race
+for it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 import structlog
 from sqlalchemy.exc import IntegrityError
@@ -14,23 +15,16 @@ from sqlalchemy.exc import IntegrityError
 from app.db import Database
 from app.jobs.models import PeriodicRun
 from app.jobs.outbox import enqueue
+from app.jobs.task import Task
 
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class Periodic:
-    actor: str
-    every_seconds: int
-
-
-SCHEDULE: tuple[Periodic, ...] = (Periodic("maintenance.sweep", 60),)
-
-
 class Scheduler:
-    def __init__(self, db: Database, schedule: tuple[Periodic, ...] = SCHEDULE) -> None:
+    def __init__(self, db: Database, schedule: Iterable[Task]) -> None:
+        """``schedule``: the periodic tasks (``Registry.periodic()``); others are ignored."""
         self.db = db
-        self.schedule = schedule
+        self.schedule = tuple(job for job in schedule if job.every_seconds is not None)
         self._last: dict[str, int] = {}
         self._stop = asyncio.Event()
 
@@ -42,18 +36,20 @@ class Scheduler:
         now = time.time() if now is None else now
         enqueued = []
         for job in self.schedule:
+            if job.every_seconds is None:
+                continue
             slot = int(now // job.every_seconds)
-            if self._last.get(job.actor) == slot:
+            if self._last.get(job.name) == slot:
                 continue
             try:
                 async with self.db.transaction() as session:
-                    session.add(PeriodicRun(job=job.actor, slot=str(slot)))
+                    session.add(PeriodicRun(job=job.name, slot=str(slot)))
                     await session.flush()
-                    await enqueue(session, job.actor)
-                enqueued.append(job.actor)
+                    await enqueue(session, job)
+                enqueued.append(job.name)
             except IntegrityError:
                 pass  # another scheduler took this slot
-            self._last[job.actor] = slot
+            self._last[job.name] = slot
         return enqueued
 
     async def run(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,13 +13,17 @@ from sqlalchemy.orm import Session
 from app.db import utcnow, uuid7
 from app.jobs.models import OutboxMessage
 
+if TYPE_CHECKING:
+    from app.jobs.task import Task
 
-def outbox_row(actor: str, *args: Any, delay: float = 0.0) -> dict[str, Any]:
+
+def outbox_row(task: Task, *args: Any, delay: float = 0.0) -> dict[str, Any]:
+    """The outbox row of a job running ``task`` with ``args`` (ids), ``delay`` seconds from now."""
     now = utcnow()
     available: datetime = now + timedelta(seconds=delay) if delay else now
     return {
         "id": uuid7(),
-        "actor": actor,
+        "actor": task.name,
         "args": [str(a) if not isinstance(a, int | str | float | bool) else a for a in args],
         "available_at": available,
         "attempts": 0,
@@ -46,9 +50,10 @@ def notify_committed() -> None:
             continue
 
 
-async def enqueue(session: AsyncSession, actor: str, *args: Any, delay: float = 0.0) -> None:
-    """Add a job to the outbox; it is relayed to the broker only if the transaction commits."""
-    await session.execute(insert(OutboxMessage), [outbox_row(actor, *args, delay=delay)])
+async def enqueue(session: AsyncSession, task: Task, *args: Any, delay: float = 0.0) -> None:
+    """Add a job running ``task`` to the outbox; it is relayed to the broker only if the
+    transaction commits."""
+    await session.execute(insert(OutboxMessage), [outbox_row(task, *args, delay=delay)])
     sync = session.sync_session
     if not sync.info.get("outbox_hooked"):
         sync.info["outbox_hooked"] = True

@@ -7,16 +7,19 @@ commit (or vanish) with the event; the unique ``(merchant, key)`` makes a repeat
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from datetime import timedelta
 from email.utils import formataddr, parseaddr
 from functools import cache
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, TemplateNotFound, select_autoescape
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import insert_for, utcnow, uuid7
 from app.jobs.outbox import enqueue
+from app.jobs.task import StaleWindow
 from app.mail.models import EmailStatus, OutgoingEmail
 
 SUBJECT_MAX = 300  # the column's size
@@ -95,7 +98,10 @@ async def queue_email(
     )
     if result.scalar_one_or_none() is None:
         return None
-    await enqueue(session, "email.send", email_id)
+    # Imported here: app.mail.tasks reads emails through this module (a cycle).
+    from app.mail.tasks import send_email
+
+    await enqueue(session, send_email, email_id)
     return email_id
 
 
@@ -104,3 +110,22 @@ async def load_for_sending(session: AsyncSession, email_id: uuid.UUID) -> Outgoi
     query = select(OutgoingEmail).where(OutgoingEmail.id == email_id).with_for_update()
     email: OutgoingEmail | None = await session.scalar(query)
     return email
+
+
+async def unsent(
+    session: AsyncSession, window: StaleWindow, lease: timedelta
+) -> Sequence[uuid.UUID]:
+    """An email whose job was lost, or whose sender died after claiming it (``lease`` over),
+    unless it is backing off after a temporary failure."""
+    return await window.ids(
+        session,
+        select(OutgoingEmail.id).where(
+            OutgoingEmail.status == EmailStatus.QUEUED,
+            OutgoingEmail.created_at < window.cutoff,
+            or_(
+                OutgoingEmail.claimed_at.is_(None),
+                OutgoingEmail.claimed_at < window.now - lease,
+            ),
+            window.due(OutgoingEmail.next_attempt_at),
+        ),
+    )

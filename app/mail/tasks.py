@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 
 import dramatiq
@@ -19,13 +20,14 @@ import structlog
 
 from app.db import DbSession, utcnow
 from app.jobs.backoff import EARLY, backoff_ms
+from app.jobs.errors import is_transient
+from app.jobs.task import StaleWindow, TaskContext, task
+from app.mail import service
 from app.mail.models import EmailStatus, OutgoingEmail
 from app.mail.sender import MailError, build_message
 from app.mail.service import load_for_sending
 from app.orders.service import order_by_id
 from app.timeline.service import record
-from workers.broker import is_transient
-from workers.registry import TaskContext, task
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +65,11 @@ async def _note(session: DbSession, email: OutgoingEmail, type_: str, message: s
         record(session, order, type_, message, email_id=str(email.id), kind=email.kind)
 
 
-@task("email.send", max_retries=MAX_ATTEMPTS * 4, time_limit_s=SEND_TIME_LIMIT_S)
+async def _unsent(session: DbSession, window: StaleWindow) -> Sequence[uuid.UUID]:
+    return await service.unsent(session, window, LEASE)
+
+
+@task("email.send", max_retries=MAX_ATTEMPTS * 4, time_limit_s=SEND_TIME_LIMIT_S, stale=_unsent)
 async def send_email(ctx: TaskContext, email_id: str) -> None:
     eid = uuid.UUID(email_id)
     now = utcnow()

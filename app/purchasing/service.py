@@ -18,6 +18,7 @@ from sqlalchemy.orm import selectinload
 from app.codes import wire_amount
 from app.db import utcnow, uuid7
 from app.errors import Conflict, InvalidInput, NotFound, RetryableConflict
+from app.jobs.task import StaleWindow
 from app.orders.models import Order
 from app.orders.service import order_by_id
 from app.purchasing.models import (
@@ -547,3 +548,18 @@ async def supplier_of(session: AsyncSession, po: PurchaseOrder) -> Supplier:
     supplier = await session.get(Supplier, po.supplier_id)
     assert supplier is not None
     return supplier
+
+
+async def unplaced(session: AsyncSession, window: StaleWindow) -> Sequence[uuid.UUID]:
+    """Purchase orders still to place (the ``purchase_order.place`` task's stale work): one
+    whose worker died mid-call is placed again safely (idempotency key), unless it is backing
+    off (its retry, or the supplier's Retry-After, is not due yet). Also the safety net for a
+    purchase order whose caller did not enqueue its placement."""
+    return await window.ids(
+        session,
+        select(PurchaseOrder.id).where(
+            PurchaseOrder.status == POStatus.PENDING,
+            PurchaseOrder.updated_at < window.cutoff,
+            window.due(PurchaseOrder.next_attempt_at),
+        ),
+    )

@@ -38,6 +38,7 @@ from app.db import DbSession, utcnow
 from app.exceptions.service import open_exception
 from app.jobs.backoff import EARLY, backoff_ms
 from app.jobs.outbox import enqueue
+from app.jobs.task import TaskContext, task
 from app.purchasing import service
 from app.purchasing.models import POStatus, PurchaseOrder
 from app.purchasing.notices import queue_supplier_notice
@@ -47,7 +48,6 @@ from app.suppliers.service import decrypt_config
 from app.timeline.service import record
 from connectors.base import PermanentConnectorError, RetryableConnectorError
 from connectors.registry import connector_class
-from workers.registry import TaskContext, task
 
 log = structlog.get_logger(__name__)
 
@@ -97,10 +97,10 @@ def supplier_slots(ctx: TaskContext, supplier: Supplier) -> Iterator[None]:
 async def place_all(session: DbSession, purchase_orders: Iterable[PurchaseOrder]) -> None:
     """Enqueue the placement of purchase orders just created, in their transaction."""
     for po in purchase_orders:
-        await enqueue(session, "purchase_order.place", po.id)
+        await enqueue(session, place, po.id)
 
 
-@task("purchase_order.place", max_retries=MAX_ATTEMPTS * 4)
+@task("purchase_order.place", max_retries=MAX_ATTEMPTS * 4, stale=service.unplaced)
 async def place(ctx: TaskContext, po_id: str) -> None:
     pid = uuid.UUID(po_id)
     async with ctx.db.transaction() as session:

@@ -24,8 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import utcnow
 from app.errors import Conflict, InvalidInput, NotFound
 from app.exceptions.service import open_exception
+from app.jobs.task import StaleWindow
 from app.merchants.models import Merchant
 from app.merchants.service import get_merchant
+from app.merchants.settings import parse as parse_settings
 from app.merchants.settings import settings_of
 from app.orders import service as orders
 from app.orders.models import Order, OrderLine, OrderStatus
@@ -339,6 +341,24 @@ async def placement_failed(
 ) -> list[PurchaseOrder]:
     """The purchase order failed for good (``failed`` already): route its lines elsewhere."""
     return await take_back(session, po, [ln for ln in po.lines if ln.status == "open"], reason)
+
+
+async def unrouted(session: AsyncSession, window: StaleWindow) -> Sequence[uuid.UUID]:
+    """Valid orders of active merchants with auto-route on, still waiting to be routed (the
+    ``order.route`` task's stale work)."""
+    rows = (
+        await session.execute(
+            select(Order.id, Merchant.settings)
+            .join(Merchant, Merchant.id == Order.merchant_id)
+            .where(
+                Order.status == OrderStatus.READY_TO_ROUTE,
+                Order.updated_at < window.cutoff,
+                Merchant.status == "active",
+            )
+            .limit(window.limit)
+        )
+    ).all()
+    return [order_id for order_id, raw in rows if parse_settings(raw).routing.auto_route]
 
 
 async def route_ready_order(session: AsyncSession, order_id: uuid.UUID) -> Routed | None:

@@ -4,18 +4,18 @@ import uuid
 
 import structlog
 
+from app.jobs.task import TaskContext, task
 from app.purchasing.tasks import place_all
-from app.routing.service import route_ready_order
-from workers.registry import TaskContext, task
+from app.routing import service
 
 log = structlog.get_logger(__name__)
 
 
-@task("order.route")
+@task("order.route", stale=service.unrouted)
 async def route_order(ctx: TaskContext, order_id: str) -> None:
     """Route a ``ready_to_route`` order into purchase orders; any other status: nothing to do."""
     async with ctx.db.transaction() as session:
-        routed = await route_ready_order(session, uuid.UUID(order_id))
+        routed = await service.route_ready_order(session, uuid.UUID(order_id))
         if routed is None:
             return
         await place_all(session, routed.purchase_orders)

@@ -26,13 +26,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 
 from app.db import Database, utcnow, uuid7
+from app.jobs.errors import RETRYABLE_SQLSTATES
 from app.jobs.models import OutboxMessage
 from app.jobs.outbox import notify_committed, outbox_row
 from app.webhooks.models import WebhookDelivery
+from app.webhooks.tasks import process_delivery
 
 log = structlog.get_logger(__name__)
-
-PROCESS_ACTOR = "webhook.process"
 
 #: One statement per batch, run outside an explicit transaction: PostgreSQL commits it (durably,
 #: with ``synchronous_commit`` on) before answering, so one round trip stores the batch. Rows are
@@ -59,8 +59,6 @@ WITH incoming AS (
 )
 SELECT id FROM inserted
 """
-#: SQLSTATEs worth one more try: the statement is idempotent (ON CONFLICT DO NOTHING).
-_RETRY_SQLSTATES = {"40P01", "40001"}
 
 
 class Overloaded(Exception):
@@ -175,13 +173,14 @@ class IngestWriter:
             [w.event_id for w in batch],
             [w.payload for w in batch],
             [w.received_at for w in batch],
-            PROCESS_ACTOR,
+            process_delivery.name,
         )
         for attempt in range(3):
             try:
                 rows = await conn.fetch(PG_INGEST_SQL, *args)
             except Exception as exc:
-                if getattr(exc, "sqlstate", None) in _RETRY_SQLSTATES and attempt < 2:
+                # Worth one more try: the statement is idempotent (ON CONFLICT DO NOTHING).
+                if getattr(exc, "sqlstate", None) in RETRYABLE_SQLSTATES and attempt < 2:
                     log.warning("ingest.retry", sqlstate=exc.sqlstate, batch=len(batch))  # type: ignore[attr-defined]
                     continue
                 raise
@@ -212,7 +211,7 @@ class IngestWriter:
                     stored.add(w.id)
             if stored:
                 await session.execute(
-                    insert(OutboxMessage), [outbox_row(PROCESS_ACTOR, i) for i in stored]
+                    insert(OutboxMessage), [outbox_row(process_delivery, i) for i in stored]
                 )
             return stored
 

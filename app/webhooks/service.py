@@ -4,12 +4,15 @@ through :mod:`app.webhooks.ingest`)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
+from app.jobs.task import StaleWindow, rows_affected
 from app.webhooks.models import WebhookDelivery
 
 #: ``WebhookDelivery.outcome``'s size.
@@ -59,3 +62,42 @@ async def count_failure(
             )
         )
     ).one_or_none()
+
+
+async def unprocessed(
+    session: AsyncSession, window: StaleWindow, max_failures: int
+) -> Sequence[uuid.UUID]:
+    """Deliveries accepted but not processed (their job was lost with a Redis that had no
+    persistence, say), unless given up on after ``max_failures`` runs."""
+    return await window.ids(
+        session,
+        select(WebhookDelivery.id).where(
+            WebhookDelivery.processed_at.is_(None),
+            WebhookDelivery.received_at < window.cutoff,
+            WebhookDelivery.failures < max_failures,
+        ),
+    )
+
+
+async def drop_old_payloads(
+    session: AsyncSession, now: datetime, retention_days: int, max_failures: int
+) -> int:
+    """Raw bodies hold customer data: keep the ids (redelivery detection) and drop the bodies of
+    deliveries handled long ago, or given up on long ago (a person had that long to look at
+    them)."""
+    expired = now - timedelta(days=retention_days)
+    return await rows_affected(
+        session,
+        update(WebhookDelivery)
+        .where(
+            or_(
+                WebhookDelivery.processed_at < expired,
+                and_(
+                    WebhookDelivery.failures >= max_failures,
+                    WebhookDelivery.received_at < expired,
+                ),
+            ),
+            WebhookDelivery.payload != "",
+        )
+        .values(payload=""),
+    )

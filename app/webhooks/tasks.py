@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -16,14 +18,14 @@ import structlog
 
 from app.db import DbSession, utcnow
 from app.exceptions.service import open_case
+from app.jobs.errors import is_transient
+from app.jobs.task import StaleWindow, TaskContext, housekeeping, task
 from app.merchants.models import Merchant, MerchantStatus
 from app.merchants.service import deactivate, get_merchant
 from app.orders import privacy
 from app.orders.drafts import PayloadError, from_shopify
 from app.orders.service import apply_update, cancel_order, create_order, find_existing
 from app.webhooks import service, topics
-from workers.broker import is_transient
-from workers.registry import TaskContext, task
 
 log = structlog.get_logger(__name__)
 
@@ -33,9 +35,20 @@ _REDACTION_TOPICS = frozenset({topics.CUSTOMERS_REDACT, topics.SHOP_REDACT})
 
 #: Failed runs after which a delivery is left for a person (the sweeper stops re-enqueuing it).
 MAX_FAILURES = 20
+#: Days a handled webhook keeps its raw body (ids are kept for redelivery detection).
+PAYLOAD_RETENTION_DAYS = 30
 
 
-@task("webhook.process")
+async def _unprocessed(session: DbSession, window: StaleWindow) -> Sequence[uuid.UUID]:
+    return await service.unprocessed(session, window, MAX_FAILURES)
+
+
+@housekeeping("webhook.payloads")
+async def drop_old_payloads(session: DbSession, now: datetime) -> int:
+    return await service.drop_old_payloads(session, now, PAYLOAD_RETENTION_DAYS, MAX_FAILURES)
+
+
+@task("webhook.process", stale=_unprocessed)
 async def process_delivery(ctx: TaskContext, delivery_id: str) -> None:
     try:
         await _process(ctx, delivery_id)

@@ -31,7 +31,7 @@ def dropship_env(settings: Settings, var_dir: Path, **extra: str) -> dict[str, s
 
 def start_dropship(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-m", "dropship.cli", *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -102,7 +102,7 @@ def serve(host: str, port: int, processes: int) -> None:
     mode = "in-process workers" if settings.embedded_broker else "workers via Redis"
     click.echo(f"dropship serving on http://{host}:{port} ({mode}; database {_redact(settings)})")
     uvicorn.run(
-        "app.asgi:create",
+        "dropship.asgi:create",
         factory=True,
         host=host,
         port=port,

@@ -1,0 +1,205 @@
+"""Declaring background work: tasks, the stale work the sweeper re-enqueues, retention purges.
+
+A domain declares everything in its ``app/<domain>/tasks.py``::
+
+    @task("order.validate", stale=received_orders)
+    async def validate_order(ctx: TaskContext, order_id: str) -> None: ...
+
+    @housekeeping("webhook.payloads")
+    async def drop_old_payloads(session: AsyncSession, now: datetime) -> int: ...
+
+``discover()`` imports every such module and returns the registry; the workers turn its tasks
+into Dramatiq actors, its periodic tasks into the schedule, and sweep what its stale queries find
+and its purges drop. Producers write jobs with ``app.jobs.outbox.enqueue(session, task, *ids)``.
+
+Every task takes ids only, opens its own transaction through the ``TaskContext`` and reloads
+state, so running it twice is harmless (the outbox and the broker deliver at least once).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pkgutil
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+import httpx
+from sqlalchemy import ColumnElement, CursorResult, Delete, Select, Update, or_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
+
+import app
+from app.db import Database
+from app.mail.sender import MailSender
+from app.security import SecretBox
+from app.settings import Settings
+
+
+@dataclass
+class TaskContext:
+    settings: Settings
+    db: Database
+    box: SecretBox
+    _http: httpx.AsyncClient | None = field(default=None, repr=False)
+    _limits: Any = field(default=None, repr=False)
+    _mail: MailSender | None = field(default=None, repr=False)
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """One pooled HTTP client per worker process, for every connector."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(10.0, connect=5.0),
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+                headers={"User-Agent": "dropship/0.1 (+https://github.com/dropship)"},
+            )
+        return self._http
+
+    @property
+    def rate_limits(self) -> Any:
+        """Dramatiq's rate-limiter backend: shared through Redis, or in-process without it."""
+        if self._limits is None:
+            if self.settings.redis_url:
+                from dramatiq.rate_limits.backends import RedisBackend
+
+                self._limits = RedisBackend(url=self.settings.redis_url)
+            else:
+                from dramatiq.rate_limits.backends import StubBackend
+
+                self._limits = StubBackend()  # type: ignore[no-untyped-call]
+        return self._limits
+
+    @property
+    def mail(self) -> MailSender:
+        """SMTP when ``DROPSHIP_SMTP_URL`` is set, else ``.eml`` files under ``var/mail``."""
+        if self._mail is None:
+            self._mail = MailSender(self.settings.smtp_url, self.settings.var_dir / "mail")
+        return self._mail
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+
+@dataclass(frozen=True)
+class StaleWindow:
+    """What one sweep asks of a stale query: work idle since before ``cutoff``, as of ``now``
+    (for backoffs and leases), at most ``limit`` ids (the next sweep takes the rest)."""
+
+    now: datetime
+    cutoff: datetime
+    limit: int
+
+    async def ids(self, session: AsyncSession, query: Select[tuple[Any]]) -> Sequence[Any]:
+        """The first ``limit`` ids ``query`` finds."""
+        return (await session.scalars(query.limit(self.limit))).all()
+
+    def due(self, next_attempt_at: QueryableAttribute[datetime | None]) -> ColumnElement[bool]:
+        """Not backing off: no next attempt scheduled, or one due by now."""
+        return or_(next_attempt_at.is_(None), next_attempt_at <= self.now)
+
+
+async def rows_affected(session: AsyncSession, statement: Delete | Update) -> int:
+    """Run a purge's DELETE or UPDATE; return how many rows it touched."""
+    result = cast("CursorResult[Any]", await session.execute(statement))
+    return result.rowcount
+
+
+TaskFn = Callable[..., Awaitable[Any]]
+#: ``stale(session, window)``: the ids whose task should have run by now but did not (its job
+#: was lost, its worker died); the sweeper enqueues the task again for each.
+StaleQuery = Callable[[AsyncSession, StaleWindow], Awaitable[Sequence[Any]]]
+#: ``purge(session, now)``: drop (or blank) what has outlived its use; returns the rows touched.
+Purge = Callable[[AsyncSession, datetime], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A declared task: what the broker needs to run it, and what the sweeper and the scheduler
+    need to keep it going. Calling it runs it here and now (``await task(ctx, *ids)``)."""
+
+    name: str
+    fn: TaskFn
+    queue: str = "default"
+    max_retries: int = 12
+    time_limit_ms: int = 600_000
+    stale: StaleQuery | None = None
+    #: Enqueued by the scheduler once every so many seconds (with no arguments).
+    every_seconds: int | None = None
+
+    def __call__(self, ctx: TaskContext, *args: Any) -> Awaitable[Any]:
+        return self.fn(ctx, *args)
+
+
+@dataclass
+class Registry:
+    """Tasks and purges by name, as the domains declared them."""
+
+    tasks: dict[str, Task] = field(default_factory=dict)
+    purges: dict[str, Purge] = field(default_factory=dict)
+
+    def task(
+        self,
+        name: str,
+        *,
+        queue: str = "default",
+        max_retries: int = 12,
+        time_limit_s: int = 600,
+        every: int | None = None,
+        stale: StaleQuery | None = None,
+    ) -> Callable[[TaskFn], Task]:
+        """Declare ``fn(ctx, *ids)`` as the task ``name`` (``"<domain>.<verb>"``), periodic if
+        ``every`` (seconds), re-enqueued by the sweeper for what ``stale`` finds."""
+        if every is not None and every <= 0:
+            raise ValueError(f"task {name!r}: every must be a positive number of seconds")
+
+        def declare(fn: TaskFn) -> Task:
+            known = self.tasks.get(name)
+            if known is not None and known.fn is not fn:
+                raise RuntimeError(f"task {name!r} registered twice")
+            declared = Task(name, fn, queue, max_retries, time_limit_s * 1000, stale, every)
+            self.tasks[name] = declared
+            return declared
+
+        return declare
+
+    def housekeeping(self, name: str) -> Callable[[Purge], Purge]:
+        """Declare ``purge(session, now) -> rows`` as the retention purge ``name``: every sweep
+        runs it."""
+
+        def declare(fn: Purge) -> Purge:
+            known = self.purges.get(name)
+            if known is not None and known is not fn:
+                raise RuntimeError(f"purge {name!r} registered twice")
+            self.purges[name] = fn
+            return fn
+
+        return declare
+
+    def periodic(self) -> list[Task]:
+        return [t for t in self.tasks.values() if t.every_seconds is not None]
+
+
+#: The process's registry: what ``task`` and ``housekeeping`` declare into.
+REGISTRY = Registry()
+task = REGISTRY.task
+housekeeping = REGISTRY.housekeeping
+
+#: The module of a domain package that declares its background work.
+TASKS_MODULE = "tasks"
+
+
+def discover(extra: Iterable[str] = ()) -> Registry:
+    """Import every ``app.<package>.tasks`` module, then the modules named in ``extra`` (e.g.
+    ``workers.maintenance``), and return the registry they declared into."""
+    for package in pkgutil.iter_modules(app.__path__, f"{app.__name__}."):
+        module = f"{package.name}.{TASKS_MODULE}"
+        if package.ispkg and importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
+    for module in extra:
+        importlib.import_module(module)
+    return REGISTRY
