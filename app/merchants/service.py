@@ -194,6 +194,10 @@ class MerchantDirectory:
             self._cache.pop(shop_domain, None)
         return entry
 
+    def forget(self, shop_domain: str) -> None:
+        """Drop the cached answer for this shop (the next lookup reads the database)."""
+        self._cache.pop(shop_domain, None)
+
 
 def _consume(future: asyncio.Future[ShopEntry | None]) -> None:
     """Background refreshes: a failure only means the stale entry stays a little longer."""
