@@ -72,3 +72,11 @@ MAX_ROWS = 10_000
 #: Datetimes given to us (shipments, tracking events, list filters) lie in this range.
 MIN_DATETIME = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_DATETIME = datetime(2100, 1, 1, tzinfo=UTC)
+
+# -- request bodies -------------------------------------------------------------------------------
+#: Largest request body any API endpoint reads (bytes); larger ones get a 413 before being
+#: buffered.
+MAX_REQUEST_BODY = 8 * 1024 * 1024
+#: Largest webhook body read (bytes). Shopify's order payloads are a few KiB (a large order some
+#: hundred); a bigger body is refused with 413 before it is buffered.
+MAX_WEBHOOK_BODY = 4 * 1024 * 1024

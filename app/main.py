@@ -4,25 +4,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
 
 import structlog
-from litestar import Litestar, Request, Response
+from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.exceptions import HTTPException, ValidationException
-from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
+from app import limits
 from app.api.deps import (
     ApiRequest,
-    body_too_large,
     provide_services,
     provide_session,
-    validation_error,
 )
-from app.api.errors import domain_error
+from app.api.errors import EXCEPTION_HANDLERS
 from app.api.openapi import openapi_config, swagger_asset
-from app.errors import DomainError
 from app.exceptions.controllers import ExceptionController
 from app.health.controllers import live, ready
 from app.idempotency.middleware import idempotency_middleware
@@ -38,17 +33,6 @@ from app.suppliers.controllers import SupplierController, SupplierProductControl
 from app.webhooks.controllers import ShopifyWebhookController
 
 log = structlog.get_logger(__name__)
-
-#: Largest request body any endpoint reads (bytes); larger ones get a 413 before being buffered.
-MAX_REQUEST_BODY = 8 * 1024 * 1024
-
-
-def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[object]:
-    log.exception("request.failed", path=request.url.path, error=repr(exc))
-    return Response(
-        {"status_code": 500, "detail": "internal server error", "extra": {}}, status_code=500
-    )
-
 
 #: A lifespan added to the API's: entered once the API is up (schema checked, ingest writer
 #: started), left before it shuts down.
@@ -103,33 +87,14 @@ def create_app(
         # Answers that never reach the middleware (404, 405) still carry the request id.
         before_send=[stamp_request_id],
         # No endpoint buffers more than this (the webhook has its own, smaller, bound).
-        request_max_body_size=MAX_REQUEST_BODY,
+        request_max_body_size=limits.MAX_REQUEST_BODY,
         lifespan=[lifespan, *lifespans],
         # ``workers``: the in-process workers when a lifespan runs them (the health check says).
         state=State({"services": services, "workers": None}),
-        exception_handlers={
-            Exception: _internal_error,
-            HTTPException: _http_error,
-            DomainError: domain_error,
-            RequestEntityTooLarge: _too_large,
-            # Every endpoint names the offending field in ``detail`` (see the function).
-            ValidationException: validation_error,
-        },
+        # Every error, ours and Litestar's, in one shape (see the module).
+        exception_handlers=EXCEPTION_HANDLERS,
         # /schema is Swagger UI served from our own routes (works offline), see app.api.openapi.
         openapi_config=openapi_config(),
         debug=False,
         logging_config=None,  # app.logging owns logging (structlog, JSON in production)
     )
-
-
-def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[object]:
-    return Response(
-        {"status_code": exc.status_code, "detail": exc.detail, "extra": exc.extra or {}},
-        status_code=exc.status_code,
-        headers=exc.headers,
-    )
-
-
-def _too_large(request: Request[Any, Any, Any], exc: RequestEntityTooLarge) -> Response[object]:
-    limit = request.route_handler.resolve_request_max_body_size() or MAX_REQUEST_BODY
-    return Response(body_too_large(limit), status_code=413)

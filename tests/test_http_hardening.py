@@ -25,10 +25,11 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 
 from app.db import Database
-from app.main import MAX_REQUEST_BODY, create_app
+from app.limits import MAX_REQUEST_BODY, MAX_WEBHOOK_BODY
+from app.main import create_app
 from app.models import Base
 from app.settings import Settings
-from app.webhooks.controllers import MAX_WEBHOOK_BODY, shopify_fast_path
+from app.webhooks.controllers import shopify_fast_path
 from app.webhooks.models import WebhookDelivery
 from tests.conftest import SHOPIFY_SECRET, MerchantHandle
 from tests.support import services as svc

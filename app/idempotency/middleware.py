@@ -29,6 +29,7 @@ import structlog
 from litestar.types import ASGIApp
 from sqlalchemy import delete, select, update
 
+from app import limits
 from app.api.deps import body_too_large
 from app.db import Database, insert_for, utcnow, uuid7
 from app.idempotency.models import IdempotencyRecord
@@ -40,8 +41,6 @@ log = structlog.get_logger(__name__)
 _PREFIXES = ("/api/", "/supplier/")
 _NOT_STORED = {401, 403, 409, 429}
 MAX_KEY_LENGTH = 255
-#: Largest body read for a keyed request (Litestar's own default limit).
-MAX_BODY = 10_000_000
 RETENTION = timedelta(hours=24)
 IN_FLIGHT_TIMEOUT = timedelta(minutes=5)
 _BOUNDARY = re.compile(rb'boundary="?([^";]+)"?', re.IGNORECASE)
@@ -213,7 +212,9 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
                 send, 400, _error(400, f"Idempotency-Key: at most {MAX_KEY_LENGTH} characters")
             )
             return
-        limit = getattr(scope["litestar_app"], "request_max_body_size", None) or MAX_BODY
+        limit = (
+            getattr(scope["litestar_app"], "request_max_body_size", None) or limits.MAX_REQUEST_BODY
+        )
         try:
             declared = int(_header(scope, b"content-length") or 0)
         except ValueError:

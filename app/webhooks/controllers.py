@@ -20,6 +20,7 @@ from litestar.openapi import ResponseSpec
 from litestar.response import Response
 from litestar.types import ASGIApp
 
+from app import limits
 from app.api.deps import body_too_large
 from app.api.openapi import (
     SHOPIFY_SECURITY,
@@ -37,9 +38,6 @@ from app.webhooks.topics import HANDLED_TOPICS, INACTIVE_SHOP_TOPICS
 log = structlog.get_logger(__name__)
 
 PATH = "/webhooks/shopify"
-#: Largest webhook body read (bytes). Shopify's order payloads are a few KiB (a large order some
-#: hundred); a bigger body is refused with 413 before it is buffered.
-MAX_WEBHOOK_BODY = 4 * 1024 * 1024
 _ACCEPTED = b'{"status":"accepted"}'
 _DUPLICATE = b'{"status":"duplicate"}'
 _IGNORED = b'{"status":"ignored"}'
@@ -66,7 +64,7 @@ def _error(
     return Reply(status, body, retry_after)
 
 
-_TOO_LARGE = Reply(413, msgspec.json.encode(body_too_large(MAX_WEBHOOK_BODY)))
+_TOO_LARGE = Reply(413, msgspec.json.encode(body_too_large(limits.MAX_WEBHOOK_BODY)))
 _BODY = {"field": "body"}
 
 
@@ -167,7 +165,7 @@ class ShopifyWebhookController(Controller):
         "/",
         status_code=200,
         summary="Shopify webhook receiver",
-        request_max_body_size=MAX_WEBHOOK_BODY,
+        request_max_body_size=limits.MAX_WEBHOOK_BODY,
         **operation(
             "receiveShopifyWebhook",
             "Called by Shopify, not by people: verifies `X-Shopify-Hmac-Sha256` over the raw "
@@ -259,11 +257,11 @@ def shopify_fast_path(app: ASGIApp, services: Services) -> ASGIApp:
 
     async def webhook(scope: Any, receive: Any, send: Any) -> None:
         declared = _declared_length(scope)
-        if declared is not None and declared > MAX_WEBHOOK_BODY:
+        if declared is not None and declared > limits.MAX_WEBHOOK_BODY:
             reply = _TOO_LARGE  # answered without reading a byte of it
         else:
             try:
-                raw = await _read_bounded(receive, MAX_WEBHOOK_BODY)
+                raw = await _read_bounded(receive, limits.MAX_WEBHOOK_BODY)
             except ConnectionError:
                 return
             if raw is None:
