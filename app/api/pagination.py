@@ -14,10 +14,11 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import msgspec
-from litestar.exceptions import ClientException
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
+
+from app.errors import InvalidInput
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -52,37 +53,17 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     return at, last_id
 
 
-def _bad_cursor() -> ClientException:
-    return ClientException(
-        "cursor: not a cursor returned by this API (use next_cursor from the previous page)",
-        extra={"field": "cursor"},
+def _bad_cursor() -> InvalidInput:
+    return InvalidInput(
+        "not a cursor returned by this API (use next_cursor from the previous page)",
+        field="cursor",
     )
 
 
 def check_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_LIMIT:
-        raise ClientException(
-            f"limit: must be between 1 and {MAX_LIMIT}, got {limit}", extra={"field": "limit"}
-        )
+        raise InvalidInput(f"must be between 1 and {MAX_LIMIT}, got {limit}", field="limit")
     return limit
-
-
-async def keyset_page(
-    session: AsyncSession,
-    query: Select[tuple[R]],
-    created_at: InstrumentedAttribute[datetime],
-    id_: InstrumentedAttribute[uuid.UUID],
-    *,
-    cursor: str | None,
-    limit: int,
-    shape: Callable[[R], T],
-    oldest_first: bool = False,
-) -> Page[T]:
-    """One page of ``query`` (see :func:`rows_page`), each row shaped."""
-    page = await rows_page(
-        session, query, created_at, id_, cursor=cursor, limit=limit, oldest_first=oldest_first
-    )
-    return page.map(shape)
 
 
 async def rows_page(

@@ -11,11 +11,10 @@ from litestar.params import FromPath, FromQuery
 
 from app.api.deps import provide_merchant
 from app.api.openapi import MERCHANT_SECURITY, operation
-from app.api.pagination import DEFAULT_LIMIT, Page, keyset_page
+from app.api.pagination import DEFAULT_LIMIT, Page
 from app.db import DbSession
 from app.merchants.models import Merchant
 from app.purchasing import service
-from app.purchasing.models import PurchaseOrder
 from app.purchasing.schemas import PurchaseOrderOut
 
 
@@ -46,22 +45,17 @@ class PurchaseOrderController(Controller):
         cursor: FromQuery[str | None] = None,
         limit: FromQuery[int] = DEFAULT_LIMIT,
     ) -> Page[PurchaseOrderOut]:
-        query = service.merchant_query(
+        page = await service.page_for_merchant(
+            db_session,
             merchant.id,
             status=status,
             order_id=order_id,
             supplier_id=supplier_id,
             dead_letter=dead_letter,
-        )
-        return await keyset_page(
-            db_session,
-            query,
-            PurchaseOrder.created_at,
-            PurchaseOrder.id,
             cursor=cursor,
             limit=limit,
-            shape=PurchaseOrderOut.of,
         )
+        return page.map(PurchaseOrderOut.of)
 
     @get(
         "/{po_id:uuid}",

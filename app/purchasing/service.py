@@ -11,10 +11,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from app.api.pagination import Page, rows_page
 from app.codes import wire_amount
 from app.db import utcnow, uuid7
 from app.errors import Conflict, InvalidInput, NotFound, RetryableConflict
@@ -75,18 +76,35 @@ SUPPLIER_STATUS_ALIASES = {"pending": (POStatus.PLACED,), "open": POStatus.OPEN}
 SUPPLIER_VISIBLE = tuple(s for s in POStatus.ALL if s != POStatus.PENDING)
 
 
-def supplier_query(supplier_id: uuid.UUID, status: str | None) -> Select[tuple[PurchaseOrder]]:
-    """The purchase orders handed to a supplier, by its view of their status."""
+async def page_for_supplier(
+    session: AsyncSession,
+    supplier_id: uuid.UUID,
+    status: str | None,
+    *,
+    cursor: str | None,
+    limit: int,
+) -> Page[PurchaseOrder]:
+    """The purchase orders handed to a supplier, by its view of their status, oldest first (a
+    work queue)."""
     statuses = SUPPLIER_STATUS_ALIASES.get(status, (status,)) if status else SUPPLIER_VISIBLE
     if not set(statuses) <= set(POStatus.ALL):
         raise InvalidInput(f"one of pending, open, {', '.join(SUPPLIER_VISIBLE)}", field="status")
-    return (
+    query = (
         select(PurchaseOrder)
         .where(
             PurchaseOrder.supplier_id == supplier_id,
             PurchaseOrder.status.in_([s for s in statuses if s in SUPPLIER_VISIBLE]),
         )
         .options(selectinload(PurchaseOrder.lines))
+    )
+    return await rows_page(
+        session,
+        query,
+        PurchaseOrder.created_at,
+        PurchaseOrder.id,
+        cursor=cursor,
+        limit=limit,
+        oldest_first=True,
     )
 
 
@@ -127,15 +145,18 @@ async def accept(session: AsyncSession, po: PurchaseOrder, reference: str | None
     )
 
 
-def merchant_query(
+async def page_for_merchant(
+    session: AsyncSession,
     merchant_id: uuid.UUID,
     *,
     status: str | None = None,
     order_id: uuid.UUID | None = None,
     supplier_id: uuid.UUID | None = None,
     dead_letter: bool = False,
-) -> Select[tuple[PurchaseOrder]]:
-    """The merchant's purchase orders, filtered (for a keyset page)."""
+    cursor: str | None,
+    limit: int,
+) -> Page[PurchaseOrder]:
+    """The merchant's purchase orders, filtered, newest first."""
     query = (
         select(PurchaseOrder)
         .where(PurchaseOrder.merchant_id == merchant_id)
@@ -151,7 +172,9 @@ def merchant_query(
         query = query.where(PurchaseOrder.supplier_id == supplier_id)
     if dead_letter:
         query = query.where(PurchaseOrder.dead_lettered_at.is_not(None))
-    return query
+    return await rows_page(
+        session, query, PurchaseOrder.created_at, PurchaseOrder.id, cursor=cursor, limit=limit
+    )
 
 
 async def open_lines_of_order(

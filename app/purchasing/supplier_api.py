@@ -17,7 +17,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from app import limits
 from app.api.deps import bearer_token
 from app.api.openapi import SUPPLIER_SECURITY, operation
-from app.api.pagination import DEFAULT_LIMIT, Page, keyset_page
+from app.api.pagination import DEFAULT_LIMIT, Page
 from app.db import DbSession
 from app.errors import InvalidInput
 from app.purchasing import service
@@ -114,17 +114,10 @@ class SupplierApiController(Controller):
         cursor: FromQuery[str | None] = None,
         limit: FromQuery[int] = DEFAULT_LIMIT,
     ) -> Page[SupplierOrderOut]:
-        query = service.supplier_query(supplier.id, status)
-        return await keyset_page(
-            db_session,
-            query,
-            PurchaseOrder.created_at,
-            PurchaseOrder.id,
-            cursor=cursor,
-            limit=limit,
-            shape=supplier_view,
-            oldest_first=True,
+        page = await service.page_for_supplier(
+            db_session, supplier.id, status, cursor=cursor, limit=limit
         )
+        return page.map(supplier_view)
 
     @get(
         "/orders/{po_id:uuid}",
