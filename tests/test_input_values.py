@@ -692,7 +692,7 @@ class TestShopify:
     def test_currency_must_be_iso_4217(self) -> None:
         with pytest.raises(PayloadError) as caught:
             from_shopify(order_payload(currency="XYZ"))
-        assert (caught.value.field, caught.value.message) == (
+        assert (caught.value.field, caught.value.detail) == (
             "currency",
             "'XYZ' is not an ISO 4217 currency code (like USD, EUR, JPY)",
         )
@@ -701,7 +701,7 @@ class TestShopify:
     def test_timestamps_in_range(self, at: str) -> None:
         with pytest.raises(PayloadError) as caught:
             from_shopify(order_payload(created_at=at))
-        assert (caught.value.field, caught.value.message) == (
+        assert (caught.value.field, caught.value.detail) == (
             "created_at",
             f"must be between 2000 and 2100: {at!r}",
         )
