@@ -22,6 +22,7 @@ from app.exceptions.controllers import ExceptionController
 from app.health.controllers import live, ready
 from app.idempotency.middleware import idempotency_middleware
 from app.logging import configure_logging, request_id_middleware, stamp_request_id
+from app.merchants.controllers import SettingsController
 from app.migrate import check_schema
 from app.orders.controllers import OrderController
 from app.purchasing.controllers import PurchaseOrderController
@@ -75,6 +76,7 @@ def create_app(
             SupplierProductController,
             RoutingController,
             PurchaseOrderController,
+            SettingsController,
             SupplierApiController,
             swagger_asset,
         ],

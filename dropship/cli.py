@@ -155,19 +155,32 @@ def merchant() -> None:
 @merchant.command("create")
 @click.option("--shop", required=True, help="the store's *.myshopify.com domain")
 @click.option("--email", required=True, help="where the merchant gets alerts")
-def merchant_create(shop: str, email: str) -> None:
+@click.option(
+    "--access-token",
+    default=None,
+    help="the store's Admin API token (a custom app's), stored encrypted; "
+    "'-' reads it from standard input (keeps it out of the shell history)",
+)
+def merchant_create(shop: str, email: str, access_token: str | None) -> None:
     """Create a merchant without the OAuth install; prints its API token once."""
     from app.db import Database
-    from app.merchants.service import MerchantError, create_merchant
+    from app.errors import DomainError
+    from app.merchants.service import create_merchant
+    from app.security import SecretBox
 
     settings = _settings()
     _require_schema(settings)
+    if access_token == "-":  # noqa: S105 (the stdin marker, not a secret)
+        access_token = sys.stdin.readline().strip()
+    box = SecretBox(_secret_key(settings)) if access_token is not None else None
 
     async def run() -> tuple[str, str, str]:
         db = Database(settings.database_url)
         try:
             async with db.transaction() as session:
-                m, token = await create_merchant(session, shop, email)
+                m, token = await create_merchant(
+                    session, shop, email, access_token=access_token, box=box
+                )
                 return str(m.id), m.shop_domain, token
         finally:
             await db.dispose()
@@ -175,9 +188,11 @@ def merchant_create(shop: str, email: str) -> None:
     try:
         with _database(settings):
             merchant_id, domain, token = asyncio.run(run())
-    except MerchantError as exc:
+    except DomainError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"merchant {domain} created (id {merchant_id})")
+    if access_token is not None:
+        click.echo("Shopify Admin API token stored (encrypted)")
     click.echo(f"API token (shown once, store it now): {token}")
 
 
@@ -201,10 +216,11 @@ def supplier_create(
     import json
 
     from app.db import Database
+    from app.errors import DomainError
     from app.mail.address import is_email
-    from app.merchants.service import MerchantError, get_by_shop, normalize_shop_domain
+    from app.merchants.service import get_by_shop, normalize_shop_domain
     from app.security import SecretBox
-    from app.suppliers.service import SupplierError, create_supplier
+    from app.suppliers.service import create_supplier
 
     settings = _settings()
     secret_key = _secret_key(settings)
@@ -243,7 +259,7 @@ def supplier_create(
     try:
         with _database(settings):
             supplier_id, key = asyncio.run(run())
-    except (MerchantError, SupplierError) as exc:
+    except DomainError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"supplier {name!r} ({kind}) created for {shop} (id {supplier_id})")
     click.echo(f"supplier API key (shown once, give it to the supplier): {key}")

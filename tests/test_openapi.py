@@ -37,6 +37,8 @@ OPERATION_IDS = {
     ("post", "/api/v1/supplier-products/import"): "importSupplierProducts",
     ("get", "/api/v1/routing/settings"): "getRoutingSettings",
     ("put", "/api/v1/routing/settings"): "updateRoutingSettings",
+    ("put", "/api/v1/settings/shopify-token"): "setShopifyToken",
+    ("delete", "/api/v1/settings/shopify-token"): "deleteShopifyToken",
     ("get", "/api/v1/routing/rules"): "listRoutingRules",
     ("post", "/api/v1/routing/rules"): "createRoutingRule",
     ("patch", "/api/v1/routing/rules/{rule_id}"): "updateRoutingRule",
@@ -72,6 +74,7 @@ NO_INPUT = {
     "getSupplier",
     "deleteSupplierProduct",
     "deleteRoutingRule",
+    "deleteShopifyToken",
     "getPurchaseOrder",
     "supplierGetOrder",
 }

@@ -20,7 +20,7 @@ from app.errors import InvalidInput
 from app.mail.address import is_email
 from app.merchants.models import ApiToken, Merchant, MerchantStatus
 from app.merchants.settings import save, settings_of
-from app.security import hash_token, new_token
+from app.security import SecretBox, hash_token, new_token
 
 _SHOP_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,60}\.myshopify\.com$")
 log = structlog.get_logger(__name__)
@@ -58,17 +58,67 @@ async def get_by_shop(session: AsyncSession, shop_domain: str) -> Merchant | Non
     return merchant
 
 
-async def create_merchant(session: AsyncSession, shop: str, email: str) -> tuple[Merchant, str]:
-    """Create an active merchant and its first API token (returned in clear, once)."""
+async def create_merchant(
+    session: AsyncSession,
+    shop: str,
+    email: str,
+    *,
+    access_token: str | None = None,
+    box: SecretBox | None = None,
+) -> tuple[Merchant, str]:
+    """Create an active merchant and its first API token (returned in clear, once), with the
+    store's Admin API ``access_token`` when given (encrypted with ``box``)."""
     domain = normalize_shop_domain(shop)
     email = validate_email(email)
+    if access_token is not None:
+        access_token = check_access_token(access_token)
     if await get_by_shop(session, domain) is not None:
         raise MerchantError(f"a merchant for {domain} already exists")
     merchant = Merchant(shop_domain=domain, email=email, status=MerchantStatus.ACTIVE, settings={})
+    if access_token is not None:
+        if box is None:
+            raise ValueError("an access token is stored encrypted: pass the SecretBox")
+        merchant.shopify_token_encrypted = box.encrypt(access_token)
     session.add(merchant)
     await session.flush()
     token = await issue_token(session, merchant.id)
     return merchant, token
+
+
+#: A Shopify Admin API access token: ``shpat_`` (and ``shpca_``, ``shppa_``, ``shpua_``) and 32
+#: hex digits since April 2020, 32 characters before; longer ones allowed, whitespace never.
+_ACCESS_TOKEN = re.compile(r"^(shp[a-z]{2}_)?[A-Za-z0-9_-]{32,200}$")
+
+
+def check_access_token(token: str) -> str:
+    """The token as Shopify issued it, or ``InvalidInput`` naming ``access_token``."""
+    token = token.strip()
+    if not _ACCESS_TOKEN.fullmatch(token):
+        raise InvalidInput(
+            "expected the store's Admin API access token, like shpat_ and 32 hex digits "
+            "(Settings > Apps > Develop apps > your app > API credentials)",
+            field="access_token",
+        )
+    return token
+
+
+async def set_shopify_token(
+    session: AsyncSession, box: SecretBox, merchant: Merchant, token: str | None
+) -> None:
+    """Store the store's Admin API token, encrypted (``None`` forgets it). Its scopes are not
+    known until the first Admin API call reports them."""
+    merchant.shopify_token_encrypted = (
+        box.encrypt(check_access_token(token)) if token is not None else None
+    )
+    merchant.shopify_scopes = None
+    await session.flush()
+
+
+def shopify_token(box: SecretBox, merchant: Merchant) -> str | None:
+    """The store's Admin API token in clear, for a call to Shopify; None if there is none."""
+    if merchant.shopify_token_encrypted is None:
+        return None
+    return box.decrypt(merchant.shopify_token_encrypted)
 
 
 async def issue_token(session: AsyncSession, merchant_id: uuid.UUID, name: str = "default") -> str:
