@@ -30,8 +30,7 @@ from app.orders.schemas import (
     OrderIn,
     OrderSummary,
 )
-from app.purchasing.schemas import OrderPurchaseOrder, SupplierLineOut
-from app.purchasing.supplier_api import shipment_out
+from app.purchasing.schemas import OrderPurchaseOrder
 from app.services import Services
 
 
@@ -176,18 +175,4 @@ class OrderController(Controller):
 
 
 def _purchase_orders_out(view: service.OrderView) -> list[OrderPurchaseOrder]:
-    return [
-        OrderPurchaseOrder(
-            id=po.id,
-            supplier_id=po.supplier_id,
-            number=po.number,
-            status=po.status,
-            currency=po.currency,
-            total_cost=po.total_cost,
-            supplier_reference=po.supplier_reference,
-            last_error=po.last_error,
-            lines=[SupplierLineOut.of(ln) for ln in po.lines],
-            shipments=[shipment_out(sh) for sh in view.shipments.get(po.id, [])],
-        )
-        for po in view.purchase_orders
-    ]
+    return [OrderPurchaseOrder.of(po, view.shipments.get(po.id, [])) for po in view.purchase_orders]

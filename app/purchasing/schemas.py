@@ -22,7 +22,7 @@ from app.inputs import (
     check_amount,
     check_datetime,
 )
-from app.purchasing.models import PurchaseOrder, PurchaseOrderLine
+from app.purchasing.models import PurchaseOrder, PurchaseOrderLine, Shipment
 
 
 def _in_currency(total: Decimal, lines: list[SupplierLineOut], currency: str) -> Decimal:
@@ -112,6 +112,19 @@ class ShipmentOut(msgspec.Struct):
     shipped_at: datetime
     delivered_at: datetime | None
 
+    @classmethod
+    def of(cls, s: Shipment) -> ShipmentOut:
+        return cls(
+            id=s.id,
+            purchase_order_id=s.purchase_order_id,
+            carrier=s.carrier,
+            tracking_number=s.tracking_number,
+            tracking_url=s.tracking_url,
+            status=s.status,
+            shipped_at=s.shipped_at,
+            delivered_at=s.delivered_at,
+        )
+
 
 class TrackingEventIn(Input):
     status: Annotated[str, Meta(min_length=1, max_length=32)]
@@ -198,3 +211,18 @@ class OrderPurchaseOrder(msgspec.Struct):
 
     def __post_init__(self) -> None:
         self.total_cost = _in_currency(self.total_cost, self.lines, self.currency)
+
+    @classmethod
+    def of(cls, po: PurchaseOrder, shipments: list[Shipment]) -> OrderPurchaseOrder:
+        return cls(
+            id=po.id,
+            supplier_id=po.supplier_id,
+            number=po.number,
+            status=po.status,
+            currency=po.currency,
+            total_cost=po.total_cost,
+            supplier_reference=po.supplier_reference,
+            last_error=po.last_error,
+            lines=[SupplierLineOut.of(ln) for ln in po.lines],
+            shipments=[ShipmentOut.of(sh) for sh in shipments],
+        )

@@ -21,7 +21,7 @@ from app.api.pagination import DEFAULT_LIMIT, Page
 from app.db import DbSession
 from app.errors import InvalidInput
 from app.purchasing import service
-from app.purchasing.models import PurchaseOrder, Shipment
+from app.purchasing.models import PurchaseOrder
 from app.purchasing.schemas import (
     AcceptIn,
     InventoryReport,
@@ -70,19 +70,6 @@ def supplier_view(po: PurchaseOrder) -> SupplierOrderOut:
         supplier_reference=po.supplier_reference,
         lines=[SupplierLineOut.of(ln) for ln in po.lines if ln.status == "open"],
         created_at=po.created_at,
-    )
-
-
-def shipment_out(s: Shipment) -> ShipmentOut:
-    return ShipmentOut(
-        id=s.id,
-        purchase_order_id=s.purchase_order_id,
-        carrier=s.carrier,
-        tracking_number=s.tracking_number,
-        tracking_url=s.tracking_url,
-        status=s.status,
-        shipped_at=s.shipped_at,
-        delivered_at=s.delivered_at,
     )
 
 
@@ -223,7 +210,7 @@ class SupplierApiController(Controller):
             lines=[service.ShipmentLineInput(x.sku, x.quantity) for x in data.lines],
             shipped_at=data.shipped_at,
         )
-        return shipment_out(shipment)
+        return ShipmentOut.of(shipment)
 
     @post(
         "/shipments/{shipment_id:uuid}/events",
@@ -250,7 +237,7 @@ class SupplierApiController(Controller):
         await service.add_tracking_event(
             db_session, shipment, data.status, data.occurred_at, data.description
         )
-        return shipment_out(shipment)
+        return ShipmentOut.of(shipment)
 
     @put(
         "/inventory",
