@@ -141,3 +141,26 @@ class TestCli:
         assert bad.output.startswith("Error: access_token: expected the store's Admin API")
         assert bad.output.count("\n") == 1
         assert _merchants(env) == []
+
+
+@pytest.mark.parametrize(
+    ("token", "accepted"),
+    [
+        ("a" * 32, True),  # a pre-2020 token: 32 characters, no prefix
+        ("a" * 31, False),
+        ("shpat_" + "a" * 200, True),  # the longest accepted
+        ("shpat_" + "a" * 201, False),
+        ("shpca_" + "0" * 32, True),
+        ("shpat_" + "0" * 31, False),
+    ],
+)
+def test_the_token_bounds_at_their_edges(token: str, accepted: bool) -> None:
+    from app.errors import InvalidInput
+    from app.merchants.service import check_access_token
+
+    if accepted:
+        assert check_access_token(token) == token
+    else:
+        with pytest.raises(InvalidInput) as caught:
+            check_access_token(token)
+        assert caught.value.field == "access_token"

@@ -85,9 +85,10 @@ async def create_merchant(
     return merchant, token
 
 
-#: A Shopify Admin API access token: ``shpat_`` (and ``shpca_``, ``shppa_``, ``shpua_``) and 32
-#: hex digits since April 2020, 32 characters before; longer ones allowed, whitespace never.
-_ACCESS_TOKEN = re.compile(r"^(shp[a-z]{2}_)?[A-Za-z0-9_-]{32,200}$")
+#: A Shopify Admin API access token: a ``shp??_`` prefix (``shpat_``, ``shpca_``, ``shppa_``,
+#: ``shpua_``) and 32 hex digits since April 2020 (longer ones allowed, up to 200), or the 32
+#: characters of an older token; never whitespace.
+_ACCESS_TOKEN = re.compile(r"^(?:shp[a-z]{2}_[A-Za-z0-9]{32,200}|[A-Za-z0-9]{32})$")
 
 
 def check_access_token(token: str) -> str:
