@@ -25,6 +25,8 @@ MAX_STOCK = 1_000_000_000
 MAX_PRIORITY = 10_000
 #: Days a supplier takes to ship.
 MAX_LEAD_TIME_DAYS = 365
+#: A parcel may be silent this long at most before the merchant calls it stale.
+MAX_STALE_DAYS = 90
 #: Routing rule positions (tried in ascending order).
 MIN_RULE_POSITION = -1_000_000
 MAX_RULE_POSITION = 1_000_000

@@ -1,6 +1,7 @@
 """Every table, imported in one place for Alembic's autogenerate and for tests."""
 
 from app.db import Base
+from app.events.models import LifecycleEvent
 from app.exceptions.models import ExceptionCase
 from app.idempotency.models import IdempotencyRecord
 from app.jobs.models import OutboxMessage, PeriodicRun
@@ -25,6 +26,7 @@ __all__ = [
     "Customer",
     "ExceptionCase",
     "IdempotencyRecord",
+    "LifecycleEvent",
     "LineExclusion",
     "Merchant",
     "Order",
