@@ -57,6 +57,9 @@ MAX_LONG_TEXT = 10_000
 MAX_URL = 1024
 #: An email address (RFC 5321: 64 + 1 + 255, rounded as the usual 320).
 MAX_EMAIL = 320
+#: A tracking number as given (printed labels space it out): the longest format is 34
+#: characters, 69 with a space between each; anything longer is no tracking number.
+MAX_TRACKING_NUMBER = 128
 #: Any string anywhere in an input, nested ones included (connector settings...).
 MAX_ANY_TEXT = MAX_LONG_TEXT
 #: Lines of one order, shipment, rejection, simulation.
