@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.api.pagination import Page, rows_page
+from app.carriers import best_match, tracking_url_for
 from app.codes import wire_amount
 from app.db import insert_for, utcnow, uuid7
 from app.errors import Conflict, InvalidInput, NotFound, RetryableConflict
@@ -525,6 +526,12 @@ async def add_shipment(
                 f"{wanted[match.id]} > {owed} still to ship for {item.sku}",
                 field=f"lines[{i}].quantity",
             )
+    if tracking_number:
+        # A supplier that names no carrier or no link: the number itself tells (app.carriers).
+        tracking_url = tracking_url or tracking_url_for(carrier, tracking_number)
+        if not carrier:
+            match = best_match(tracking_number)
+            carrier = (match.shopify_company or match.courier_name) if match else None
     shipment = Shipment(
         purchase_order_id=po.id,
         merchant_id=po.merchant_id,
