@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.api.pagination import Page, rows_page
-from app.carriers import best_match, tracking_url_for
+from app.carriers import best_match, normalise, tracking_url_for
 from app.codes import wire_amount
 from app.db import insert_for, utcnow, uuid7
 from app.errors import Conflict, InvalidInput, NotFound, RetryableConflict
@@ -494,6 +494,9 @@ async def add_shipment(
     shipped_at: datetime | None = None,
 ) -> tuple[Shipment, bool]:
     """Record a (partial) shipment; the same tracking number twice is the same shipment."""
+    if tracking_number:
+        # "1Z 999 AA1..." and "1Z999AA1..." are one parcel: spaces and case are presentation.
+        tracking_number = normalise(tracking_number) or tracking_number.strip()
     if tracking_number:
         existing = await session.scalar(
             select(Shipment).where(
