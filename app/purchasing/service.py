@@ -533,8 +533,8 @@ async def add_shipment(
         # A supplier that names no carrier or no link: the number itself tells (app.carriers).
         tracking_url = tracking_url or tracking_url_for(carrier, tracking_number)
         if not carrier:
-            match = best_match(tracking_number)
-            carrier = (match.shopify_company or match.courier_name) if match else None
+            detected = best_match(tracking_number)
+            carrier = (detected.shopify_company or detected.courier_name) if detected else None
     shipment = Shipment(
         purchase_order_id=po.id,
         merchant_id=po.merchant_id,
