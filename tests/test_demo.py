@@ -24,10 +24,11 @@ def test_the_demo_takes_one_order_from_webhook_to_delivered() -> None:
         "supplier    sees purchase order 1001-1 and accepts it",
         "Timeline of order #1001",
         "purchase order 1001-1: accepted -> shipped: UPS 1Z999AA10123456784",
-        "order #1001: every parcel delivered",
+        "shipped -> delivered: every parcel delivered",
         "Tracking page: http://127.0.0.1:8000/track/",
     ):
         assert line in out, out
     steps = [ln.split()[1] for ln in out.splitlines() if ln.startswith("  ") and ":" in ln[:12]]
     assert steps.index("order.received") < steps.index("status.routed")
-    assert steps.index("shipment.delivered") < steps.index("order.delivered")
+    assert steps.index("status.shipped") < steps.index("shipment.delivered")
+    assert steps.index("shipment.delivered") < steps.index("status.delivered")

@@ -35,7 +35,7 @@ from app.purchasing.models import (
 )
 from app.routing.engine import RoutingPlan
 from app.suppliers.models import Supplier, SupplierProduct
-from app.timeline.service import record
+from app.timeline.service import record, set_status
 from connectors.base import AddressDTO, PurchaseOrderDTO, PurchaseOrderLineDTO
 
 #: One vocabulary for every source (supplier API, connector polls, the aggregator).
@@ -367,27 +367,35 @@ async def transition(
             supplier_id=str(po.supplier_id),
         )
     await session.flush()
-    if status == POStatus.DELIVERED:
-        await _publish_if_order_delivered(session, order)
+    if status in (POStatus.SHIPPED, POStatus.DELIVERED):
+        await _advance_order(session, order)
 
 
 #: Purchase orders that no longer owe the customer anything.
 _CLOSED = (POStatus.DELIVERED, POStatus.REJECTED, POStatus.CANCELLED, POStatus.FAILED)
+#: ... and those whose parcels are at least on their way.
+_SENT = (POStatus.SHIPPED, *_CLOSED)
 
 
-async def _publish_if_order_delivered(session: AsyncSession, order: Order) -> None:
-    """``order.delivered`` once every line is with a supplier and every parcel arrived."""
-    if order.status != OrderStatus.ROUTED:
+async def _advance_order(session: AsyncSession, order: Order) -> None:
+    """A routed order whose every purchase order shipped is ``shipped``; once every parcel
+    arrived it is ``delivered`` (on the timeline, and published once)."""
+    if order.status not in (OrderStatus.ROUTED, OrderStatus.SHIPPED):
         return
-    owing = await session.scalar(
-        select(func.count())
-        .select_from(PurchaseOrder)
-        .where(PurchaseOrder.order_id == order.id, PurchaseOrder.status.not_in(_CLOSED))
+    statuses = set(
+        (
+            await session.scalars(
+                select(PurchaseOrder.status).where(PurchaseOrder.order_id == order.id)
+            )
+        ).all()
     )
-    if owing:
+    if not statuses or not statuses <= set(_SENT):
         return
-    record(session, order, "order.delivered", f"order {order.name}: every parcel delivered")
-    await publish(session, order, EventType.ORDER_DELIVERED, key=f"order.delivered:{order.id}")
+    if statuses <= set(_CLOSED):
+        set_status(session, order, OrderStatus.DELIVERED, "every parcel delivered")
+        await publish(session, order, EventType.ORDER_DELIVERED, key=f"order.delivered:{order.id}")
+    elif order.status != OrderStatus.SHIPPED:
+        set_status(session, order, OrderStatus.SHIPPED, "every line shipped")
 
 
 def to_dto(po: PurchaseOrder) -> PurchaseOrderDTO:
