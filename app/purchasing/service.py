@@ -35,7 +35,14 @@ from app.suppliers.models import Supplier, SupplierProduct
 from app.timeline.service import record
 from connectors.base import AddressDTO, PurchaseOrderDTO, PurchaseOrderLineDTO
 
-TRACKING_STATUSES = ("in_transit", "out_for_delivery", "delivered", "exception", "returned")
+TRACKING_STATUSES = (
+    "info_received",
+    "in_transit",
+    "out_for_delivery",
+    "delivered",
+    "exception",
+    "returned",
+)
 
 
 #: Purchase orders a supplier may still refuse, or a merchant take lines back from.
@@ -526,23 +533,36 @@ async def add_tracking_event(
     if status not in TRACKING_STATUSES:
         raise InvalidInput(f"one of {', '.join(TRACKING_STATUSES)}", field="status")
     occurred_at = _utc(occurred_at)
-    exists = await session.scalar(
-        select(TrackingEvent.id).where(
-            TrackingEvent.shipment_id == shipment.id,
-            TrackingEvent.status == status,
-            TrackingEvent.occurred_at == occurred_at,
+    # One round trip: is this event known, and when was the latest one?
+    known, latest = (
+        await session.execute(
+            select(
+                func.count(TrackingEvent.id).filter(
+                    TrackingEvent.status == status, TrackingEvent.occurred_at == occurred_at
+                ),
+                func.max(TrackingEvent.occurred_at),
+            ).where(TrackingEvent.shipment_id == shipment.id)
         )
-    )
-    if exists is not None:
+    ).one()
+    if known:
         return False
     session.add(
         TrackingEvent(
             shipment_id=shipment.id, status=status, occurred_at=occurred_at, description=description
         )
     )
-    shipment.status = status
+    # Sources report late and out of order (a replayed push, a poll after a push): an older
+    # event is kept in the history but never moves the shipment back, and a delivered shipment
+    # only moves on to returned.
     if status == "delivered":
-        shipment.delivered_at = occurred_at
+        if shipment.status != "returned":
+            shipment.status = status
+        if shipment.delivered_at is None:
+            shipment.delivered_at = occurred_at
+    elif shipment.status == "delivered" and status != "returned":
+        pass
+    elif latest is None or occurred_at >= _utc(latest):
+        shipment.status = status
     await session.flush()
     po = await load(session, shipment.purchase_order_id)
     assert po is not None
