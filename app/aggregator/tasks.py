@@ -128,7 +128,11 @@ async def apply_push(ctx: TaskContext, delivery_id: str) -> None:
 
 
 @task("aggregator.poll", every=POLL_EVERY_S)
-async def poll(ctx: TaskContext) -> int:
+async def poll(ctx: TaskContext) -> None:
+    await poll_due(ctx)
+
+
+async def poll_due(ctx: TaskContext) -> int:
     """Poll the registrations pushes have not reached lately; returns how many were asked."""
     async with ctx.db.transaction() as session:
         claims = await service.claim_due_polls(session, utcnow(), service.POLL_BATCH)
