@@ -8,7 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -19,11 +19,12 @@ from sqlalchemy import func, select, update
 from app import limits
 from app.aggregator import service
 from app.aggregator.models import RegistrationState, TrackingRegistration
-from app.aggregator.tasks import poll_due, register
-from app.db import Database
-from app.jobs.task import TaskContext
+from app.aggregator.tasks import apply_push, poll_due, register
+from app.db import Database, utcnow
+from app.jobs.task import StaleWindow, TaskContext
 from app.purchasing.models import Shipment, TrackingEvent
 from app.settings import Settings
+from app.webhooks import service as inbox
 from app.webhooks.models import WebhookDelivery
 from connectors.aftership import AfterShipProvider, normalise, parse_tracking, sign
 from connectors.base import PermanentConnectorError, RetryableConnectorError
@@ -31,6 +32,7 @@ from connectors.tracking import TrackingStatus
 from tests.conftest import MerchantHandle, make_merchant
 from tests.support import aftership_sim as sim_mod
 from tests.support.aftership_sim import API_KEY, API_URL, WEBHOOK_SECRET, AfterShipSim, checkpoint
+from tests.support.broker import losing_jobs
 from tests.support.portal import bearer, line, offer, portal_supplier, routed_order
 from tests.support.wait import eventually
 
@@ -496,6 +498,35 @@ class TestPushes:
         assert await applied(db, 1) == [("evt-x", "ignored: no shipment follows 1ZSTRANGER")]
         async with db.sessionmaker() as session:
             assert await session.scalar(select(func.count(TrackingEvent.id))) == 0
+
+    async def test_a_lost_job_is_swept_by_ours_never_by_the_shopify_processor(
+        self,
+        client: Client,
+        shop: MerchantHandle,
+        db: Database,
+        settings: Settings,
+        sim: AfterShipSim,
+    ) -> None:
+        shipment_id = await shipped(client, shop, "1ZLOSTJOB")
+        await follow(db, settings, shipment_id)
+        await registered(db, shipment_id)
+        body, headers = sim_mod.push(sim.scan("1ZLOSTJOB", IN_TRANSIT), event_id="evt-lost")
+        with losing_jobs(client.app.state.workers.broker, "aggregator.apply_push") as lost:
+            assert (await client.post(PUSH_URL, content=body, headers=headers)).status_code == 200
+
+            async def lost_one() -> bool:
+                return bool(lost)
+
+            await eventually(lost_one)
+        window = StaleWindow(now=utcnow(), cutoff=utcnow() + timedelta(seconds=1), limit=10)
+        async with db.sessionmaker() as session:
+            assert await inbox.unprocessed(session, window, 20) == []
+            [delivery_id] = await service.unapplied_pushes(session, window)
+        await apply_push(ctx_of(client, settings, db), str(delivery_id))
+        assert await deliveries(db) == [("evt-lost", "1 event(s) on 1 shipment(s)")]
+        assert await events(db, shipment_id) == [
+            ("in_transit", datetime(2026, 12, 1, 2, tzinfo=UTC))
+        ]
 
 
 class TestPoll:

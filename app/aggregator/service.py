@@ -166,12 +166,24 @@ async def registered(session: AsyncSession, registration_id: uuid.UUID, ref: str
 
 
 async def retry_later(
-    session: AsyncSession, registration_id: uuid.UUID, error: str, at: datetime
+    session: AsyncSession,
+    registration_id: uuid.UUID,
+    error: str,
+    at: datetime,
+    *,
+    not_an_attempt: bool = False,
 ) -> None:
+    """Call the provider again at ``at``; ``not_an_attempt``: the call never went out (no
+    rate-limit slot), so it does not count."""
     await session.execute(
         update(TrackingRegistration)
         .where(TrackingRegistration.id == registration_id)
-        .values(last_error=error[:2000], next_poll_at=at, updated_at=utcnow())
+        .values(
+            last_error=error[:2000],
+            next_poll_at=at,
+            updated_at=utcnow(),
+            attempts=TrackingRegistration.attempts - (1 if not_an_attempt else 0),
+        )
     )
 
 

@@ -74,7 +74,9 @@ async def register(ctx: TaskContext, registration_id: str) -> None:
             ref = await provider.register(claim.tracking_number, claim.slug, claim.order_ref)
     except dramatiq.RateLimitExceeded:
         async with ctx.db.transaction() as session:
-            await service.retry_later(session, rid, "waiting for a rate-limit slot", utcnow())
+            await service.retry_later(
+                session, rid, "waiting for a rate-limit slot", utcnow(), not_an_attempt=True
+            )
         raise dramatiq.Retry("aftership rate limit", delay=500) from None
     except RetryableConnectorError as exc:
         async with ctx.db.transaction() as session:
