@@ -2,6 +2,7 @@
 
 from app.aggregator.models import TrackingRegistration
 from app.db import Base
+from app.events.models import LifecycleEvent
 from app.exceptions.models import ExceptionCase
 from app.idempotency.models import IdempotencyRecord
 from app.jobs.models import OutboxMessage, PeriodicRun
@@ -26,6 +27,7 @@ __all__ = [
     "Customer",
     "ExceptionCase",
     "IdempotencyRecord",
+    "LifecycleEvent",
     "LineExclusion",
     "Merchant",
     "Order",

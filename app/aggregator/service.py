@@ -353,9 +353,16 @@ async def _apply_to(
     added = 0
     for event in update_.events:
         if await add_tracking_event(
-            session, shipment, event.status, event.occurred_at, event.description
+            session,
+            shipment,
+            event.status,
+            event.occurred_at,
+            event.description,
+            location=event.location,
         ):
             added += 1
+    if update_.estimated_delivery_at is not None:
+        shipment.estimated_delivery_at = update_.estimated_delivery_at
     if update_.status in TrackingStatus.FINAL:
         reg.state = RegistrationState.DONE
         reg.next_poll_at = None

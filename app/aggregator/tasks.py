@@ -10,7 +10,7 @@
 - ``aggregator.poll``: every minute, the registrations no push reached for a while, at most
   ``POLL_BATCH`` a run, paced under AfterShip's limit for ``GET /trackings/:id`` (5/s, shared by
   every worker through the rate limiter's backend).
-- ``on_shipment_shipped``: what the ``shipment.shipped`` lifecycle event calls.
+- ``on_shipment_shipped``: the ``shipment.shipped`` subscriber that starts it all.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from dramatiq.rate_limits import WindowRateLimiter
 
 from app.aggregator import service
 from app.db import DbSession, utcnow
+from app.events.models import EventType, LifecycleEvent
 from app.jobs.backoff import backoff_ms
 from app.jobs.errors import is_transient
-from app.jobs.task import TaskContext, task
+from app.jobs.task import TaskContext, subscribe, task
 from app.webhooks import service as inbox
 from app.webhooks.tasks import MAX_FAILURES
 from connectors.base import ConnectorError, PermanentConnectorError, RetryableConnectorError
@@ -55,10 +56,13 @@ def _limiter(ctx: TaskContext, endpoint: str, rate: int) -> Any:
     )
 
 
-async def on_shipment_shipped(ctx: TaskContext, session: DbSession, shipment_id: str) -> None:
-    """For the ``shipment.shipped`` subscriber: follow the shipment if it needs the aggregator
-    (a row and a job, in the subscriber's transaction; idempotent)."""
-    await service.follow_shipment(session, ctx.settings, uuid.UUID(shipment_id))
+@subscribe(EventType.SHIPMENT_SHIPPED)
+async def on_shipment_shipped(ctx: TaskContext, session: DbSession, event: LifecycleEvent) -> None:
+    """Follow a new shipment through the aggregator if it needs it: a row and its job, in the
+    subscriber's transaction; a repeated event finds the row and does nothing."""
+    shipment_id = event.data.get("shipment_id")
+    if shipment_id:
+        await service.follow_shipment(session, ctx.settings, uuid.UUID(shipment_id))
 
 
 @task("aggregator.register", max_retries=MAX_ATTEMPTS * 3, stale=service.unregistered)

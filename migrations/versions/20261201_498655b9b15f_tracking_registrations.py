@@ -1,7 +1,7 @@
 """tracking registrations
 
 Revision ID: 498655b9b15f
-Revises: d725ff252a4d
+Revises: 7e1c0a5e4b21
 Create Date: 2026-12-01 16:41:31.452262
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import app.db
 
 revision: str = "498655b9b15f"
-down_revision: str | None = "d725ff252a4d"
+down_revision: str | None = "7e1c0a5e4b21"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
