@@ -37,6 +37,9 @@ class TrackingPoll(Base):
     #: Polls in a row that brought nothing new: the backoff exponent.
     idle_polls: Mapped[int] = mapped_column(default=0)
     estimated_delivery_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: A digest of the supplier's last answer: the same answer again is nothing new, without
+    #: reading the parcel's events.
+    answer_digest: Mapped[str | None] = mapped_column(String(32), default=None)
 
 
 class AlertKind:

@@ -10,6 +10,7 @@ after ``SOON_INTERVAL`` at most. Delivered and returned parcels are not polled a
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -221,8 +222,10 @@ async def apply_updates(
 
     The set-based twin of ``app.purchasing.service.add_tracking_event`` (same dedup on
     (shipment, status, occurred_at), same timeline entries, same closing of a delivered purchase
-    order), for a whole batch at once: 6 statements for any number of parcels, plus a few per
-    purchase order that becomes delivered. Shipments the answer leaves out count as polled with
+    order), for a whole batch at once: a fixed number of statements for any number of parcels
+    (one per distinct idle count among the unchanged ones), plus a few per purchase order that
+    becomes delivered. A parcel whose answer is the same as last time (``answer_digest``) is
+    not compared event by event. Shipments the answer leaves out count as polled with
     nothing new."""
     by_number = {u.tracking_number: u for u in updates}
     rows = (
@@ -240,13 +243,18 @@ async def apply_updates(
                 TrackingPoll.idle_polls,
                 TrackingPoll.moved_at,
                 TrackingPoll.estimated_delivery_at,
+                TrackingPoll.answer_digest,
             )
             .join(PurchaseOrder, PurchaseOrder.id == Shipment.purchase_order_id)
             .join(TrackingPoll, TrackingPoll.shipment_id == Shipment.id)
             .where(Shipment.id.in_(ids), TrackingPoll.next_poll_at.is_not(None))
         )
     ).all()
-    answered = [r for r in rows if r[1] in by_number and by_number[r[1]].events]
+    digests = {n: answer_digest(u) for n, u in by_number.items()}
+    # Only a parcel whose answer differs from the last one can bring a new event.
+    answered = [
+        r for r in rows if r[1] in by_number and by_number[r[1]].events and digests[r[1]] != r[12]
+    ]
     known: dict[uuid.UUID, dict[tuple[str, datetime], None]] = defaultdict(dict)
     newest: dict[uuid.UUID, datetime] = {}
     if answered:
@@ -264,9 +272,13 @@ async def apply_updates(
     poll_rows: list[dict[str, Any]] = []
     delivered_pos: dict[uuid.UUID, None] = {}
     changed = 0
+    idle_groups: dict[tuple[int, datetime | None], list[uuid.UUID]] = defaultdict(list)
     for sid, number, status, delivered_at, po_id, po_number, order_id, merchant_id, po_status, \
-            idle, moved_at, eta in rows:  # fmt: skip
+            idle, moved_at, eta, last_digest in rows:  # fmt: skip
         update_ = by_number.get(number)
+        digest = digests.get(number, last_digest)
+        if digest == last_digest:
+            update_ = None  # the same answer as last time: nothing new
         fresh = []
         if update_ is not None:
             seen = known[sid]
@@ -321,15 +333,20 @@ async def apply_updates(
         changed += is_change
         idle = 0 if is_change else idle + 1
         delay = next_delay(idle, status, new_eta, now)
+        next_at = None if delay is None else now + delay
+        if not is_change and digest == last_digest:
+            idle_groups[(idle, next_at)].append(sid)  # the common case: one UPDATE per group
+            continue
         poll_rows.append(
             {
                 "shipment_id": sid,
-                "next_poll_at": None if delay is None else now + delay,
+                "next_poll_at": next_at,
                 "last_checked_at": now,
                 "last_change_at": now if is_change else None,
                 "idle_polls": idle,
                 "moved_at": moved_at,
                 "estimated_delivery_at": new_eta,
+                "answer_digest": digest,
             }
         )
     if new_events:
@@ -346,9 +363,23 @@ async def apply_updates(
                 part = [{k: v for k, v in r.items() if k != "last_change_at"} for r in part]
             if part:
                 await session.execute(update(TrackingPoll), part)
+    for (idle, next_at), group in idle_groups.items():
+        await session.execute(
+            update(TrackingPoll)
+            .where(TrackingPoll.shipment_id.in_(group))
+            .values(next_poll_at=next_at, last_checked_at=now, idle_polls=idle)
+            .execution_options(synchronize_session=False)
+        )
     if delivered_pos:
         await _close_delivered(session, list(delivered_pos))
     return Applied(checked=len(rows), changed=changed, events=len(new_events))
+
+
+def answer_digest(update_: TrackingUpdateDTO) -> str:
+    """What of a supplier's answer we record (status, estimate, events), as a short digest."""
+    parts = [str(update_.status), str(update_.estimated_delivery_at)]
+    parts += [f"{e.status}@{e.occurred_at.isoformat()}" for e in update_.events]
+    return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
 
 
 async def _close_delivered(session: AsyncSession, po_ids: list[uuid.UUID]) -> None:

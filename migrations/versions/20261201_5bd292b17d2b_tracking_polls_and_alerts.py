@@ -66,6 +66,7 @@ def upgrade() -> None:
         sa.Column("moved_at", app.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("idle_polls", sa.Integer(), nullable=False),
         sa.Column("estimated_delivery_at", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("answer_digest", sa.String(length=32), nullable=True),
         sa.ForeignKeyConstraint(
             ["merchant_id"],
             ["merchants.id"],
