@@ -161,7 +161,9 @@ async def cycle(settings: Settings, n: int, deadline: float) -> dict[str, Any]:
     done, last = 0, None
     try:
         while time.monotonic() - started < deadline:
-            await asyncio.sleep(0.5)
+            # The end is read from the rows (last_checked_at), so a slow probe loses nothing;
+            # it scans the schedule table, so it stays rare to leave the worker the CPU.
+            await asyncio.sleep(2.0)
             done, last = await checked_since(db, t0)
             if done >= n:
                 break
@@ -181,7 +183,8 @@ async def cycle(settings: Settings, n: int, deadline: float) -> dict[str, Any]:
     await db.dispose()
     return {
         "checked": done,
-        "cycle_s": (last - t0).total_seconds() if last else None,
+        "cycle_s": (last - t0).total_seconds() if last and done >= n else None,
+        "elapsed_s": (last - t0).total_seconds() if last else None,
         "events": events,
         "out_for_delivery": out_for_delivery,
         "process_cpu_s": cpu,
@@ -240,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     requests_needed = math.ceil(n / args.batch)
     floor = requests_needed / args.rate
     cycle_s = fig["cycle_s"] or float("inf")
+    rate_s = fig["checked"] / (fig["cycle_s"] or fig["elapsed_s"] or float("inf"))
     changed = len(range(0, n, 10))
     supplier_span = stats["last"] - stats["first"] if stats["first"] else 0.0
     print(
@@ -247,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.rate} requests/s; 1 worker process, {args.worker_threads} threads\n"
         f"shipments checked      {fig['checked']:>10} of {n}\n"
         f"cycle time             {cycle_s:>10.1f} s   (scheduler start -> last shipment checked)\n"
-        f"shipments checked/s    {fig['checked'] / cycle_s:>10.0f}\n"
+        f"shipments checked/s    {rate_s:>10.0f}\n"
         f"rate-limit floor       {floor:>10.1f} s   ({requests_needed} requests at "
         f"{args.rate}/s = {n / floor:.0f} shipments/s)\n"
         f"cycle / floor          {cycle_s / floor:>10.2f}x\n"
