@@ -19,6 +19,7 @@ from app.purchasing.models import (
 from app.routing.models import LineExclusion, RoutingRule
 from app.suppliers.models import Supplier, SupplierProduct
 from app.timeline.models import OrderEvent
+from app.tracking.models import TrackingAlert, TrackingPoll
 from app.webhooks.models import WebhookDelivery
 
 __all__ = [
@@ -43,7 +44,9 @@ __all__ = [
     "ShipmentLine",
     "Supplier",
     "SupplierProduct",
+    "TrackingAlert",
     "TrackingEvent",
+    "TrackingPoll",
     "TrackingRegistration",
     "WebhookDelivery",
 ]

@@ -59,8 +59,8 @@ class TrackingUpdateDTO:
     nothing yet, e.g. AfterShip's ``Pending``) and its scans, oldest first."""
 
     tracking_number: str
-    carrier_slug: str | None
-    status: str | None
+    carrier_slug: str | None = None
+    status: str | None = None
     events: tuple[TrackingEventDTO, ...] = ()
     estimated_delivery_at: datetime | None = None
     #: The provider's id of the tracking (what ``fetch`` takes).

@@ -39,12 +39,23 @@ APP_TASKS = {
     "aggregator.register",
     "aggregator.apply_push",
     "aggregator.poll",
+    "tracking.poll",
+    "tracking.poll_batch",
+    "tracking.check_overdue",
+    "tracking.digest",
 }
 #: Periodic tasks, with their period in seconds (the scheduler enqueues them).
-PERIODIC = {"maintenance.sweep": 60, "aggregator.poll": 60}
+PERIODIC = {
+    "maintenance.sweep": 60,
+    "aggregator.poll": 60,
+    "tracking.poll": 60,
+    "tracking.check_overdue": 3600,
+    "tracking.digest": 3600,
+}
 #: The tasks whose lost jobs the sweeper finds again (``events.handle`` jobs come from a
-#: dispatch, which is itself swept; a periodic task comes back with its next slot).
-SWEPT = APP_TASKS - {"events.handle"} - set(PERIODIC)
+#: dispatch, which is itself swept; a periodic task comes back with its next slot; a lost
+#: poll batch leaves its parcels leased until the lease ends, then the next poll takes them).
+SWEPT = APP_TASKS - {"events.handle", "tracking.poll_batch"} - set(PERIODIC)
 PURGES = {"webhook.payloads", "idempotency.records", "jobs.periodic_runs", "events.dispatched"}
 
 
