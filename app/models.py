@@ -2,6 +2,7 @@
 
 from app.db import Base
 from app.exceptions.models import ExceptionCase
+from app.fulfillment.models import ShopifyFulfillment, ShopifyFulfillmentEvent, ShopifySyncStop
 from app.idempotency.models import IdempotencyRecord
 from app.jobs.models import OutboxMessage, PeriodicRun
 from app.mail.models import OutgoingEmail
@@ -38,6 +39,9 @@ __all__ = [
     "RoutingRule",
     "Shipment",
     "ShipmentLine",
+    "ShopifyFulfillment",
+    "ShopifyFulfillmentEvent",
+    "ShopifySyncStop",
     "Supplier",
     "SupplierProduct",
     "TrackingEvent",
