@@ -6,12 +6,28 @@ userErrors; THROTTLED; a refused token stops the shop)."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
 import respx
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import select, update
 
+from app.db import Database, utcnow
+from app.fulfillment import service as fulfillment_service
+from app.fulfillment.models import ShopifyFulfillment
+from app.fulfillment.tasks import create_fulfillment, shipment_shipped
+from app.jobs.task import TaskContext
+from app.merchants.models import Merchant
+from app.merchants.service import set_shopify_token
+from app.security import SecretBox
+from app.settings import DEFAULT_SHOPIFY_API_VERSION, Settings
 from connectors.base import PermanentConnectorError, RetryableConnectorError
 from connectors.shopify_admin import (
     RECENT_CALLS,
@@ -22,7 +38,14 @@ from connectors.shopify_admin import (
     UserErrors,
     admin_http_client,
 )
-from tests.support.shopify_admin import ShopifyAdminSim, throttled, unauthorized
+from tests.conftest import MerchantHandle, make_merchant
+from tests.support.order_flow import FIXTURE_SKUS, open_exceptions
+from tests.support.portal import offer, portal_supplier
+from tests.support.routing import send_order, wait_pos
+from tests.support.shopify import order_payload
+from tests.support.shopify_admin import Fo, ShopifyAdminSim, throttled, unauthorized
+from tests.support.wait import eventually
+from workers.maintenance import sweep
 
 VERSION = "2025-10"
 SHOP = "acme-store.myshopify.com"
@@ -145,3 +168,439 @@ class TestAdminClient:
             "Invalid fulfillment order line item quantity requested."
         )
         assert sim.fulfillments[ORDER] == []
+
+
+# --- The sync, end to end: Shopify order -> portal supplier -> shipment -> fulfillment ---------
+
+Client = AsyncTestClient[Litestar]
+STORE = "route-shop.myshopify.com"
+STORE_ENDPOINT = f"http://shopify.test/{STORE}/admin/api/{DEFAULT_SHOPIFY_API_VERSION}/graphql.json"
+NEW_TOKEN = "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"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Every Admin call of the app goes to the simulated Shopify (the URL rewrite in use)."""
+    return settings.model_copy(update={"shopify_admin_url": ADMIN_URL})
+
+
+@pytest.fixture
+def shopify() -> Iterator[ShopifyAdminSim]:
+    simulator = ShopifyAdminSim()
+    with respx.mock(assert_all_called=False) as mock:
+        mock.post(STORE_ENDPOINT).mock(side_effect=simulator.handle)
+        yield simulator
+
+
+@pytest.fixture
+def ctx(settings: Settings, db: Database) -> TaskContext:
+    """A worker's context, for running a task here and now (as a duplicate delivery would)."""
+    return TaskContext(settings=settings, db=db, box=SecretBox(settings.resolved_secret_key()))
+
+
+async def set_token(db: Database, settings: Settings, shop: MerchantHandle, token: str) -> None:
+    async with db.transaction() as session:
+        merchant = await session.get(Merchant, shop.id)
+        assert merchant is not None
+        await set_shopify_token(session, SecretBox(settings.resolved_secret_key()), merchant, token)
+
+
+@pytest.fixture
+async def store(db: Database, settings: Settings) -> MerchantHandle:
+    shop = await make_merchant(db, STORE, auto_route=True)
+    await set_token(db, settings, shop, TOKEN)
+    return shop
+
+
+@pytest.fixture
+async def supplier(client: Client, store: MerchantHandle) -> dict[str, Any]:
+    s = await portal_supplier(client, store, "Alpha")
+    for sku in FIXTURE_SKUS:
+        await offer(client, store, s["supplier"]["id"], sku, stock=10)
+    return s
+
+
+async def placed_order(
+    client: Client, store: MerchantHandle, shopify: ShopifyAdminSim, **quantities: int
+) -> tuple[dict[str, Any], list[Fo]]:
+    """The fixture order with these SKUs and quantities, known to Shopify (its fulfillment
+    orders) and placed with the portal supplier: its purchase order."""
+    items = []
+    lines = {}
+    for item in order_payload()["line_items"]:
+        if item["sku"] in quantities:
+            items.append({**item, "quantity": quantities[item["sku"]]})
+            lines[f"gid://shopify/LineItem/{item['id']}"] = quantities[item["sku"]]
+    fos = shopify.add_order(ORDER, lines)
+    await send_order(client, line_items=items)
+    [po] = await wait_pos(client, store, lambda p: len(p) == 1 and p[0]["status"] == "placed")
+    return po, fos
+
+
+async def ship(
+    client: Client,
+    db: Database,
+    supplier: dict[str, Any],
+    po: dict[str, Any],
+    tracking: str,
+    **lines: int,
+) -> uuid.UUID:
+    r = await client.post(
+        f"/supplier/v1/orders/{po['id']}/shipments",
+        json={
+            "carrier": "UPS",
+            "tracking_number": tracking,
+            "tracking_url": f"https://www.ups.com/track?tracknum={tracking}",
+            "lines": [{"sku": f"{sku}-S", "quantity": q} for sku, q in lines.items()],
+        },
+        headers={"Authorization": f"Bearer {supplier['api_key']}"},
+    )
+    assert r.status_code == 201, r.text
+    shipment_id = uuid.UUID(r.json()["id"])
+    await announce(db, shipment_id)
+    return shipment_id
+
+
+async def announce(db: Database, shipment_id: uuid.UUID) -> None:
+    """What the lifecycle seam's ``shipment.shipped`` subscriber does."""
+    async with db.transaction() as session:
+        await shipment_shipped(session, shipment_id)
+
+
+async def row(db: Database, shipment_id: uuid.UUID) -> ShopifyFulfillment:
+    async with db.sessionmaker() as session:
+        found = await session.scalar(
+            select(ShopifyFulfillment).where(ShopifyFulfillment.shipment_id == shipment_id)
+        )
+    assert found is not None
+    return found
+
+
+async def settled(db: Database, shipment_id: uuid.UUID, *states: str) -> ShopifyFulfillment:
+    async def probe() -> ShopifyFulfillment | None:
+        found = await row(db, shipment_id)
+        return found if found.state in states else None
+
+    return await eventually(probe, timeout=30)
+
+
+def expected_create(fo: Fo, tracking: str, *lines: tuple[int, int], notify: bool = False) -> Any:
+    """The fulfillmentCreate variables for ``lines`` ((index of the FO line, quantity))."""
+    return {
+        "fulfillment": {
+            "notifyCustomer": notify,
+            "lineItemsByFulfillmentOrder": [
+                {
+                    "fulfillmentOrderId": fo.id,
+                    "fulfillmentOrderLineItems": [
+                        {"id": fo.lines[i].id, "quantity": q} for i, q in lines
+                    ],
+                }
+            ],
+            "trackingInfo": {
+                "company": "UPS",
+                "number": tracking,
+                "url": f"https://www.ups.com/track?tracknum={tracking}",
+            },
+        }
+    }
+
+
+async def timeline(client: Client, store: MerchantHandle, order_id: str) -> list[tuple[str, str]]:
+    r = await client.get(f"/api/v1/orders/{order_id}", headers=store.headers)
+    assert r.status_code == 200, r.text
+    return [
+        (e["type"], e["message"]) for e in r.json()["timeline"] if e["type"].startswith("shopify.")
+    ]
+
+
+class TestFulfillmentSync:
+    async def test_one_shipment_one_fulfillment_also_when_the_task_runs_again(
+        self,
+        client: Client,
+        db: Database,
+        ctx: TaskContext,
+        store: MerchantHandle,
+        supplier: dict[str, Any],
+        shopify: ShopifyAdminSim,
+    ) -> None:
+        po, [fo] = await placed_order(client, store, shopify, IPOD2008GREEN=1, IPOD2008RED=1)
+        shipment = await ship(client, db, supplier, po, "1Z999AA10123456784")
+        done = await settled(db, shipment, "created")
+        [create] = shopify.of("FulfillmentCreate")
+        assert create.variables == expected_create(fo, "1Z999AA10123456784", (0, 1), (1, 1))
+        assert create.token == TOKEN
+        [made] = shopify.fulfillments[ORDER]
+        assert (done.shopify_fulfillment_id, done.fulfillment_ids, done.attempts) == (
+            made["id"],
+            [made["id"]],
+            1,
+        )
+        assert [ln.remaining for ln in fo.lines] == [0, 0]
+        assert await timeline(client, store, po["order_id"]) == [
+            ("shopify.fulfilled", f"fulfilled in Shopify: {made['id']}")
+        ]
+
+        # Duplicate deliveries of the job (at once, and later) call nothing.
+        calls = len(shopify.calls)
+        await asyncio.gather(*(create_fulfillment(ctx, str(shipment)) for _ in range(3)))
+        await announce(db, shipment)  # the event again: the row exists, no job
+        await create_fulfillment(ctx, str(shipment))
+        assert len(shopify.calls) == calls
+        assert shopify.operations() == ["OrderFulfillmentOrders", "FulfillmentCreate"]
+
+    async def test_a_partial_shipment_fulfils_only_its_lines_and_quantities(
+        self,
+        client: Client,
+        db: Database,
+        store: MerchantHandle,
+        supplier: dict[str, Any],
+        shopify: ShopifyAdminSim,
+    ) -> None:
+        po, [fo] = await placed_order(client, store, shopify, IPOD2008GREEN=3, IPOD2008RED=1)
+        first = await ship(client, db, supplier, po, "1ZPART1", IPOD2008GREEN=2)
+        await settled(db, first, "created")
+        [create] = shopify.of("FulfillmentCreate")
+        assert create.variables == expected_create(fo, "1ZPART1", (0, 2))
+        assert [ln.remaining for ln in fo.lines] == [1, 1]
+
+        second = await ship(client, db, supplier, po, "1ZPART2")  # everything still owed
+        await settled(db, second, "created")
+        assert shopify.of("FulfillmentCreate")[1].variables == expected_create(
+            fo, "1ZPART2", (0, 1), (1, 1)
+        )
+        assert [ln.remaining for ln in fo.lines] == [0, 0]
+        assert len(shopify.fulfillments[ORDER]) == 2
+
+    async def test_a_lost_answer_is_looked_up_and_adopted_not_created_again(
+        self,
+        client: Client,
+        db: Database,
+        store: MerchantHandle,
+        supplier: dict[str, Any],
+        shopify: ShopifyAdminSim,
+    ) -> None:
+        po, _ = await placed_order(client, store, shopify, IPOD2008GREEN=1)
+
+        def lose_the_answer() -> None:
+            raise httpx.ReadTimeout("the answer never came")
+
+        shopify.after["FulfillmentCreate"] = lose_the_answer
+        shipment = await ship(client, db, supplier, po, "1ZLOST")
+        done = await settled(db, shipment, "created")
+        # Shopify created it; the retry looked, found it by its tracking number, kept it.
+        assert shopify.operations() == [
+            "OrderFulfillmentOrders",
+            "FulfillmentCreate",
+            "OrderFulfillments",
+        ]
+        [made] = shopify.fulfillments[ORDER]
+        assert (done.shopify_fulfillment_id, done.attempts) == (made["id"], 2)
+        assert await timeline(client, store, po["order_id"]) == [
+            (
+                "shopify.fulfilled",
+                f"fulfilled in Shopify: {made['id']} (found after an interrupted attempt)",
+            )
+        ]
+
+    async def test_a_crash_between_the_call_and_our_commit_creates_no_second_fulfillment(
+        self,
+        client: Client,
+        db: Database,
+        ctx: TaskContext,
+        store: MerchantHandle,
+        supplier: dict[str, Any],
+        shopify: ShopifyAdminSim,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        po, [fo] = await placed_order(client, store, shopify, IPOD2008GREEN=1, IPOD2008RED=1)
+        real = fulfillment_service.mark_created
+        crashed = asyncio.Event()
+
+        async def crash_before_commit(*args: Any, **kwargs: Any) -> None:
+            await real(*args, **kwargs)  # written, then the worker dies: nothing commits
+            if not crashed.is_set():
+                crashed.set()
+                raise SystemError("worker died before the commit")
+
+        monkeypatch.setattr(fulfillment_service, "mark_created", crash_before_commit)
+        shipment = await ship(client, db, supplier, po, "1ZCRASH")
+        await asyncio.wait_for(crashed.wait(), 30)
+        await asyncio.sleep(0.5)  # the job's own retries find the row claimed: they leave it
+        stuck = await row(db, shipment)
+        assert (stuck.state, stuck.shopify_fulfillment_id) == ("creating", None)
+        assert len(shopify.fulfillments[ORDER]) == 1
+
+        # The claim's lease runs out; the sweeper sends the shipment again.
+        async with db.transaction() as session:
+            await session.execute(
+                update(ShopifyFulfillment)
+                .where(ShopifyFulfillment.shipment_id == shipment)
+                .values(claimed_at=utcnow() - timedelta(hours=1))
+            )
+        await sweep(ctx, 0)
+        done = await settled(db, shipment, "created")
+        [made] = shopify.fulfillments[ORDER]
+        assert done.shopify_fulfillment_id == made["id"]
+        assert shopify.operations() == [
+            "OrderFulfillmentOrders",
+            "FulfillmentCreate",
+            "OrderFulfillments",
+        ]
+        assert [ln.remaining for ln in fo.lines] == [0, 0]
+
+    async def test_user_errors_go_to_the_timeline_and_the_exceptions_queue(
+        self,
+        client: Client,
+        db: Database,
+        store: MerchantHandle,
+        supplier: dict[str, Any],
+        shopify: ShopifyAdminSim,
+    ) -> None:
+        po, _ = await placed_order(client, store, shopify, IPOD2008GREEN=1)
+        refusal = {
+            "data": {
+                "fulfillmentCreate": {
+                    "fulfillment": None,
+                    "userErrors": [
+                        {
+                            "field": ["fulfillment", "lineItemsByFulfillmentOrder"],
+                            "message": "Fulfillment order is on hold.",
+                        }
+                    ],
+                }
+            }
+        }
+        shopify.overrides["FulfillmentCreate"] = [lambda: httpx.Response(200, json=refusal)]
+        shipment = await ship(client, db, supplier, po, "1ZREFUSED")
+        failed = await settled(db, shipment, "failed")
+        reason = (
+            "Shopify refused FulfillmentCreate: "
+            "fulfillment.lineItemsByFulfillmentOrder: Fulfillment order is on hold."
+        )
+        assert (failed.last_error, failed.attempts) == (reason, 1)
+        assert await timeline(client, store, po["order_id"]) == [
+            ("shopify.fulfillment_failed", reason)
+        ]
+        [case] = await open_exceptions(client, store)
+        assert (case["kind"], case["reason"], case["order_id"], case["data"]) == (
+            "shopify_fulfillment_failed",
+            reason,
+            po["order_id"],
+            {"shipment_id": str(shipment)},
+        )
+        assert shopify.operations() == ["OrderFulfillmentOrders", "FulfillmentCreate"]
+
+    async def test_throttled_is_retried_later_and_creates_once(
+        self,
+        client: Client,
+        db: Database,
+        store: MerchantHandle,
+        supplier: dict[str, Any],
+        shopify: ShopifyAdminSim,
+    ) -> None:
+        po, [fo] = await placed_order(client, store, shopify, IPOD2008GREEN=1)
+        shopify.overrides["OrderFulfillmentOrders"] = [lambda: throttled(530, 500, 50)]
+        shipment = await ship(client, db, supplier, po, "1ZSLOW")
+        done = await settled(db, shipment, "created")
+        assert shopify.operations() == [
+            "OrderFulfillmentOrders",
+            "OrderFulfillmentOrders",
+            "FulfillmentCreate",
+        ]
+        assert done.attempts == 2
+        assert shopify.of("FulfillmentCreate")[0].variables == expected_create(fo, "1ZSLOW", (0, 1))
+
+    async def test_a_refused_token_stops_the_shop_until_a_new_one_is_given(
+        self,
+        client: Client,
+        db: Database,
+        ctx: TaskContext,
+        settings: Settings,
+        store: MerchantHandle,
+        supplier: dict[str, Any],
+        shopify: ShopifyAdminSim,
+    ) -> None:
+        po, [fo] = await placed_order(client, store, shopify, IPOD2008GREEN=1, IPOD2008RED=1)
+        shopify.overrides["OrderFulfillmentOrders"] = [unauthorized]
+        first = await ship(client, db, supplier, po, "1ZAUTH1", IPOD2008GREEN=1)
+
+        async def stopped() -> ShopifyFulfillment | None:
+            found = await row(db, first)
+            return found if found.last_error else None
+
+        waiting = await eventually(stopped)
+        reason = f"Shopify refused the access token ({STORE})"
+        assert (waiting.state, waiting.attempts, waiting.last_error) == (
+            "pending",
+            0,
+            f"Shopify sync stopped: {reason}",
+        )
+        told = (
+            f"Shopify sync stopped: {reason}. Give the store a new access token "
+            "(PUT /api/v1/settings/shopify-token); waiting shipments are sent then."
+        )
+        assert await timeline(client, store, po["order_id"]) == [("shopify.sync_stopped", told)]
+        [case] = await open_exceptions(client, store)
+        assert (case["kind"], case["reason"]) == ("shopify_sync_stopped", told)
+
+        # The next shipment of the shop waits without calling; nothing is retried meanwhile.
+        second = await ship(client, db, supplier, po, "1ZAUTH2", IPOD2008RED=1)
+        await eventually(lambda: _has_error(db, second))
+        assert shopify.operations() == ["OrderFulfillmentOrders"]
+        await sweep(ctx, 0)
+        await create_fulfillment(ctx, str(first))
+        assert shopify.operations() == ["OrderFulfillmentOrders"]
+        assert len(await open_exceptions(client, store)) == 1
+
+        # A new token resumes the sync: both shipments go, with it.
+        await set_token(db, settings, store, NEW_TOKEN)
+        await sweep(ctx, 0)
+        await settled(db, first, "created")
+        await settled(db, second, "created")
+        creates = shopify.of("FulfillmentCreate")
+        assert {c.token for c in creates} == {NEW_TOKEN}
+        assert sorted(c.variables["fulfillment"]["trackingInfo"]["number"] for c in creates) == [
+            "1ZAUTH1",
+            "1ZAUTH2",
+        ]
+        assert [ln.remaining for ln in fo.lines] == [0, 0]
+
+    async def test_the_merchants_settings_turn_sync_off_and_shopifys_email_on(
+        self,
+        client: Client,
+        db: Database,
+        store: MerchantHandle,
+        supplier: dict[str, Any],
+        shopify: ShopifyAdminSim,
+    ) -> None:
+        po, [fo] = await placed_order(client, store, shopify, IPOD2008GREEN=1, IPOD2008RED=1)
+        await set_shopify_settings(db, store, {"sync_fulfillments": False})
+        off = await ship(client, db, supplier, po, "1ZOFF", IPOD2008GREEN=1)
+        skipped = await settled(db, off, "skipped")
+        assert skipped.last_error == "Shopify fulfillment sync is off for this store"
+        assert shopify.calls == []
+
+        await set_shopify_settings(db, store, {"notify_customer": True})
+        on = await ship(client, db, supplier, po, "1ZON", IPOD2008RED=1)
+        await settled(db, on, "created")
+        [create] = shopify.of("FulfillmentCreate")
+        assert create.variables == expected_create(fo, "1ZON", (1, 1), notify=True)
+        assert await timeline(client, store, po["order_id"]) == [
+            ("shopify.fulfillment_skipped", "Shopify fulfillment sync is off for this store"),
+            ("shopify.fulfilled", f"fulfilled in Shopify: {shopify.fulfillments[ORDER][0]['id']}"),
+        ]
+
+
+async def _has_error(db: Database, shipment_id: uuid.UUID) -> bool:
+    try:
+        return bool((await row(db, shipment_id)).last_error)
+    except AssertionError:
+        return False
+
+
+async def set_shopify_settings(db: Database, shop: MerchantHandle, section: dict[str, Any]) -> None:
+    async with db.transaction() as session:
+        merchant = await session.get(Merchant, shop.id)
+        assert merchant is not None
+        merchant.settings = {**merchant.settings, "shopify": section}
