@@ -7,11 +7,13 @@ userErrors; THROTTLED; a refused token stops the shop)."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+import dramatiq
 import httpx
 import pytest
 import respx
@@ -21,18 +23,28 @@ from sqlalchemy import select, update
 
 from app.db import Database, utcnow
 from app.fulfillment import service as fulfillment_service
-from app.fulfillment.models import ShopifyFulfillment
-from app.fulfillment.tasks import create_fulfillment, shipment_shipped
+from app.fulfillment.models import ShopifyFulfillment, ShopifyFulfillmentEvent
+from app.fulfillment.service import Shop
+from app.fulfillment.tasks import (
+    admin,
+    create_fulfillment,
+    shipment_shipped,
+    shipment_status,
+    tracking_changed,
+)
 from app.jobs.task import TaskContext
 from app.merchants.models import Merchant
 from app.merchants.service import set_shopify_token
+from app.purchasing.models import Shipment
 from app.security import SecretBox
 from app.settings import DEFAULT_SHOPIFY_API_VERSION, Settings
 from connectors.base import PermanentConnectorError, RetryableConnectorError
 from connectors.shopify_admin import (
     RECENT_CALLS,
+    Bucket,
     BudgetExceeded,
     MemoryCostStore,
+    RedisCostStore,
     ShopifyAdmin,
     ShopifyAuthError,
     UserErrors,
@@ -243,6 +255,7 @@ async def ship(
     supplier: dict[str, Any],
     po: dict[str, Any],
     tracking: str,
+    announce_it: bool = True,
     **lines: int,
 ) -> uuid.UUID:
     r = await client.post(
@@ -257,7 +270,8 @@ async def ship(
     )
     assert r.status_code == 201, r.text
     shipment_id = uuid.UUID(r.json()["id"])
-    await announce(db, shipment_id)
+    if announce_it:
+        await announce(db, shipment_id)
     return shipment_id
 
 
@@ -604,3 +618,177 @@ async def set_shopify_settings(db: Database, shop: MerchantHandle, section: dict
         merchant = await session.get(Merchant, shop.id)
         assert merchant is not None
         merchant.settings = {**merchant.settings, "shopify": section}
+
+
+async def report(
+    client: Client,
+    db: Database,
+    supplier: dict[str, Any],
+    shipment: uuid.UUID,
+    status: str,
+    at: str,
+) -> None:
+    """A carrier status from the supplier, and what the seam's ``shipment.<status>`` subscriber
+    does with it."""
+    r = await client.post(
+        f"/supplier/v1/shipments/{shipment}/events",
+        json={"status": status, "occurred_at": at},
+        headers={"Authorization": f"Bearer {supplier['api_key']}"},
+    )
+    assert r.status_code in (200, 201), r.text
+    async with db.transaction() as session:
+        await shipment_status(session, shipment, status, datetime.fromisoformat(at))
+
+
+async def pushed(db: Database, shipment: uuid.UUID) -> dict[str, str]:
+    async with db.sessionmaker() as session:
+        rows = await session.scalars(
+            select(ShopifyFulfillmentEvent).where(ShopifyFulfillmentEvent.shipment_id == shipment)
+        )
+        return {e.status: e.state for e in rows}
+
+
+class TestTrackingInShopify:
+    async def test_each_status_becomes_one_fulfillment_event(
+        self,
+        client: Client,
+        db: Database,
+        store: MerchantHandle,
+        supplier: dict[str, Any],
+        shopify: ShopifyAdminSim,
+    ) -> None:
+        po, _ = await placed_order(client, store, shopify, IPOD2008GREEN=1)
+        shipment = await ship(client, db, supplier, po, "1ZEVENTS")
+        done = await settled(db, shipment, "created")
+        await report(client, db, supplier, shipment, "in_transit", "2026-11-27T08:00:00+00:00")
+        await report(client, db, supplier, shipment, "in_transit", "2026-11-27T18:00:00+00:00")
+        await report(client, db, supplier, shipment, "delivered", "2026-11-28T10:30:00+00:00")
+        await eventually(
+            lambda: _equals(pushed(db, shipment), {"in_transit": "created", "delivered": "created"})
+        )
+        fid = done.shopify_fulfillment_id
+        assert [{k: v for k, v in e.items() if k != "id"} for e in shopify.events] == [
+            {
+                "fulfillmentId": fid,
+                "status": "IN_TRANSIT",
+                "happenedAt": "2026-11-27T08:00:00+00:00",
+            },
+            {
+                "fulfillmentId": fid,
+                "status": "DELIVERED",
+                "happenedAt": "2026-11-28T10:30:00+00:00",
+            },
+        ]
+        assert (await row(db, shipment)).last_event_status == "delivered"
+
+    async def test_a_status_before_the_fulfillment_waits_for_it_and_returned_is_a_failure(
+        self,
+        client: Client,
+        db: Database,
+        store: MerchantHandle,
+        supplier: dict[str, Any],
+        shopify: ShopifyAdminSim,
+    ) -> None:
+        po, _ = await placed_order(client, store, shopify, IPOD2008GREEN=1)
+        shipment = await ship(client, db, supplier, po, "1ZEARLY", announce_it=False)
+        await report(client, db, supplier, shipment, "returned", "2026-11-29T09:00:00+00:00")
+        await asyncio.sleep(0.3)
+        assert shopify.events == []  # no fulfillment yet: nothing to attach it to
+        await announce(db, shipment)
+        done = await settled(db, shipment, "created")
+        await eventually(lambda: _equals(pushed(db, shipment), {"returned": "created"}))
+        [event] = shopify.events
+        assert {k: v for k, v in event.items() if k != "id"} == {
+            "fulfillmentId": done.shopify_fulfillment_id,
+            "status": "FAILURE",
+            "happenedAt": "2026-11-29T09:00:00+00:00",
+            "message": "Returned to sender",
+        }
+
+    async def test_a_changed_tracking_number_updates_the_fulfillment(
+        self,
+        client: Client,
+        db: Database,
+        store: MerchantHandle,
+        supplier: dict[str, Any],
+        shopify: ShopifyAdminSim,
+    ) -> None:
+        po, _ = await placed_order(client, store, shopify, IPOD2008GREEN=1)
+        shipment = await ship(client, db, supplier, po, "1ZOLD")
+        done = await settled(db, shipment, "created")
+        async with db.transaction() as session:
+            await session.execute(
+                update(Shipment)
+                .where(Shipment.id == shipment)
+                .values(
+                    tracking_number="1ZNEW", tracking_url="https://www.ups.com/track?tracknum=1ZNEW"
+                )
+            )
+            await tracking_changed(session, shipment)
+        await eventually(lambda: _some(shopify.of("FulfillmentTrackingInfoUpdate")))
+        [call] = shopify.of("FulfillmentTrackingInfoUpdate")
+        assert call.variables == {
+            "fulfillmentId": done.shopify_fulfillment_id,
+            "trackingInfoInput": {
+                "company": "UPS",
+                "number": "1ZNEW",
+                "url": "https://www.ups.com/track?tracknum=1ZNEW",
+            },
+            "notifyCustomer": False,
+        }
+        [made] = shopify.fulfillments[ORDER]
+        assert made["trackingInfo"][0]["number"] == "1ZNEW"
+
+
+class TestCostBudget:
+    async def test_workers_share_each_shops_bucket_and_wait_instead_of_being_throttled(
+        self, settings: Settings, db: Database, shopify: ShopifyAdminSim
+    ) -> None:
+        box = SecretBox(settings.resolved_secret_key())
+        one = TaskContext(settings=settings, db=db, box=box)
+        # Another worker process shares the bucket through Redis; the embedded deployment
+        # has a single worker process (one context).
+        other = TaskContext(settings=settings, db=db, box=box) if settings.redis_url else one
+        shop = Shop(uuid.uuid4(), STORE, TOKEN, False)
+        shopify.add_order(ORDER, {GREEN: 1})
+        shopify.available = 100
+        await admin(one, shop).fulfillment_orders(ORDER)
+        with pytest.raises(BudgetExceeded) as held:
+            await admin(other, shop).fulfillment_orders(ORDER)
+        # (530 points the query may cost - 100 left) / 50 restored a second, rounded up.
+        assert held.value.retry_after == 9
+        assert shopify.operations() == ["OrderFulfillmentOrders"]
+        assert isinstance(
+            other.shopify_costs, RedisCostStore if settings.redis_url else MemoryCostStore
+        )
+
+    async def test_a_sync_waiting_for_the_budget_backs_off_without_spending_an_attempt(
+        self,
+        client: Client,
+        db: Database,
+        ctx: TaskContext,
+        store: MerchantHandle,
+        supplier: dict[str, Any],
+        shopify: ShopifyAdminSim,
+    ) -> None:
+        po, _ = await placed_order(client, store, shopify, IPOD2008GREEN=1)
+        shipment = await ship(client, db, supplier, po, "1ZWAIT", announce_it=False)
+        async with db.transaction() as session:
+            assert await fulfillment_service.track_shipment(session, shipment)
+        ctx.shopify_costs.put(STORE, Bucket(1000.0, 0.0, 50.0, time.time()))
+        with pytest.raises(dramatiq.Retry) as retry:
+            await create_fulfillment(ctx, str(shipment))
+        waiting = await row(db, shipment)
+        assert (waiting.state, waiting.attempts, waiting.claimed_at) == ("pending", 0, None)
+        assert waiting.next_attempt_at is not None
+        assert waiting.next_attempt_at >= utcnow() + timedelta(seconds=9)
+        assert retry.value.delay >= 10_000
+        assert shopify.calls == []
+
+
+async def _equals(got: Any, expected: Any) -> bool:
+    return bool(await got == expected)
+
+
+async def _some(items: list[Any]) -> bool:
+    return bool(items)

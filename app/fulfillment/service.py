@@ -564,7 +564,7 @@ class EventClaim:
     attempt: int
 
 
-#: ``claim_event``'s answer when the fulfillment does not exist yet: try again later.
+#: ``claim_event``'s answer when the fulfillment does not exist yet: its creation sends it.
 NOT_YET = "not_yet"
 
 
@@ -580,13 +580,15 @@ async def claim_event(
     now = utcnow()
     if ev.next_attempt_at is not None and ev.next_attempt_at > now + EARLY:
         return None
-    row = await load(session, shipment_id)
-    if row is None or row.state in (SyncState.FAILED, SyncState.SKIPPED):
+    # Locked: a creation committing now either sees this event waiting (and enqueues it) or
+    # has committed before we look.
+    row = await load(session, shipment_id, lock=True)
+    if row is not None and row.state in (SyncState.FAILED, SyncState.SKIPPED):
         ev.state = SyncState.SKIPPED
         ev.last_error = "the shipment has no Shopify fulfillment"
         return None
-    if row.state != SyncState.CREATED or not row.fulfillment_ids:
-        return NOT_YET
+    if row is None or row.state != SyncState.CREATED or not row.fulfillment_ids:
+        return NOT_YET  # the creation enqueues the shipment's waiting events
     merchant = await session.get(Merchant, row.merchant_id)
     assert merchant is not None
     shop, why = await shop_of(session, box, merchant)
@@ -647,13 +649,31 @@ async def event_done(
         )
 
 
+async def waiting_events(session: DbSession, shipment_id: uuid.UUID) -> Sequence[uuid.UUID]:
+    """The shipment's events still to push (to send once its fulfillment exists)."""
+    return (
+        await session.scalars(
+            select(ShopifyFulfillmentEvent.id).where(
+                ShopifyFulfillmentEvent.shipment_id == shipment_id,
+                ShopifyFulfillmentEvent.state == SyncState.PENDING,
+            )
+        )
+    ).all()
+
+
 async def unpushed_events(session: DbSession, window: StaleWindow) -> Sequence[uuid.UUID]:
-    """Events still to push (the ``fulfillment.event`` task's stale work)."""
+    """Events still to push whose fulfillment exists (the ``fulfillment.event`` task's stale
+    work; the others are sent when their fulfillment is created)."""
     return await window.ids(
         session,
         select(ShopifyFulfillmentEvent.id)
         .join(Merchant, Merchant.id == ShopifyFulfillmentEvent.merchant_id)
+        .join(
+            ShopifyFulfillment,
+            ShopifyFulfillment.shipment_id == ShopifyFulfillmentEvent.shipment_id,
+        )
         .where(
+            ShopifyFulfillment.state == SyncState.CREATED,
             ShopifyFulfillmentEvent.state == SyncState.PENDING,
             ShopifyFulfillmentEvent.updated_at < window.cutoff,
             window.due(ShopifyFulfillmentEvent.next_attempt_at),

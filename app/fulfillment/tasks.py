@@ -36,8 +36,6 @@ log = structlog.get_logger(__name__)
 
 BASE_DELAY_MS = 2_000
 MAX_DELAY_MS = 15 * 60_000
-#: An event waiting for its fulfillment to be created looks again this often.
-WAIT_FOR_FULFILLMENT_MS = 20_000
 #: Shopify's cost-bucket wait is honoured up to this.
 MAX_RETRY_AFTER_MS = 10 * 60_000
 CALL_TIME_LIMIT_S = 120
@@ -130,6 +128,9 @@ async def create_fulfillment(ctx: TaskContext, shipment_id: str) -> None:
 
     async with ctx.db.transaction() as session:
         await service.mark_created(session, sid, ids, adopted=adopted)
+        # Tracking statuses that came before the fulfillment go now, not at their next retry.
+        for event_id in await service.waiting_events(session, sid):
+            await enqueue(session, push_event, event_id)
     log.info("shopify.fulfilled", shipment_id=str(sid), fulfillments=ids, adopted=adopted)
 
 
@@ -144,12 +145,8 @@ async def push_event(ctx: TaskContext, event_id: str) -> None:
     eid = uuid.UUID(str(event_id))
     async with ctx.db.transaction() as session:
         claim = await service.claim_event(session, ctx.box, eid)
-        if claim == NOT_YET:
-            await service.event_wait(
-                session, eid, WAIT_FOR_FULFILLMENT_MS, "waiting for the fulfillment"
-            )
     if claim == NOT_YET:
-        raise dramatiq.Retry("fulfillment not created yet", delay=WAIT_FOR_FULFILLMENT_MS)
+        return  # the fulfillment's creation enqueues this event again
     if not isinstance(claim, service.EventClaim):
         return
     api = admin(ctx, claim.shop)
