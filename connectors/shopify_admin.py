@@ -278,7 +278,9 @@ class MemoryCostStore:
 
 class RedisCostStore:
     """Buckets shared by every worker through Redis (a sync client, like Dramatiq's rate
-    limiters: one GET or SET on a local server)."""
+    limiters: one GET or SET on a local server). Read-then-write, not atomic: two workers
+    may both spend the last points, and Shopify's THROTTLED answer (which costs nothing and is
+    retried later) is the backstop for that rare overlap."""
 
     def __init__(self, client: Any, prefix: str = "dropship:shopify:cost:") -> None:
         self.client = client
@@ -442,6 +444,12 @@ class ShopifyAdmin:
                 423: "says the shop is locked",
             }.get(status, "refused the access token")
             return ShopifyAuthError(f"Shopify {reason} ({self.shop_domain})", status)
+        if status == 403:
+            return PermanentConnectorError(
+                f"Shopify refused {operation} (HTTP 403): the access token lacks a scope "
+                "(fulfillments need write_merchant_managed_fulfillment_orders, or "
+                "write_assigned/third_party_fulfillment_orders)"
+            )
         if code == "network_error":
             return RetryableConnectorError(f"network error calling Shopify ({operation})")
         if code.startswith("rate_limited") or status == 429 or status >= 500:

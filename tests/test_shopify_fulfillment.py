@@ -127,6 +127,19 @@ class TestAdminClient:
             f"Shopify refused the access token ({SHOP})",
         )
 
+    async def test_a_missing_scope_is_permanent_and_says_which(
+        self, sim: ShopifyAdminSim, api: ShopifyAdmin
+    ) -> None:
+        sim.overrides["OrderFulfillmentOrders"] = [lambda: httpx.Response(403, text="Forbidden")]
+        with pytest.raises(PermanentConnectorError) as caught:
+            await api.fulfillment_orders(ORDER)
+        assert not isinstance(caught.value, ShopifyAuthError)
+        assert caught.value.message == (
+            "Shopify refused OrderFulfillmentOrders (HTTP 403): the access token lacks a scope "
+            "(fulfillments need write_merchant_managed_fulfillment_orders, or "
+            "write_assigned/third_party_fulfillment_orders)"
+        )
+
     async def test_server_errors_and_network_errors_are_retryable(
         self, sim: ShopifyAdminSim, api: ShopifyAdmin
     ) -> None:

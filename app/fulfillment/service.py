@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import exists, func, or_, select
 
-from app.db import DbSession, insert_for, utcnow
+from app.db import DbSession, insert_for, utcnow, uuid7
 from app.exceptions.service import open_exception
 from app.fulfillment.models import (
     ShopifyFulfillment,
@@ -103,7 +103,7 @@ async def track_shipment(session: DbSession, shipment_id: uuid.UUID) -> bool:
     result = await session.execute(
         insert_for(session)(ShopifyFulfillment)
         .values(
-            id=uuid.uuid4(),
+            id=uuid7(),
             shipment_id=shipment_id,
             merchant_id=found.merchant_id,
             order_id=found.order_id,
@@ -131,7 +131,7 @@ async def queue_event(
     if merchant_id is None:
         return None
     now = utcnow()
-    event_id = uuid.uuid4()
+    event_id = uuid7()
     result = await session.execute(
         insert_for(session)(ShopifyFulfillmentEvent)
         .values(
@@ -491,7 +491,12 @@ async def mark_retry(
 
 
 async def stop_shop(
-    session: DbSession, merchant_id: uuid.UUID, reason: str, shipment_id: uuid.UUID | None = None
+    session: DbSession,
+    merchant_id: uuid.UUID,
+    reason: str,
+    shipment_id: uuid.UUID | None = None,
+    *,
+    uncertain: bool = False,
 ) -> None:
     """Shopify refused the shop's token: stop its sync until the merchant gives another one,
     and tell the merchant once (timeline of the order at hand and the exceptions queue)."""
@@ -509,8 +514,8 @@ async def stop_shop(
     if shipment_id is not None:
         row = await load(session, shipment_id, lock=True)
         if row is not None and row.state in SyncState.OPEN:
-            # Nothing was created (Shopify refused the call): waits for a new token.
-            row.state = SyncState.PENDING
+            # Waits for a new token; still looking first if an earlier call may have created it.
+            row.state = SyncState.CREATING if uncertain else SyncState.PENDING
             row.claimed_at = None
             row.next_attempt_at = None
             row.attempts = max(0, row.attempts - 1)

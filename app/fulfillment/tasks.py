@@ -99,7 +99,13 @@ async def create_fulfillment(ctx: TaskContext, shipment_id: str) -> None:
                 ids.append(str(created["id"]))
     except ShopifyAuthError as exc:
         async with ctx.db.transaction() as session:
-            await service.stop_shop(session, claim.shop.merchant_id, exc.message, sid)
+            await service.stop_shop(
+                session,
+                claim.shop.merchant_id,
+                exc.message,
+                sid,
+                uncertain=sent or (claim.uncertain and not looked),
+            )
         log.warning(
             "shopify.sync_stopped", merchant_id=str(claim.shop.merchant_id), error=exc.message
         )
