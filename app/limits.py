@@ -25,6 +25,8 @@ MAX_STOCK = 1_000_000_000
 MAX_PRIORITY = 10_000
 #: Days a supplier takes to ship.
 MAX_LEAD_TIME_DAYS = 365
+#: A parcel may be silent this long at most before the merchant calls it stale.
+MAX_STALE_DAYS = 90
 #: Routing rule positions (tried in ascending order).
 MIN_RULE_POSITION = -1_000_000
 MAX_RULE_POSITION = 1_000_000
@@ -55,6 +57,9 @@ MAX_LONG_TEXT = 10_000
 MAX_URL = 1024
 #: An email address (RFC 5321: 64 + 1 + 255, rounded as the usual 320).
 MAX_EMAIL = 320
+#: A tracking number as given (printed labels space it out): the longest format is 34
+#: characters, 69 with a space between each; anything longer is no tracking number.
+MAX_TRACKING_NUMBER = 128
 #: Any string anywhere in an input, nested ones included (connector settings...).
 MAX_ANY_TEXT = MAX_LONG_TEXT
 #: Lines of one order, shipment, rejection, simulation.

@@ -1,6 +1,7 @@
 """Every table, imported in one place for Alembic's autogenerate and for tests."""
 
 from app.db import Base
+from app.events.models import LifecycleEvent
 from app.exceptions.models import ExceptionCase
 from app.fulfillment.models import ShopifyFulfillment, ShopifyFulfillmentEvent, ShopifySyncStop
 from app.idempotency.models import IdempotencyRecord
@@ -26,6 +27,7 @@ __all__ = [
     "Customer",
     "ExceptionCase",
     "IdempotencyRecord",
+    "LifecycleEvent",
     "LineExclusion",
     "Merchant",
     "Order",

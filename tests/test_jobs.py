@@ -34,8 +34,16 @@ APP_TASKS = {
     "order.route",
     "purchase_order.place",
     "email.send",
+    "events.dispatch",
+    "events.handle",
+    "fulfillment.create",
+    "fulfillment.event",
+    "fulfillment.tracking",
 }
-PURGES = {"webhook.payloads", "idempotency.records", "jobs.periodic_runs"}
+#: The tasks whose lost jobs the sweeper finds again (``events.handle`` jobs come from a
+#: dispatch, which is itself swept; a lost tracking update is redone by the next change).
+SWEPT = APP_TASKS - {"events.handle", "fulfillment.tracking"}
+PURGES = {"webhook.payloads", "idempotency.records", "jobs.periodic_runs", "events.dispatched"}
 
 
 async def outbox(db: Database) -> list[tuple[str, list[Any]]]:
@@ -98,7 +106,7 @@ async def test_the_sweeper_runs_every_declared_stale_query_and_purge(
 ) -> None:
     registry = worker_tasks()
     stale = [t for t in registry.tasks.values() if t.stale is not None]
-    assert {t.name for t in stale} == APP_TASKS
+    assert {t.name for t in stale} == SWEPT
     windows: list[StaleWindow] = []
     expected = []
     for declared in stale:
@@ -127,10 +135,11 @@ async def test_the_sweeper_runs_every_declared_stale_query_and_purge(
 
     assert sorted(await outbox(db)) == sorted(expected)
     assert {name for name, _ in purged} == PURGES
-    assert [(w.now - w.cutoff, w.limit) for w in windows] == [(timedelta(seconds=30), BATCH)] * 5
+    each = (timedelta(seconds=30), BATCH)
+    assert [(w.now - w.cutoff, w.limit) for w in windows] == [each] * len(SWEPT)
     assert {now for _, now in purged} == {windows[0].now}
     [line] = [entry for entry in logs if entry["event"] == "maintenance.sweep"]
-    assert {name: line[name] for name in APP_TASKS} == dict.fromkeys(APP_TASKS, 1)
+    assert {name: line[name] for name in SWEPT} == dict.fromkeys(SWEPT, 1)
 
 
 def test_the_schedule_is_every_periodic_task_declared() -> None:

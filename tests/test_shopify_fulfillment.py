@@ -10,10 +10,9 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-import dramatiq
 import httpx
 import pytest
 import respx
@@ -22,19 +21,16 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import select, update
 
 from app.db import Database, utcnow
+from app.events.models import EventType
+from app.events.service import publish
 from app.fulfillment import service as fulfillment_service
 from app.fulfillment.models import ShopifyFulfillment, ShopifyFulfillmentEvent
 from app.fulfillment.service import Shop
-from app.fulfillment.tasks import (
-    admin,
-    create_fulfillment,
-    shipment_shipped,
-    shipment_status,
-    tracking_changed,
-)
+from app.fulfillment.tasks import admin, create_fulfillment, shipment_shipped
 from app.jobs.task import TaskContext
 from app.merchants.models import Merchant
 from app.merchants.service import set_shopify_token
+from app.orders.models import Order
 from app.purchasing.models import Shipment
 from app.security import SecretBox
 from app.settings import DEFAULT_SHOPIFY_API_VERSION, Settings
@@ -57,6 +53,7 @@ from tests.support.routing import send_order, wait_pos
 from tests.support.shopify import order_payload
 from tests.support.shopify_admin import Fo, ShopifyAdminSim, throttled, unauthorized
 from tests.support.wait import eventually
+from workers.broker import RUNTIME
 from workers.maintenance import sweep
 
 VERSION = "2025-10"
@@ -268,7 +265,6 @@ async def ship(
     supplier: dict[str, Any],
     po: dict[str, Any],
     tracking: str,
-    announce_it: bool = True,
     **lines: int,
 ) -> uuid.UUID:
     r = await client.post(
@@ -282,31 +278,34 @@ async def ship(
         headers={"Authorization": f"Bearer {supplier['api_key']}"},
     )
     assert r.status_code == 201, r.text
-    shipment_id = uuid.UUID(r.json()["id"])
-    if announce_it:
-        await announce(db, shipment_id)
-    return shipment_id
+    return uuid.UUID(r.json()["id"])
 
 
 async def announce(db: Database, shipment_id: uuid.UUID) -> None:
-    """What the lifecycle seam's ``shipment.shipped`` subscriber does."""
+    """The ``shipment.shipped`` subscriber again (a repeated delivery of its job)."""
     async with db.transaction() as session:
         await shipment_shipped(session, shipment_id)
 
 
-async def row(db: Database, shipment_id: uuid.UUID) -> ShopifyFulfillment:
+async def find_row(db: Database, shipment_id: uuid.UUID) -> ShopifyFulfillment | None:
+    """The shipment's sync row (written by the ``shipment.shipped`` subscriber's job)."""
     async with db.sessionmaker() as session:
-        found = await session.scalar(
+        found: ShopifyFulfillment | None = await session.scalar(
             select(ShopifyFulfillment).where(ShopifyFulfillment.shipment_id == shipment_id)
         )
+    return found
+
+
+async def row(db: Database, shipment_id: uuid.UUID) -> ShopifyFulfillment:
+    found = await find_row(db, shipment_id)
     assert found is not None
     return found
 
 
 async def settled(db: Database, shipment_id: uuid.UUID, *states: str) -> ShopifyFulfillment:
     async def probe() -> ShopifyFulfillment | None:
-        found = await row(db, shipment_id)
-        return found if found.state in states else None
+        found = await find_row(db, shipment_id)
+        return found if found is not None and found.state in states else None
 
     return await eventually(probe, timeout=30)
 
@@ -553,8 +552,8 @@ class TestFulfillmentSync:
         first = await ship(client, db, supplier, po, "1ZAUTH1", IPOD2008GREEN=1)
 
         async def stopped() -> ShopifyFulfillment | None:
-            found = await row(db, first)
-            return found if found.last_error else None
+            found = await find_row(db, first)
+            return found if found is not None and found.last_error else None
 
         waiting = await eventually(stopped)
         reason = f"Shopify refused the access token ({STORE})"
@@ -620,10 +619,8 @@ class TestFulfillmentSync:
 
 
 async def _has_error(db: Database, shipment_id: uuid.UUID) -> bool:
-    try:
-        return bool((await row(db, shipment_id)).last_error)
-    except AssertionError:
-        return False
+    found = await find_row(db, shipment_id)
+    return found is not None and bool(found.last_error)
 
 
 async def set_shopify_settings(db: Database, shop: MerchantHandle, section: dict[str, Any]) -> None:
@@ -641,16 +638,13 @@ async def report(
     status: str,
     at: str,
 ) -> None:
-    """A carrier status from the supplier, and what the seam's ``shipment.<status>`` subscriber
-    does with it."""
+    """A carrier status from the supplier (published as ``shipment.<status>``)."""
     r = await client.post(
         f"/supplier/v1/shipments/{shipment}/events",
         json={"status": status, "occurred_at": at},
         headers={"Authorization": f"Bearer {supplier['api_key']}"},
     )
     assert r.status_code in (200, 201), r.text
-    async with db.transaction() as session:
-        await shipment_status(session, shipment, status, datetime.fromisoformat(at))
 
 
 async def pushed(db: Database, shipment: uuid.UUID) -> dict[str, str]:
@@ -703,11 +697,13 @@ class TestTrackingInShopify:
         shopify: ShopifyAdminSim,
     ) -> None:
         po, _ = await placed_order(client, store, shopify, IPOD2008GREEN=1)
-        shipment = await ship(client, db, supplier, po, "1ZEARLY", announce_it=False)
+        # Throttled first: the fulfillment comes a second or two later than the event.
+        shopify.overrides["OrderFulfillmentOrders"] = [lambda: throttled(530, 500, 50)]
+        shipment = await ship(client, db, supplier, po, "1ZEARLY")
         await report(client, db, supplier, shipment, "returned", "2026-11-29T09:00:00+00:00")
-        await asyncio.sleep(0.3)
-        assert shopify.events == []  # no fulfillment yet: nothing to attach it to
-        await announce(db, shipment)
+        await eventually(lambda: _equals(pushed(db, shipment), {"returned": "pending"}))
+        early = await find_row(db, shipment)
+        assert early is None or early.state != "created"
         done = await settled(db, shipment, "created")
         await eventually(lambda: _equals(pushed(db, shipment), {"returned": "created"}))
         [event] = shopify.events
@@ -737,7 +733,14 @@ class TestTrackingInShopify:
                     tracking_number="1ZNEW", tracking_url="https://www.ups.com/track?tracknum=1ZNEW"
                 )
             )
-            await tracking_changed(session, shipment)
+            order = await session.get(Order, uuid.UUID(po["order_id"]))
+            await publish(
+                session,
+                order,
+                EventType.SHIPMENT_TRACKING_UPDATED,
+                key=f"shipment.tracking_updated:{shipment}:1ZNEW",
+                shipment_id=str(shipment),
+            )
         await eventually(lambda: _some(shopify.of("FulfillmentTrackingInfoUpdate")))
         [call] = shopify.of("FulfillmentTrackingInfoUpdate")
         assert call.variables == {
@@ -779,23 +782,26 @@ class TestCostBudget:
         self,
         client: Client,
         db: Database,
-        ctx: TaskContext,
         store: MerchantHandle,
         supplier: dict[str, Any],
         shopify: ShopifyAdminSim,
     ) -> None:
         po, _ = await placed_order(client, store, shopify, IPOD2008GREEN=1)
-        shipment = await ship(client, db, supplier, po, "1ZWAIT", announce_it=False)
-        async with db.transaction() as session:
-            assert await fulfillment_service.track_shipment(session, shipment)
-        ctx.shopify_costs.put(STORE, Bucket(1000.0, 0.0, 50.0, time.time()))
-        with pytest.raises(dramatiq.Retry) as retry:
-            await create_fulfillment(ctx, str(shipment))
-        waiting = await row(db, shipment)
-        assert (waiting.state, waiting.attempts, waiting.claimed_at) == ("pending", 0, None)
-        assert waiting.next_attempt_at is not None
-        assert waiting.next_attempt_at >= utcnow() + timedelta(seconds=9)
-        assert retry.value.delay >= 10_000
+        # The workers' bucket of the shop is empty (another app, another worker spent it).
+        RUNTIME.context().shopify_costs.put(STORE, Bucket(1000.0, 0.0, 50.0, time.time()))
+        shipment = await ship(client, db, supplier, po, "1ZWAIT")
+
+        async def waiting() -> ShopifyFulfillment | None:
+            found = await find_row(db, shipment)
+            return found if found is not None and found.last_error else None
+
+        held = await eventually(waiting)
+        assert (held.state, held.attempts, held.claimed_at) == ("pending", 0, None)
+        assert held.last_error is not None
+        assert held.last_error.startswith(f"Shopify cost budget of {STORE} is spent (")
+        assert held.last_error.endswith(" of 530 points)")
+        assert held.next_attempt_at is not None
+        assert held.next_attempt_at >= utcnow() + timedelta(seconds=8)
         assert shopify.calls == []
 
 

@@ -815,7 +815,8 @@ class TestTracking:
         assert r.status_code == 400
         assert r.json()["extra"] == {"field": "status"}
         assert r.json()["detail"] == (
-            "status: one of in_transit, out_for_delivery, delivered, exception, returned"
+            "status: one of info_received, in_transit, out_for_delivery, delivered, exception, "
+            "returned"
         )
         r = await event(client, alpha, shipment, "delivered", "2026-11-27T10:00:00")
         assert r.status_code == 400

@@ -32,7 +32,7 @@ from app.jobs.backoff import EARLY
 from app.jobs.task import StaleWindow
 from app.merchants.models import Merchant
 from app.merchants.service import shopify_token
-from app.merchants.settings import settings_of
+from app.merchants.settings import ShopifySettings, settings_of
 from app.orders.models import Order, OrderLine
 from app.purchasing.models import PurchaseOrder, PurchaseOrderLine, Shipment, ShipmentLine
 from app.security import SecretBox
@@ -66,23 +66,10 @@ def tracking_company(shipment: Shipment) -> str | None:
     return shipment.carrier
 
 
-@dataclass(frozen=True)
-class ShopifyPrefs:
-    sync_fulfillments: bool = True
-    notify_customer: bool = False
-
-
-def shopify_prefs(merchant: Merchant) -> ShopifyPrefs:
+def shopify_prefs(merchant: Merchant) -> ShopifySettings:
     """The merchant's ``shopify`` settings (sync on, Shopify's own email off by default: we
     send ours)."""
-    section = getattr(settings_of(merchant), "shopify", None)
-    if section is not None:
-        return ShopifyPrefs(bool(section.sync_fulfillments), bool(section.notify_customer))
-    raw = (merchant.settings or {}).get("shopify")
-    raw = raw if isinstance(raw, dict) else {}
-    return ShopifyPrefs(
-        raw.get("sync_fulfillments", True) is not False, raw.get("notify_customer") is True
-    )
+    return settings_of(merchant).shopify
 
 
 # --- Rows -------------------------------------------------------------------------------------

@@ -23,11 +23,12 @@ import dramatiq
 import structlog
 
 from app.db import DbSession
+from app.events.models import EventType, LifecycleEvent
 from app.fulfillment import service
 from app.fulfillment.service import NOT_YET, Shop
 from app.jobs.backoff import backoff_ms
 from app.jobs.outbox import enqueue
-from app.jobs.task import TaskContext, task
+from app.jobs.task import TaskContext, subscribe, task
 from app.purchasing.models import Shipment
 from connectors.base import PermanentConnectorError, RetryableConnectorError
 from connectors.shopify_admin import BudgetExceeded, ShopifyAdmin, ShopifyAuthError
@@ -221,6 +222,39 @@ async def update_tracking(ctx: TaskContext, shipment_id: str) -> None:
 
 
 # --- Reacting to lifecycle events (subscribers: write rows, enqueue our own tasks) ------------
+
+
+def _shipment_of(event: LifecycleEvent) -> uuid.UUID | None:
+    raw = event.data.get("shipment_id")
+    try:
+        return uuid.UUID(str(raw)) if raw else None
+    except ValueError:
+        return None
+
+
+@subscribe(EventType.SHIPMENT_SHIPPED)
+async def on_shipment_shipped(ctx: TaskContext, session: DbSession, event: LifecycleEvent) -> None:
+    shipment_id = _shipment_of(event)
+    if shipment_id is not None:
+        await shipment_shipped(session, shipment_id)
+
+
+@subscribe(*(f"shipment.{status}" for status in service.EVENT_STATUS))
+async def on_tracking_status(ctx: TaskContext, session: DbSession, event: LifecycleEvent) -> None:
+    shipment_id = _shipment_of(event)
+    if shipment_id is None:
+        return
+    status = str(event.data.get("status") or event.type.removeprefix("shipment."))
+    raw = event.data.get("occurred_at")
+    occurred_at = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    await shipment_status(session, shipment_id, status, occurred_at)
+
+
+@subscribe(EventType.SHIPMENT_TRACKING_UPDATED)
+async def on_tracking_updated(ctx: TaskContext, session: DbSession, event: LifecycleEvent) -> None:
+    shipment_id = _shipment_of(event)
+    if shipment_id is not None:
+        await tracking_changed(session, shipment_id)
 
 
 async def shipment_shipped(session: DbSession, shipment_id: uuid.UUID) -> None:

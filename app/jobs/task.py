@@ -142,6 +142,22 @@ TaskFn = Callable[..., Awaitable[Any]]
 StaleQuery = Callable[[AsyncSession, StaleWindow], Awaitable[Sequence[Any]]]
 #: ``purge(session, now)``: drop (or blank) what has outlived its use; returns the rows touched.
 Purge = Callable[[AsyncSession, datetime], Awaitable[int]]
+#: ``handler(ctx, session, event)``: react to a lifecycle event (``app.events``) inside the
+#: session's transaction, idempotently (it runs at least once per event).
+Handler = Callable[..., Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """A reaction to lifecycle events of ``types`` (``"*"``: every type), named
+    ``<module>.<function>`` so that a job can name it."""
+
+    name: str
+    types: frozenset[str]
+    fn: Handler
+
+    def wants(self, type_: str) -> bool:
+        return "*" in self.types or type_ in self.types
 
 
 @dataclass(frozen=True)
@@ -168,6 +184,7 @@ class Registry:
 
     tasks: dict[str, Task] = field(default_factory=dict)
     purges: dict[str, Purge] = field(default_factory=dict)
+    subscribers: dict[str, Subscriber] = field(default_factory=dict)
 
     def task(
         self,
@@ -207,6 +224,27 @@ class Registry:
 
         return declare
 
+    def subscribe(self, *types: str) -> Callable[[Handler], Handler]:
+        """Declare ``handler(ctx, session, event)`` a subscriber of the lifecycle events of
+        ``types``: each such event runs it once (at least once) in a job of its own."""
+        if not types:
+            raise ValueError("subscribe: name at least one event type (or '*')")
+
+        def declare(fn: Handler) -> Handler:
+            name = f"{fn.__module__}.{fn.__qualname__}"
+            known = self.subscribers.get(name)
+            if known is not None and known.fn is not fn:
+                raise RuntimeError(f"subscriber {name!r} registered twice")
+            self.subscribers[name] = Subscriber(name, frozenset(types), fn)
+            return fn
+
+        return declare
+
+    def subscribers_of(self, type_: str) -> list[Subscriber]:
+        return sorted(
+            (s for s in self.subscribers.values() if s.wants(type_)), key=lambda s: s.name
+        )
+
     def periodic(self) -> list[Task]:
         return [t for t in self.tasks.values() if t.every_seconds is not None]
 
@@ -215,6 +253,7 @@ class Registry:
 REGISTRY = Registry()
 task = REGISTRY.task
 housekeeping = REGISTRY.housekeeping
+subscribe = REGISTRY.subscribe
 
 #: The module of a domain package that declares its background work.
 TASKS_MODULE = "tasks"

@@ -3,11 +3,12 @@
 They are stored as JSON on ``Merchant.settings``; every reader goes through
 :func:`settings_of` (a stored value that no longer fits the schema falls back to the default,
 with a warning, instead of failing the order that reads it) and every writer through
-:func:`save`. Later settings (branding, languages, return policy...) are added here.
+:func:`save`. Later settings (return policy, Stripe...) are added here.
 """
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -16,7 +17,8 @@ import structlog
 from msgspec import Meta
 
 from app import limits
-from app.inputs import Input
+from app.inputs import Input, OptionalText, Url
+from app.mail.address import EmailAddress, check_email
 from app.merchants.models import Merchant
 
 log = structlog.get_logger(__name__)
@@ -45,8 +47,77 @@ class RoutingSettings(Input, kw_only=True):
             )
 
 
+_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
+#: Languages the customer emails and the tracking page ship in.
+LANGUAGES = ("en", "de")
+
+
+def _check_url(field: str, value: str | None) -> None:
+    if value is not None and not value.startswith("https://"):
+        raise ValueError(f"{field}: an https:// URL")
+
+
+class BrandingSettings(Input, kw_only=True):
+    """How the store shows itself in customer emails and on the tracking page. Unset: the
+    store's domain, no logo, the default colour, the operator's sender address."""
+
+    store_name: OptionalText = None
+    logo_url: Url | None = None
+    color: Annotated[str, Meta(max_length=7, description="#RRGGBB")] | None = None
+    sender_email: EmailAddress | None = None
+    reply_to: EmailAddress | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_url("logo_url", self.logo_url)
+        if self.color is not None and not _COLOUR.fullmatch(self.color):
+            raise ValueError("color: #RRGGBB, like #1a73e8")
+        check_email("sender_email", self.sender_email)
+        check_email("reply_to", self.reply_to)
+
+
+class NotificationSettings(Input, kw_only=True):
+    """Which customer emails go out (each on or off), and the language of customers whose
+    order names none we ship."""
+
+    order_confirmation: bool = True
+    shipped: bool = True
+    out_for_delivery: bool = True
+    delivered: bool = True
+    delayed: bool = True
+    cancelled: bool = True
+    default_locale: Annotated[str, Meta(description=" or ".join(LANGUAGES))] = "en"
+    #: Who gets the merchant's alerts (late and stale parcels); empty: the merchant's email.
+    alert_recipients: Annotated[tuple[EmailAddress, ...], Meta(max_length=10)] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.default_locale not in LANGUAGES:
+            raise ValueError(f"default_locale: one of {', '.join(LANGUAGES)}")
+        for i, address in enumerate(self.alert_recipients):
+            check_email(f"alert_recipients[{i}]", address)
+
+
+class TrackingSettings(Input, kw_only=True):
+    """``stale_after_days``: a parcel with no tracking news for this long is delayed."""
+
+    stale_after_days: Annotated[int, Meta(ge=1, le=limits.MAX_STALE_DAYS)] = 7
+
+
+class ShopifySettings(Input, kw_only=True):
+    """``sync_fulfillments``: create fulfillments with tracking in the store as parcels ship.
+    ``notify_customer``: let Shopify email the customer too (off: the service sends its own)."""
+
+    sync_fulfillments: bool = True
+    notify_customer: bool = False
+
+
 class MerchantSettings(msgspec.Struct, kw_only=True):
     routing: RoutingSettings = msgspec.field(default_factory=RoutingSettings)
+    branding: BrandingSettings = msgspec.field(default_factory=BrandingSettings)
+    notifications: NotificationSettings = msgspec.field(default_factory=NotificationSettings)
+    tracking: TrackingSettings = msgspec.field(default_factory=TrackingSettings)
+    shopify: ShopifySettings = msgspec.field(default_factory=ShopifySettings)
     #: Orders in another financial status wait for payment (``validation_failed``).
     routable_financial_statuses: Annotated[
         tuple[str, ...], Meta(min_length=1, max_length=limits.MAX_LIST)

@@ -21,6 +21,8 @@ from sqlalchemy.orm import selectinload
 
 from app.api.pagination import Page, rows_page
 from app.db import utcnow
+from app.events.models import EventType
+from app.events.service import publish
 from app.exceptions.service import open_exception, resolve_exceptions
 from app.jobs.outbox import enqueue
 from app.jobs.task import StaleWindow
@@ -205,6 +207,14 @@ async def create_order(session: AsyncSession, merchant_id: uuid.UUID, draft: Ord
         from app.orders.tasks import validate_order
 
         await enqueue(session, validate_order, order.id)
+        await publish(
+            session,
+            order,
+            EventType.ORDER_CREATED,
+            key=f"order.created:{order.id}",
+            name=order.name,
+            source=draft.source,
+        )
     await session.flush()
     return Intake(order, True)
 
@@ -309,6 +319,13 @@ async def cancel_order(session: AsyncSession, order: Order, *, reason: str) -> s
     if order.status in OrderStatus.UNROUTED:
         order.cancelled_at = utcnow()
         set_status(session, order, OrderStatus.CANCELLED, reason)
+        await publish(
+            session,
+            order,
+            EventType.ORDER_CANCELLED,
+            key=f"order.cancelled:{order.id}",
+            reason=reason,
+        )
         # Whatever was waiting for a person about this order (an address to fix...) is moot.
         await resolve_exceptions(session, order)
         await session.flush()

@@ -124,6 +124,10 @@ class Shipment(IdMixin, Base):
     status: Mapped[str] = mapped_column(String(32), default="shipped")
     shipped_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: When a source (carrier, aggregator) expects it.
+    estimated_delivery_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: The latest tracking event's time: an older event arriving late does not set the status.
+    last_event_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -149,4 +153,6 @@ class TrackingEvent(IdMixin, Base):
     status: Mapped[str] = mapped_column(String(32))
     occurred_at: Mapped[datetime]
     description: Mapped[str | None] = mapped_column(Text, default=None)
+    #: Where it happened, as the source says it (a city, a country; never a street address).
+    location: Mapped[str | None] = mapped_column(String(255), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -16,11 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.api.pagination import Page, rows_page
+from app.carriers import best_match, tracking_url_for
 from app.codes import wire_amount
-from app.db import utcnow, uuid7
+from app.db import insert_for, utcnow, uuid7
 from app.errors import Conflict, InvalidInput, NotFound, RetryableConflict
+from app.events.models import EventType
+from app.events.service import publish
 from app.jobs.task import StaleWindow
-from app.orders.models import Order
+from app.orders.models import Order, OrderStatus
 from app.orders.service import order_by_id
 from app.purchasing.models import (
     POStatus,
@@ -35,7 +38,15 @@ from app.suppliers.models import Supplier, SupplierProduct
 from app.timeline.service import record
 from connectors.base import AddressDTO, PurchaseOrderDTO, PurchaseOrderLineDTO
 
-TRACKING_STATUSES = ("in_transit", "out_for_delivery", "delivered", "exception", "returned")
+#: One vocabulary for every source (supplier API, connector polls, the aggregator).
+TRACKING_STATUSES = (
+    "info_received",
+    "in_transit",
+    "out_for_delivery",
+    "delivered",
+    "exception",
+    "returned",
+)
 
 
 #: Purchase orders a supplier may still refuse, or a merchant take lines back from.
@@ -335,16 +346,48 @@ async def transition(
         po.delivered_at = now
     elif status in (POStatus.REJECTED, POStatus.CANCELLED, POStatus.FAILED):
         po.closed_at = now
+    order = await order_of(session, po)
     record(
         session,
-        await order_of(session, po),
+        order,
         f"purchase_order.{status}",
         f"purchase order {po.number}: {previous} -> {status}" + (f": {message}" if message else ""),
         purchase_order_id=str(po.id),
         previous=previous,
         **data,
     )
+    if previous == POStatus.PENDING and status in (POStatus.PLACED, POStatus.ACCEPTED):
+        await publish(
+            session,
+            order,
+            EventType.PURCHASE_ORDER_PLACED,
+            key=f"purchase_order.placed:{po.id}",
+            purchase_order_id=str(po.id),
+            number=po.number,
+            supplier_id=str(po.supplier_id),
+        )
     await session.flush()
+    if status == POStatus.DELIVERED:
+        await _publish_if_order_delivered(session, order)
+
+
+#: Purchase orders that no longer owe the customer anything.
+_CLOSED = (POStatus.DELIVERED, POStatus.REJECTED, POStatus.CANCELLED, POStatus.FAILED)
+
+
+async def _publish_if_order_delivered(session: AsyncSession, order: Order) -> None:
+    """``order.delivered`` once every line is with a supplier and every parcel arrived."""
+    if order.status != OrderStatus.ROUTED:
+        return
+    owing = await session.scalar(
+        select(func.count())
+        .select_from(PurchaseOrder)
+        .where(PurchaseOrder.order_id == order.id, PurchaseOrder.status.not_in(_CLOSED))
+    )
+    if owing:
+        return
+    record(session, order, "order.delivered", f"order {order.name}: every parcel delivered")
+    await publish(session, order, EventType.ORDER_DELIVERED, key=f"order.delivered:{order.id}")
 
 
 def to_dto(po: PurchaseOrder) -> PurchaseOrderDTO:
@@ -483,6 +526,12 @@ async def add_shipment(
                 f"{wanted[match.id]} > {owed} still to ship for {item.sku}",
                 field=f"lines[{i}].quantity",
             )
+    if tracking_number:
+        # A supplier that names no carrier or no link: the number itself tells (app.carriers).
+        tracking_url = tracking_url or tracking_url_for(carrier, tracking_number)
+        if not carrier:
+            match = best_match(tracking_number)
+            carrier = (match.shopify_company or match.courier_name) if match else None
     shipment = Shipment(
         purchase_order_id=po.id,
         merchant_id=po.merchant_id,
@@ -511,6 +560,18 @@ async def add_shipment(
         tracking_number=tracking_number,
         tracking_url=tracking_url,
     )
+    await publish(
+        session,
+        await order_of(session, po),
+        EventType.SHIPMENT_SHIPPED,
+        key=f"shipment.shipped:{shipment.id}",
+        purchase_order_id=str(po.id),
+        shipment_id=str(shipment.id),
+        carrier=carrier,
+        tracking_number=tracking_number,
+        tracking_url=tracking_url,
+        lines=sum(wanted.values()),
+    )
     return shipment, True
 
 
@@ -520,40 +581,68 @@ async def add_tracking_event(
     status: str,
     occurred_at: datetime,
     description: str | None,
+    *,
+    location: str | None = None,
+    estimated_delivery_at: datetime | None = None,
 ) -> bool:
-    """Record a carrier event once; ``delivered`` closes the shipment (and the purchase order
-    when every shipment of a fully shipped order is delivered)."""
+    """Record a carrier event once (same shipment, status and time); ``delivered`` closes the
+    shipment (and the purchase order when every shipment of a fully shipped order is delivered).
+
+    An event older than the shipment's latest one is kept for the history but does not move
+    the shipment's status back. The first event of each status is published
+    (``shipment.<status>``) for the reactions: emails, Shopify, webhooks.
+    """
     if status not in TRACKING_STATUSES:
         raise InvalidInput(f"one of {', '.join(TRACKING_STATUSES)}", field="status")
     occurred_at = _utc(occurred_at)
-    exists = await session.scalar(
-        select(TrackingEvent.id).where(
-            TrackingEvent.shipment_id == shipment.id,
-            TrackingEvent.status == status,
-            TrackingEvent.occurred_at == occurred_at,
+    inserted = await session.execute(
+        insert_for(session)(TrackingEvent)
+        .values(
+            id=uuid7(),
+            shipment_id=shipment.id,
+            status=status,
+            occurred_at=occurred_at,
+            description=description,
+            location=location,
+            created_at=utcnow(),
         )
+        .on_conflict_do_nothing(index_elements=["shipment_id", "status", "occurred_at"])
+        .returning(TrackingEvent.id)
     )
-    if exists is not None:
+    if inserted.scalar_one_or_none() is None:
         return False
-    session.add(
-        TrackingEvent(
-            shipment_id=shipment.id, status=status, occurred_at=occurred_at, description=description
-        )
-    )
-    shipment.status = status
-    if status == "delivered":
+    if estimated_delivery_at is not None:
+        shipment.estimated_delivery_at = _utc(estimated_delivery_at)
+    latest = shipment.last_event_at
+    if latest is None or occurred_at >= _utc(latest) or status == "delivered":
+        shipment.status = status
+        shipment.last_event_at = occurred_at
+    if status == "delivered" and shipment.delivered_at is None:
         shipment.delivered_at = occurred_at
     await session.flush()
     po = await load(session, shipment.purchase_order_id)
     assert po is not None
+    order = await order_of(session, po)
     record(
         session,
-        await order_of(session, po),
+        order,
         f"shipment.{status}",
         f"{po.number} {shipment.tracking_number or ''}: {status}"
         + (f" ({description})" if description else ""),
         shipment_id=str(shipment.id),
         occurred_at=occurred_at.isoformat(),
+    )
+    await publish(
+        session,
+        order,
+        f"shipment.{status}",
+        key=f"shipment.{status}:{shipment.id}",
+        purchase_order_id=str(po.id),
+        shipment_id=str(shipment.id),
+        status=status,
+        occurred_at=occurred_at.isoformat(),
+        description=description,
+        location=location,
     )
     if status == "delivered" and po.status == POStatus.SHIPPED:
         undelivered = await session.scalar(

@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
 from app.errors import Conflict, InvalidInput, NotFound
+from app.events.models import EventType
+from app.events.service import publish
 from app.exceptions.service import open_exception
 from app.jobs.task import StaleWindow
 from app.merchants.models import Merchant
@@ -272,6 +274,8 @@ async def refresh_order_status(session: AsyncSession, order: Order) -> None:
         reason = "no supplier for any line"
     if (status, reason) != (order.status, order.status_reason):
         set_status(session, order, status, reason)
+    if status == OrderStatus.ROUTED:
+        await publish(session, order, EventType.ORDER_ROUTED, key=f"order.routed:{order.id}")
 
 
 async def exclude(

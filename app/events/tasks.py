@@ -1,0 +1,52 @@
+"""``events.dispatch`` hands a published event to each of its subscribers, one job apiece;
+``events.handle`` runs one subscriber for one event in its own transaction.
+
+Both run at least once: the dispatch marks the event under its row lock (a second delivery finds
+it dispatched), and every subscriber is idempotent by its own unique keys.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+import structlog
+
+from app.db import DbSession, utcnow
+from app.events import service
+from app.jobs.outbox import enqueue
+from app.jobs.task import REGISTRY, TaskContext, housekeeping, rows_affected, task
+
+log = structlog.get_logger(__name__)
+
+#: How long dispatched events stay (their reactions have their own records: emails, deliveries).
+RETENTION = timedelta(days=30)
+
+
+@task("events.dispatch", stale=service.undispatched)
+async def dispatch_event(ctx: TaskContext, event_id: str) -> None:
+    async with ctx.db.transaction() as session:
+        event = await service.claim_for_dispatch(session, uuid.UUID(event_id))
+        if event is None:
+            return
+        for subscriber in REGISTRY.subscribers_of(event.type):
+            await enqueue(session, handle_event, event.id, subscriber.name)
+        event.dispatched_at = utcnow()
+
+
+@task("events.handle")
+async def handle_event(ctx: TaskContext, event_id: str, subscriber: str) -> None:
+    handler = REGISTRY.subscribers.get(subscriber)
+    if handler is None:  # renamed or removed since the job was written
+        log.warning("events.unknown_subscriber", event_id=event_id, subscriber=subscriber)
+        return
+    async with ctx.db.transaction() as session:
+        event = await service.event_by_id(session, uuid.UUID(event_id))
+        if event is None:  # its order was deleted (shop redacted) meanwhile
+            return
+        await handler.fn(ctx, session, event)
+
+
+@housekeeping("events.dispatched")
+async def drop_old_events(session: DbSession, now: datetime) -> int:
+    return await rows_affected(session, service.dispatched_before(now - RETENTION))
