@@ -25,7 +25,7 @@ from app.events.models import EventType
 from app.events.service import publish
 from app.fulfillment import service as fulfillment_service
 from app.fulfillment.models import ShopifyFulfillment, ShopifyFulfillmentEvent
-from app.fulfillment.service import Shop
+from app.fulfillment.service import Shop, adoptable, plan
 from app.fulfillment.tasks import admin, create_fulfillment, shipment_shipped
 from app.jobs.task import TaskContext
 from app.merchants.models import Merchant
@@ -39,6 +39,8 @@ from connectors.shopify_admin import (
     RECENT_CALLS,
     Bucket,
     BudgetExceeded,
+    FulfillmentOrder,
+    FulfillmentOrderLine,
     MemoryCostStore,
     RedisCostStore,
     ShopifyAdmin,
@@ -517,6 +519,27 @@ class TestFulfillmentSync:
         )
         assert shopify.operations() == ["OrderFulfillmentOrders", "FulfillmentCreate"]
 
+    async def test_a_fulfillment_order_on_hold_is_an_exception_not_a_partial_fulfillment(
+        self,
+        client: Client,
+        db: Database,
+        store: MerchantHandle,
+        supplier: dict[str, Any],
+        shopify: ShopifyAdminSim,
+    ) -> None:
+        po, [fo] = await placed_order(client, store, shopify, IPOD2008GREEN=1)
+        fo.status, fo.actions = "ON_HOLD", ("RELEASE_HOLD",)
+        shipment = await ship(client, db, supplier, po, "1ZHOLD")
+        failed = await settled(db, shipment, "failed")
+        reason = (
+            f"Shopify has no open fulfillment order line for 1 x {GREEN} "
+            f"({fo.id} is ON_HOLD/UNSUBMITTED)"
+        )
+        assert failed.last_error == reason
+        [case] = await open_exceptions(client, store)
+        assert (case["kind"], case["reason"]) == ("shopify_fulfillment_failed", reason)
+        assert shopify.operations() == ["OrderFulfillmentOrders"]
+
     async def test_throttled_is_retried_later_and_creates_once(
         self,
         client: Client,
@@ -616,6 +639,28 @@ class TestFulfillmentSync:
             ("shopify.fulfillment_skipped", "Shopify fulfillment sync is off for this store"),
             ("shopify.fulfilled", f"fulfilled in Shopify: {shopify.fulfillments[ORDER][0]['id']}"),
         ]
+
+    async def test_a_store_without_a_token_is_skipped_with_a_note_and_no_call(
+        self,
+        client: Client,
+        db: Database,
+        store: MerchantHandle,
+        supplier: dict[str, Any],
+        shopify: ShopifyAdminSim,
+    ) -> None:
+        po, _ = await placed_order(client, store, shopify, IPOD2008GREEN=1)
+        async with db.transaction() as session:
+            merchant = await session.get(Merchant, store.id)
+            assert merchant is not None
+            await set_shopify_token(session, SecretBox("unused"), merchant, None)
+        shipment = await ship(client, db, supplier, po, "1ZNOTOKEN")
+        skipped = await settled(db, shipment, "skipped")
+        assert skipped.last_error == "not sent to Shopify: no Shopify access token"
+        assert await timeline(client, store, po["order_id"]) == [
+            ("shopify.fulfillment_skipped", "not sent to Shopify: no Shopify access token")
+        ]
+        assert shopify.calls == []
+        assert await open_exceptions(client, store) == []
 
 
 async def _has_error(db: Database, shipment_id: uuid.UUID) -> bool:
@@ -811,3 +856,81 @@ async def _equals(got: Any, expected: Any) -> bool:
 
 async def _some(items: list[Any]) -> bool:
     return bool(items)
+
+
+class TestMatching:
+    """The pure rules: our shipped quantities onto Shopify's fulfillment order lines."""
+
+    @staticmethod
+    def fo(
+        n: int, location: str, *lines: tuple[str, int], status: str = "OPEN"
+    ) -> FulfillmentOrder:
+        return FulfillmentOrder(
+            f"gid://shopify/FulfillmentOrder/{n}",
+            status,
+            None,
+            location,
+            frozenset({"CREATE_FULFILLMENT"}) if status == "OPEN" else frozenset(),
+            tuple(
+                FulfillmentOrderLine(f"gid://shopify/FulfillmentOrderLineItem/{n}{i}", li, q)
+                for i, (li, q) in enumerate(lines)
+            ),
+        )
+
+    def test_quantities_are_taken_greedily_and_grouped_by_location(self) -> None:
+        orders = [
+            self.fo(1, "L1", (GREEN, 1)),
+            self.fo(2, "L2", (GREEN, 2), (RED, 1)),
+            self.fo(3, "L1", (RED, 5)),
+        ]
+        result = plan({GREEN: 3, RED: 2}, orders)
+        assert result.shortfall == {}
+        assert [(g.location_id, g.lines) for g in result.groups] == [
+            (
+                "L1",
+                {
+                    "gid://shopify/FulfillmentOrder/1": [
+                        ("gid://shopify/FulfillmentOrderLineItem/10", 1)
+                    ],
+                    "gid://shopify/FulfillmentOrder/3": [
+                        ("gid://shopify/FulfillmentOrderLineItem/30", 1)
+                    ],
+                },
+            ),
+            (
+                "L2",
+                {
+                    "gid://shopify/FulfillmentOrder/2": [
+                        ("gid://shopify/FulfillmentOrderLineItem/20", 2),
+                        ("gid://shopify/FulfillmentOrderLineItem/21", 1),
+                    ]
+                },
+            ),
+        ]
+
+    def test_held_or_missing_quantities_are_a_shortfall_never_a_partial_lie(self) -> None:
+        orders = [self.fo(1, "L1", (GREEN, 1), status="ON_HOLD"), self.fo(2, "L1", (RED, 1))]
+        result = plan({GREEN: 1, RED: 2}, orders)
+        assert result.shortfall == {GREEN: 1, RED: 1}
+        assert result.held == ["gid://shopify/FulfillmentOrder/1 is ON_HOLD"]
+
+    def test_only_a_live_fulfillment_with_our_number_and_only_our_lines_is_adopted(self) -> None:
+        def made(n: int, number: str, status: str = "SUCCESS", line: str = GREEN) -> Any:
+            return {
+                "id": f"gid://shopify/Fulfillment/{n}",
+                "status": status,
+                "trackingInfo": [{"company": "UPS", "number": number, "url": None}],
+                "fulfillmentLineItems": {
+                    "nodes": [{"id": "x", "quantity": 1, "lineItem": {"id": line}}]
+                },
+            }
+
+        existing = [
+            made(1, "1ZOTHER"),
+            made(2, "1ZOURS", status="CANCELLED"),
+            made(3, "1ZOURS", line="gid://shopify/LineItem/1"),
+            made(4, "1ZOURS"),
+        ]
+        ids, left = adoptable(existing, {"number": "1ZOURS"}, {GREEN: 2})
+        assert (ids, left) == (["gid://shopify/Fulfillment/4"], {GREEN: 1})
+        assert adoptable(existing, {}, {GREEN: 1}) == ([], {GREEN: 1})

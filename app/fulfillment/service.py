@@ -256,7 +256,8 @@ async def claim(
         _skip(session, row, order, "Shopify fulfillment sync is off for this store")
         return None
     if order.shopify_order_id is None and order.shopify_gid is None:
-        _skip(session, row, order, "not a Shopify order: nothing to fulfil there")
+        # A manual order: nothing to tell Shopify, and nothing worth a timeline entry.
+        _skip(session, row, order, "not a Shopify order", note=False)
         return None
     shop, why = await shop_of(session, box, merchant)
     if shop is None:
@@ -286,12 +287,15 @@ async def claim(
     )
 
 
-def _skip(session: DbSession, row: ShopifyFulfillment, order: Order, why: str) -> None:
+def _skip(
+    session: DbSession, row: ShopifyFulfillment, order: Order, why: str, *, note: bool = True
+) -> None:
     row.state = SyncState.SKIPPED
     row.last_error = why
     row.next_attempt_at = None
     row.claimed_at = None
-    record(session, order, "shopify.fulfillment_skipped", why, shipment_id=str(row.shipment_id))
+    if note:
+        record(session, order, "shopify.fulfillment_skipped", why, shipment_id=str(row.shipment_id))
 
 
 # --- Matching ---------------------------------------------------------------------------------
