@@ -1,7 +1,7 @@
 """shopify fulfillments: one row per shipment, its events, stopped shops
 
 Revision ID: 950c7d47b05a
-Revises: 7e1c0a5e4b21
+Revises: 498655b9b15f
 Create Date: 2026-12-01 16:43:29.843470
 """
 
@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql
 import app.db
 
 revision: str = "950c7d47b05a"
-down_revision: str | None = "7e1c0a5e4b21"
+down_revision: str | None = "498655b9b15f"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
