@@ -4,6 +4,7 @@ from app.aggregator.models import TrackingRegistration
 from app.db import Base
 from app.events.models import LifecycleEvent
 from app.exceptions.models import ExceptionCase
+from app.fulfillment.models import ShopifyFulfillment, ShopifyFulfillmentEvent, ShopifySyncStop
 from app.idempotency.models import IdempotencyRecord
 from app.jobs.models import OutboxMessage, PeriodicRun
 from app.mail.models import OutgoingEmail
@@ -42,6 +43,9 @@ __all__ = [
     "RoutingRule",
     "Shipment",
     "ShipmentLine",
+    "ShopifyFulfillment",
+    "ShopifyFulfillmentEvent",
+    "ShopifySyncStop",
     "Supplier",
     "SupplierProduct",
     "TrackingAlert",

@@ -36,6 +36,9 @@ APP_TASKS = {
     "email.send",
     "events.dispatch",
     "events.handle",
+    "fulfillment.create",
+    "fulfillment.event",
+    "fulfillment.tracking",
     "aggregator.register",
     "aggregator.apply_push",
     "aggregator.poll",
@@ -54,8 +57,9 @@ PERIODIC = {
 }
 #: The tasks whose lost jobs the sweeper finds again (``events.handle`` jobs come from a
 #: dispatch, which is itself swept; a periodic task comes back with its next slot; a lost
-#: poll batch leaves its parcels leased until the lease ends, then the next poll takes them).
-SWEPT = APP_TASKS - {"events.handle", "tracking.poll_batch"} - set(PERIODIC)
+#: poll batch leaves its parcels leased until the lease ends, then the next poll takes them;
+#: a lost Shopify tracking update is redone by the next change).
+SWEPT = APP_TASKS - {"events.handle", "tracking.poll_batch", "fulfillment.tracking"} - set(PERIODIC)
 PURGES = {"webhook.payloads", "idempotency.records", "jobs.periodic_runs", "events.dispatched"}
 
 
