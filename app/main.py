@@ -31,6 +31,7 @@ from app.routing.controllers import RerouteController, RoutingController
 from app.services import Services
 from app.settings import Settings
 from app.suppliers.controllers import SupplierController, SupplierProductController
+from app.tracking_page.controllers import TrackingPageController
 from app.webhooks.controllers import ShopifyWebhookController
 
 log = structlog.get_logger(__name__)
@@ -78,6 +79,7 @@ def create_app(
             PurchaseOrderController,
             SettingsController,
             SupplierApiController,
+            TrackingPageController,
             swagger_asset,
         ],
         dependencies={
