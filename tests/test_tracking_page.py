@@ -16,6 +16,8 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import event, inspect, update
 
 from app.db import Database
+from app.merchants.models import Merchant
+from app.merchants.service import deactivate
 from app.orders import privacy
 from app.orders.models import Order
 from app.services import Services
@@ -307,6 +309,16 @@ class TestSecurity:
         for headers in ({}, JSON):
             r = await client.get(f"/track/{tracked.token}", headers=headers)
             assert (r.status_code, r.json()) == (404, NOT_FOUND)
+
+    async def test_an_uninstalled_store_has_no_pages(
+        self, client: Client, db: Database, tracked: Tracked
+    ) -> None:
+        async with db.transaction() as session:
+            merchant = await session.get(Merchant, tracked.shop.id)
+            assert merchant is not None
+            assert await deactivate(session, merchant)
+        r = await client.get(f"/track/{tracked.token}", headers=JSON)
+        assert (r.status_code, r.json()) == (404, NOT_FOUND)
 
     async def test_tokens_are_unique_and_indexed(self, db: Database) -> None:
         async with db.engine.connect() as conn:
