@@ -11,6 +11,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from app import limits
+from app.aggregator.controllers import AfterShipWebhookController
 from app.api.deps import (
     ApiRequest,
     provide_services,
@@ -70,6 +71,7 @@ def create_app(
             live,
             ready,
             ShopifyWebhookController,
+            AfterShipWebhookController,
             OrderController,
             ExceptionController,
             RerouteController,

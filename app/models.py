@@ -1,5 +1,6 @@
 """Every table, imported in one place for Alembic's autogenerate and for tests."""
 
+from app.aggregator.models import TrackingRegistration
 from app.db import Base
 from app.events.models import LifecycleEvent
 from app.exceptions.models import ExceptionCase
@@ -43,5 +44,6 @@ __all__ = [
     "Supplier",
     "SupplierProduct",
     "TrackingEvent",
+    "TrackingRegistration",
     "WebhookDelivery",
 ]

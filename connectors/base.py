@@ -128,6 +128,9 @@ class Connector(ABC):
     kind: ClassVar[str]
     #: True when the supplier fetches its purchase orders itself (through the supplier API).
     pull_based: ClassVar[bool] = False
+    #: True when the channel reports carrier events itself; otherwise shipments with a tracking
+    #: number are followed through the tracking aggregator (when one is configured).
+    reports_tracking: ClassVar[bool] = False
 
     def __init__(self, config: Mapping[str, Any], http: httpx.AsyncClient) -> None:
         self.config = dict(config)

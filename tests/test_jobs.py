@@ -36,10 +36,15 @@ APP_TASKS = {
     "email.send",
     "events.dispatch",
     "events.handle",
+    "aggregator.register",
+    "aggregator.apply_push",
+    "aggregator.poll",
 }
+#: Periodic tasks, with their period in seconds (the scheduler enqueues them).
+PERIODIC = {"maintenance.sweep": 60, "aggregator.poll": 60}
 #: The tasks whose lost jobs the sweeper finds again (``events.handle`` jobs come from a
-#: dispatch, which is itself swept).
-SWEPT = APP_TASKS - {"events.handle"}
+#: dispatch, which is itself swept; a periodic task comes back with its next slot).
+SWEPT = APP_TASKS - {"events.handle"} - set(PERIODIC)
 PURGES = {"webhook.payloads", "idempotency.records", "jobs.periodic_runs", "events.dispatched"}
 
 
@@ -140,9 +145,7 @@ async def test_the_sweeper_runs_every_declared_stale_query_and_purge(
 
 
 def test_the_schedule_is_every_periodic_task_declared() -> None:
-    assert [(t.name, t.every_seconds) for t in worker_tasks().periodic()] == [
-        ("maintenance.sweep", 60)
-    ]
+    assert {t.name: t.every_seconds for t in worker_tasks().periodic()} == PERIODIC
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
