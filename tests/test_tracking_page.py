@@ -208,6 +208,56 @@ class TestContent:
             assert private not in html, private
         assert tracked.order_id not in html
 
+    async def test_out_for_delivery_then_delivered(self, client: Client, tracked: Tracked) -> None:
+        async def report(shipment_id: str, status: str, at: str) -> None:
+            r = await client.post(
+                f"/supplier/v1/shipments/{shipment_id}/events",
+                json={"status": status, "occurred_at": at},
+                headers=tracked.supplier,
+            )
+            assert r.status_code in (200, 201), r.text
+
+        async def page() -> dict[str, Any]:
+            r = await client.get(f"/track/{tracked.token}", headers=JSON)
+            assert r.status_code == 200, r.text
+            return dict(r.json())
+
+        r = await client.post(
+            f"/supplier/v1/orders/{tracked.po_id}/shipments",
+            json={
+                "carrier": "DHL",
+                "tracking_number": "JJD0099999999",
+                "shipped_at": "2026-11-29T09:00:00Z",
+            },
+            headers=tracked.supplier,
+        )
+        assert r.status_code == 201, r.text
+        second = r.json()["id"]
+        await report(tracked.shipment_id, "out_for_delivery", "2026-11-30T07:00:00Z")
+        body = await page()
+        assert (body["status"], body["status_label"]) == ("out_for_delivery", "Out for delivery")
+        assert [(s["number"], s["carrier"], s["status"]) for s in body["shipments"]] == [
+            (1, "UPS", "out_for_delivery"),
+            (2, "DHL", "shipped"),
+        ]
+        assert [(i["quantity_unshipped"], i["shipments"]) for i in body["items"]] == [
+            (0, [{"shipment": 1, "quantity": 1}, {"shipment": 2, "quantity": 1}]),
+            (0, [{"shipment": 2, "quantity": 1}]),
+        ]
+        await report(tracked.shipment_id, "delivered", "2026-11-30T12:00:00Z")
+        assert (await page())["status"] == "shipped"  # one parcel still on its way
+        await report(second, "delivered", "2026-12-01T10:00:00Z")
+        body = await page()
+        assert (body["status"], body["status_label"]) == ("delivered", "Delivered")
+        assert [s["delivered_at"] for s in body["shipments"]] == [
+            "2026-11-30T12:00:00Z",
+            "2026-12-01T10:00:00Z",
+        ]
+        html = (await client.get(f"/track/{tracked.token}")).text
+        assert '<section class="unshipped">' not in html
+        assert "<dt>Delivered on</dt><dd>November 30, 2026</dd>" in html
+        assert "Estimated delivery" not in html
+
     async def test_an_order_not_yet_shipped_and_a_hostile_title(
         self, client: Client, db: Database, merchant: MerchantHandle
     ) -> None:

@@ -36,6 +36,10 @@ class Tracked:
     order_id: str
     token: str
     order_name: str
+    #: The supplier's API key headers, the purchase order and the first shipment.
+    supplier: dict[str, str]
+    po_id: str
+    shipment_id: str
 
 
 def token_of(detail: dict[str, Any]) -> str:
@@ -114,4 +118,6 @@ async def tracked_order(client: Client, db: Database, shop: MerchantHandle) -> T
             .values(location="Louisville, KY, US")
         )
     detail = (await client.get(f"/api/v1/orders/{order_id}", headers=shop.headers)).json()
-    return Tracked(shop, order_id, token_of(detail), str(detail["name"]))
+    return Tracked(
+        shop, order_id, token_of(detail), str(detail["name"]), key, po["id"], shipment_id
+    )
