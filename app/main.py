@@ -32,6 +32,7 @@ from app.routing.controllers import RerouteController, RoutingController
 from app.services import Services
 from app.settings import Settings
 from app.suppliers.controllers import SupplierController, SupplierProductController
+from app.tracking_page.controllers import TrackingPageController
 from app.webhooks.controllers import ShopifyWebhookController
 
 log = structlog.get_logger(__name__)
@@ -80,6 +81,7 @@ def create_app(
             PurchaseOrderController,
             SettingsController,
             SupplierApiController,
+            TrackingPageController,
             swagger_asset,
         ],
         dependencies={

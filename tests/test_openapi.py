@@ -54,6 +54,7 @@ OPERATION_IDS = {
     ("post", "/supplier/v1/orders/{po_id}/shipments"): "supplierCreateShipment",
     ("post", "/supplier/v1/shipments/{shipment_id}/events"): "supplierAddTrackingEvent",
     ("put", "/supplier/v1/inventory"): "supplierUpdateInventory",
+    ("get", "/track/{token}"): "getTrackingPage",
 }
 
 #: Operations that check a state and answer 409 for it (besides an Idempotency-Key in use).
@@ -78,6 +79,7 @@ NO_INPUT = {
     "deleteShopifyToken",
     "getPurchaseOrder",
     "supplierGetOrder",
+    "getTrackingPage",
 }
 #: A 404 for a row named in the body rather than the path.
 BODY_REFERENCES = {"upsertSupplierProduct", "simulateRouting", "receiveShopifyWebhook"}
