@@ -25,6 +25,7 @@ from app.logging import configure_logging, request_id_middleware, stamp_request_
 from app.merchants.controllers import SettingsController
 from app.migrate import check_schema
 from app.orders.controllers import OrderController
+from app.outbound.controllers import WebhookEndpointController
 from app.purchasing.controllers import PurchaseOrderController
 from app.purchasing.supplier_api import SupplierApiController
 from app.routing.controllers import RerouteController, RoutingController
@@ -78,6 +79,7 @@ def create_app(
             PurchaseOrderController,
             SettingsController,
             SupplierApiController,
+            WebhookEndpointController,
             swagger_asset,
         ],
         dependencies={

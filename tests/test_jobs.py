@@ -36,11 +36,18 @@ APP_TASKS = {
     "email.send",
     "events.dispatch",
     "events.handle",
+    "outbound.deliver",
 }
 #: The tasks whose lost jobs the sweeper finds again (``events.handle`` jobs come from a
 #: dispatch, which is itself swept).
 SWEPT = APP_TASKS - {"events.handle"}
-PURGES = {"webhook.payloads", "idempotency.records", "jobs.periodic_runs", "events.dispatched"}
+PURGES = {
+    "webhook.payloads",
+    "idempotency.records",
+    "jobs.periodic_runs",
+    "events.dispatched",
+    "outbound.deliveries",
+}
 
 
 async def outbox(db: Database) -> list[tuple[str, list[Any]]]:

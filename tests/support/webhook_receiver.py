@@ -1,0 +1,73 @@
+"""A merchant's webhook receiver over real HTTP on 127.0.0.1, in a thread: it records every
+request and answers what the test scripted per path (then 200)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    answered: int
+
+
+@dataclass
+class Receiver:
+    base_url: str = ""
+    requests: list[Received] = field(default_factory=list)
+    #: path -> statuses to answer in turn; once used up, 200. ``always`` wins over it.
+    script: dict[str, list[int]] = field(default_factory=dict)
+    always: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def at(self, path: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.requests if r.path == path]
+
+    def _answer(self, path: str) -> int:
+        with self.lock:
+            if path in self.always:
+                return self.always[path]
+            queue = self.script.get(path)
+            return queue.pop(0) if queue else 200
+
+
+@contextmanager
+def webhook_receiver() -> Iterator[Receiver]:
+    receiver = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            status = receiver._answer(self.path)
+            with receiver.lock:
+                receiver.requests.append(
+                    Received(self.path, dict(self.headers.items()), body, status)
+                )
+            reply = b'{"ok":true}' if status < 300 else b"receiver is down"
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
