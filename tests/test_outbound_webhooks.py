@@ -17,14 +17,14 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select, update
 from standardwebhooks import Webhook
 
-from app.db import Database
+from app.db import Database, utcnow
 from app.events.models import LifecycleEvent
-from app.jobs.task import TaskContext
+from app.jobs.task import StaleWindow, TaskContext
 from app.mail.models import OutgoingEmail
 from app.outbound import service
 from app.outbound.models import EndpointDelivery, WebhookEndpoint
 from app.outbound.targets import TargetRefused, check_target, check_url
-from app.outbound.tasks import deliveries_for_event
+from app.outbound.tasks import LEASE, _undelivered, deliver, deliveries_for_event
 from app.purchasing.models import Shipment
 from app.security import SecretBox
 from app.settings import Settings
@@ -33,6 +33,7 @@ from tests.support.orders import order_body
 from tests.support.portal import bearer, line, offer, portal_supplier, routed_order
 from tests.support.wait import eventually
 from tests.support.webhook_receiver import Received, Receiver, webhook_receiver
+from workers.maintenance import sweep
 
 Client = AsyncTestClient[Litestar]
 API = "/api/v1/webhook-endpoints"
@@ -212,6 +213,35 @@ async def test_a_shipped_order_reaches_the_endpoint_once_per_event_signed_and_re
         count = await session.scalar(select(func.count()).select_from(EndpointDelivery))
     assert count == 2
     assert len(receiver.at("/erp")) == 3
+    # The task run again once delivered (a duplicate job) sends nothing.
+    await deliver(ctx, log[0]["id"])
+    assert len(receiver.at("/erp")) == 3
+
+    # A worker that died after the receiver's 2xx and before our commit leaves the delivery
+    # claimed: left alone during the lease, sent again by the sweeper after it, same webhook-id.
+    order_delivery = uuid.UUID(log[1]["id"])
+    for claimed, swept in [(utcnow(), False), (utcnow() - LEASE - timedelta(seconds=5), True)]:
+        async with db.transaction() as session:
+            await session.execute(
+                update(EndpointDelivery)
+                .where(EndpointDelivery.id == order_delivery)
+                .values(status="pending", delivered_at=None, claimed_at=claimed)
+            )
+            now = utcnow()
+            window = StaleWindow(now=now, cutoff=now, limit=100)
+            assert (order_delivery in await _undelivered(session, window)) is swept
+    await sweep(TaskContext(settings.model_copy(update={"stale_after": 0}), db, ctx.box))
+    client.app.state.workers.relay.wake()
+    again = await eventually(lambda: _n(receiver, "/erp", 4))
+    assert again[3].headers["webhook-id"] == got[0].headers["webhook-id"]
+    assert verified(secret, again[3]) == created
+    [_, resent] = await eventually(lambda: _delivered(client, shop, erp["endpoint"]["id"]))
+    assert (resent["id"], resent["attempts"]) == (str(order_delivery), 2)
+
+
+async def _delivered(client: Client, shop: MerchantHandle, endpoint_id: str) -> list[Any] | None:
+    log = await deliveries(client, shop, endpoint_id)
+    return log if all(d["status"] == "delivered" for d in log) else None
 
 
 async def _n(receiver: Receiver, path: str, n: int) -> list[Received] | None:
@@ -479,3 +509,34 @@ async def test_the_host_is_checked_again_when_sending() -> None:
             await check_target(url, allow_loopback=False)
     await check_target("http://localhost:9/x", allow_loopback=True)
     await check_target("https://93.184.215.14/x", allow_loopback=False)
+
+
+async def test_a_rotated_secret_signs_beside_the_old_one_for_a_day(
+    client: Client, db: Database, shop: MerchantHandle, receiver: Receiver
+) -> None:
+    hook = await register(client, shop, f"{receiver.base_url}/rot", ["order.created"])
+    eid, old = hook["endpoint"]["id"], hook["secret"]
+    r = await client.post(f"{API}/{eid}/rotate-secret", headers=shop.headers)
+    assert r.status_code == 200, r.text
+    new = r.json()["secret"]
+    r = await client.post("/api/v1/orders", json=order_body("ROT-1"), headers=shop.headers)
+    assert r.status_code == 201, r.text
+    [first] = await eventually(lambda: _n(receiver, "/rot", 1))
+    assert len(first.headers["webhook-signature"].split(" ")) == 2
+    assert verified(new, first) == verified(old, first)
+
+    # The overlap over: only the new secret signs.
+    async with db.transaction() as session:
+        await session.execute(
+            update(WebhookEndpoint)
+            .where(WebhookEndpoint.id == uuid.UUID(eid))
+            .values(previous_secret_expires_at=utcnow() - timedelta(seconds=1))
+        )
+    [delivery] = await deliveries(client, shop, eid)
+    r = await client.post(f"{API}/{eid}/deliveries/{delivery['id']}/retry", headers=shop.headers)
+    assert r.status_code == 202, r.text
+    [_, second] = await eventually(lambda: _n(receiver, "/rot", 2))
+    assert second.headers["webhook-signature"].count("v1,") == 1
+    assert verified(new, second)["id"] == delivery["message_id"]
+    with pytest.raises(Exception, match="No matching signature"):
+        verified(old, second)

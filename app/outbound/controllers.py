@@ -221,8 +221,9 @@ class WebhookEndpointController(Controller):
         opt=_SECRET_SHOWN_ONCE,
         **operation(
             "rotateWebhookEndpointSecret",
-            "Issue a new signing secret (shown this once); attempts from now on are signed "
-            "with it.",
+            "Issue a new signing secret (shown this once). For 24 hours every attempt carries "
+            "two signatures (`v1,<new> v1,<old>`), so the receiver can switch over without "
+            "missing a message; then only the new secret signs.",
             api="merchant",
             method="POST",
             not_found=_NOT_FOUND,

@@ -37,6 +37,10 @@ class WebhookEndpoint(IdMixin, TimestampMixin, Base):
     description: Mapped[str | None] = mapped_column(String(limits.MAX_SHORT_TEXT), default=None)
     enabled: Mapped[bool] = mapped_column(default=True)
     secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    #: After a rotation the old secret still signs (a second signature) until this: receivers
+    #: switch over without missing a message.
+    previous_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     consecutive_failures: Mapped[int] = mapped_column(default=0)
     failing_since: Mapped[datetime | None] = mapped_column(default=None)
     last_success_at: Mapped[datetime | None] = mapped_column(default=None)

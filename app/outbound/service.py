@@ -43,6 +43,8 @@ RETRY_FOR = timedelta(hours=24)
 DISABLE_AFTER = timedelta(hours=24)
 DISABLE_MIN_FAILURES = 5
 DISABLE_AFTER_FAILURES = 100
+#: After a rotation, the previous secret signs too for this long.
+ROTATION_OVERLAP = timedelta(hours=24)
 EXCEPTION_KIND = "webhook_endpoint_disabled"
 NOT_FOUND = "no webhook endpoint with this id in your store"
 
@@ -157,11 +159,15 @@ async def delete_endpoint(
 async def rotate_secret(
     session: AsyncSession, box: SecretBox, merchant_id: uuid.UUID, endpoint_id: uuid.UUID
 ) -> tuple[WebhookEndpoint, str]:
-    """A new signing secret (shown once); attempts from now on are signed with it only."""
+    """A new signing secret (shown once). For a day attempts carry two signatures, the new
+    secret's and the old one's, so the receiver can switch over without missing a message."""
     endpoint = await get_endpoint(session, merchant_id, endpoint_id, lock=True)
     secret = signing.new_secret()
+    now = utcnow()
+    endpoint.previous_secret_encrypted = endpoint.secret_encrypted
+    endpoint.previous_secret_expires_at = now + ROTATION_OVERLAP
     endpoint.secret_encrypted = box.encrypt(secret)
-    endpoint.updated_at = utcnow()
+    endpoint.updated_at = now
     await session.flush()
     return endpoint, secret
 
@@ -231,6 +237,16 @@ async def disable_endpoint(
                 "since": endpoint.failing_since.isoformat() if endpoint.failing_since else None,
             },
         )
+
+
+def signing_secrets(box: SecretBox, endpoint: WebhookEndpoint, now: datetime) -> list[str]:
+    """The secrets an attempt is signed with: the current one, and the previous one during the
+    overlap after a rotation."""
+    secrets = [box.decrypt(endpoint.secret_encrypted)]
+    expires = endpoint.previous_secret_expires_at
+    if endpoint.previous_secret_encrypted is not None and expires is not None and expires > now:
+        secrets.append(box.decrypt(endpoint.previous_secret_encrypted))
+    return secrets
 
 
 def should_disable(endpoint: WebhookEndpoint, now: datetime) -> bool:

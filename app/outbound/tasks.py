@@ -83,13 +83,13 @@ async def deliver(ctx: TaskContext, delivery_id: str) -> None:
         delivery.attempts += 1
         attempt = delivery.attempts
         url, body, message_id = endpoint.url, delivery.body.encode(), delivery.message_id
-        secret = ctx.box.decrypt(endpoint.secret_encrypted)
+        secrets = service.signing_secrets(ctx.box, endpoint, now)
 
     status_code, excerpt, error, retry_after = None, None, None, None
     started = time.monotonic()
     try:
         await check_target(url, allow_loopback=ctx.settings.outbound_allow_http)
-        headers = signing.headers(secret, message_id, int(time.time()), body)
+        headers = signing.headers(secrets, message_id, int(time.time()), body)
         async with ctx.http.stream(
             "POST", url, content=body, headers=headers, timeout=TIMEOUT, follow_redirects=False
         ) as response:

@@ -35,6 +35,8 @@ def upgrade() -> None:
         sa.Column("description", sa.String(length=255), nullable=True),
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.Column("secret_encrypted", sa.LargeBinary(), nullable=False),
+        sa.Column("previous_secret_encrypted", sa.LargeBinary(), nullable=True),
+        sa.Column("previous_secret_expires_at", app.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("consecutive_failures", sa.Integer(), nullable=False),
         sa.Column("failing_since", app.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("last_success_at", app.db.UTCDateTime(timezone=True), nullable=True),
