@@ -65,6 +65,8 @@ async def create_endpoint(
 ) -> tuple[WebhookEndpoint, str]:
     """A new endpoint and its signing secret (returned this once, stored encrypted)."""
     check_url(url, allow_http=allow_http)
+    # The merchant's row lock makes the count and the insert one step (two creates take turns).
+    await session.execute(select(Merchant.id).where(Merchant.id == merchant_id).with_for_update())
     count = await session.scalar(
         select(func.count())
         .select_from(WebhookEndpoint)

@@ -99,7 +99,7 @@ async def check_target(url: str, *, allow_loopback: bool) -> None:
             infos = await asyncio.get_running_loop().getaddrinfo(
                 host, port, type=socket.SOCK_STREAM
             )
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:
             raise TargetRefused(f"cannot resolve {host}: {exc}") from None
         addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
     for address in addresses:

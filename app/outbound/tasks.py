@@ -98,7 +98,7 @@ async def deliver(ctx: TaskContext, delivery_id: str) -> None:
             retry_after = _retry_after(response)
     except TargetRefused as exc:
         error = f"refused: {exc}"
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     duration_ms = int((time.monotonic() - started) * 1000)
     ok = status_code is not None and 200 <= status_code < 300

@@ -1,8 +1,9 @@
 """A merchant's webhook receiver over real HTTP on 127.0.0.1, in a thread: it records every
-request and answers what the test scripted per path (then 200)."""
+request and answers what the test set (a status per path, a failure per event type), else 200."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,21 +23,28 @@ class Received:
 class Receiver:
     base_url: str = ""
     requests: list[Received] = field(default_factory=list)
-    #: path -> statuses to answer in turn; once used up, 200. ``always`` wins over it.
-    script: dict[str, list[int]] = field(default_factory=dict)
+    #: path -> the status every request there gets (else 200, but for ``fail_once``).
     always: dict[str, int] = field(default_factory=dict)
+    #: Event types whose first request is answered 500 (whatever order requests come in).
+    fail_once: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def at(self, path: str) -> list[Received]:
         with self.lock:
             return [r for r in self.requests if r.path == path]
 
-    def _answer(self, path: str) -> int:
+    def of_type(self, path: str, type_: str) -> list[Received]:
+        return [r for r in self.at(path) if json.loads(r.body)["type"] == type_]
+
+    def _answer(self, path: str, body: bytes) -> int:
         with self.lock:
             if path in self.always:
                 return self.always[path]
-            queue = self.script.get(path)
-            return queue.pop(0) if queue else 200
+            type_ = json.loads(body).get("type")
+            if type_ in self.fail_once:
+                self.fail_once.discard(type_)
+                return 500
+            return 200
 
 
 @contextmanager
@@ -47,7 +55,7 @@ def webhook_receiver() -> Iterator[Receiver]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
-            status = receiver._answer(self.path)
+            status = receiver._answer(self.path, body)
             with receiver.lock:
                 receiver.requests.append(
                     Received(self.path, dict(self.headers.items()), body, status)
