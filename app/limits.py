@@ -76,6 +76,8 @@ MAX_KEYS = 300
 MAX_NESTED_ITEMS = 10_000
 #: Rows per CSV file, per inventory call.
 MAX_ROWS = 10_000
+#: Outbound webhook endpoints of one merchant (each event is sent to each of them).
+MAX_WEBHOOK_ENDPOINTS = 20
 
 # --------------------------------------------------------------------------- dates
 #: Datetimes given to us (shipments, tracking events, list filters) lie in this range.

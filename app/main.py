@@ -26,6 +26,7 @@ from app.logging import configure_logging, request_id_middleware, stamp_request_
 from app.merchants.controllers import SettingsController
 from app.migrate import check_schema
 from app.orders.controllers import OrderController
+from app.outbound.controllers import WebhookEndpointController
 from app.purchasing.controllers import PurchaseOrderController
 from app.purchasing.supplier_api import SupplierApiController
 from app.routing.controllers import RerouteController, RoutingController
@@ -82,6 +83,7 @@ def create_app(
             SettingsController,
             SupplierApiController,
             TrackingPageController,
+            WebhookEndpointController,
             swagger_asset,
         ],
         dependencies={

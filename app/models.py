@@ -10,6 +10,7 @@ from app.jobs.models import OutboxMessage, PeriodicRun
 from app.mail.models import OutgoingEmail
 from app.merchants.models import ApiToken, Merchant
 from app.orders.models import Customer, Order, OrderLine
+from app.outbound.models import DeliveryAttempt, EndpointDelivery, WebhookEndpoint
 from app.purchasing.models import (
     PurchaseOrder,
     PurchaseOrderLine,
@@ -27,6 +28,8 @@ __all__ = [
     "ApiToken",
     "Base",
     "Customer",
+    "DeliveryAttempt",
+    "EndpointDelivery",
     "ExceptionCase",
     "IdempotencyRecord",
     "LifecycleEvent",
@@ -53,4 +56,5 @@ __all__ = [
     "TrackingPoll",
     "TrackingRegistration",
     "WebhookDelivery",
+    "WebhookEndpoint",
 ]

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     #: Work older than this with no progress is re-enqueued by the sweeper (seconds).
     stale_after: int = 300
     worker_threads: int = 8
+    #: Outbound webhooks may go to ``http://`` and loopback (a receiver on this machine, the
+    #: tests); never to other private addresses.
+    outbound_allow_http: bool = False
 
     @field_validator(
         "redis_url",

@@ -46,6 +46,7 @@ APP_TASKS = {
     "tracking.poll_batch",
     "tracking.check_overdue",
     "tracking.digest",
+    "outbound.deliver",
 }
 #: Periodic tasks, with their period in seconds (the scheduler enqueues them).
 PERIODIC = {
@@ -60,7 +61,13 @@ PERIODIC = {
 #: poll batch leaves its parcels leased until the lease ends, then the next poll takes them;
 #: a lost Shopify tracking update is redone by the next change).
 SWEPT = APP_TASKS - {"events.handle", "tracking.poll_batch", "fulfillment.tracking"} - set(PERIODIC)
-PURGES = {"webhook.payloads", "idempotency.records", "jobs.periodic_runs", "events.dispatched"}
+PURGES = {
+    "webhook.payloads",
+    "idempotency.records",
+    "jobs.periodic_runs",
+    "events.dispatched",
+    "outbound.deliveries",
+}
 
 
 async def outbox(db: Database) -> list[tuple[str, list[Any]]]:

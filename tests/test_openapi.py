@@ -55,6 +55,20 @@ OPERATION_IDS = {
     ("post", "/supplier/v1/shipments/{shipment_id}/events"): "supplierAddTrackingEvent",
     ("put", "/supplier/v1/inventory"): "supplierUpdateInventory",
     ("get", "/track/{token}"): "getTrackingPage",
+    ("get", "/api/v1/webhook-endpoints"): "listWebhookEndpoints",
+    ("post", "/api/v1/webhook-endpoints"): "createWebhookEndpoint",
+    ("get", "/api/v1/webhook-endpoints/{endpoint_id}"): "getWebhookEndpoint",
+    ("patch", "/api/v1/webhook-endpoints/{endpoint_id}"): "updateWebhookEndpoint",
+    ("delete", "/api/v1/webhook-endpoints/{endpoint_id}"): "deleteWebhookEndpoint",
+    (
+        "post",
+        "/api/v1/webhook-endpoints/{endpoint_id}/rotate-secret",
+    ): "rotateWebhookEndpointSecret",
+    ("get", "/api/v1/webhook-endpoints/{endpoint_id}/deliveries"): "listWebhookDeliveries",
+    (
+        "post",
+        "/api/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/retry",
+    ): "retryWebhookDelivery",
 }
 
 #: Operations that check a state and answer 409 for it (besides an Idempotency-Key in use).
@@ -65,6 +79,8 @@ STATE_CONFLICTS = {
     "supplierRejectOrder",
     "supplierCreateShipment",
     "supplierAddTrackingEvent",
+    "createWebhookEndpoint",
+    "retryWebhookDelivery",
 }
 #: Operations that take no input but a path id (a malformed one is a 404): no 400.
 NO_INPUT = {
@@ -80,6 +96,8 @@ NO_INPUT = {
     "getPurchaseOrder",
     "supplierGetOrder",
     "getTrackingPage",
+    "getWebhookEndpoint",
+    "deleteWebhookEndpoint",
 }
 #: A 404 for a row named in the body rather than the path.
 BODY_REFERENCES = {"upsertSupplierProduct", "simulateRouting", "receiveShopifyWebhook"}
