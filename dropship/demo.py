@@ -181,10 +181,14 @@ class Demo:
             )
             r.raise_for_status()
             shipment = r.json()
-            for status, at, where in (
-                ("in_transit", "2026-12-01T18:00:00Z", "Louisville, KY"),
-                ("out_for_delivery", "2026-12-03T07:40:00Z", "Portland, OR"),
-                ("delivered", "2026-12-03T14:05:00Z", "Portland, OR"),
+            await self._shopify_heard("FulfillmentCreate", 1)
+            for n, (status, at, where) in enumerate(
+                (
+                    ("in_transit", "2026-12-01T18:00:00Z", "Louisville, KY"),
+                    ("out_for_delivery", "2026-12-03T07:40:00Z", "Portland, OR"),
+                    ("delivered", "2026-12-03T14:05:00Z", "Portland, OR"),
+                ),
+                start=1,
             ):
                 echo(f"carrier     {status.replace('_', ' ')} ({where})")
                 (
@@ -194,8 +198,16 @@ class Demo:
                         headers=supplier,
                     )
                 ).raise_for_status()
+                # The store shows each step before the next one happens, as in real life.
+                await self._shopify_heard("FulfillmentEventCreate", n)
             order = await self._settled(client, merchant)
         await self._report(order)
+
+    async def _shopify_heard(self, operation: str, times: int) -> None:
+        async def heard() -> bool:
+            return sum(c.operation == operation for c in self.shopify.calls) >= times
+
+        await _until(f"Shopify to receive {operation}", heard, timeout=60)
 
     async def _merchant(self) -> str:
         db = Database(self.settings.database_url)

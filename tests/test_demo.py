@@ -32,3 +32,12 @@ def test_the_demo_takes_one_order_from_webhook_to_delivered() -> None:
     assert steps.index("order.received") < steps.index("status.routed")
     assert steps.index("status.shipped") < steps.index("shipment.delivered")
     assert steps.index("shipment.delivered") < steps.index("status.delivered")
+    calls = out.split("Shopify Admin API calls", 1)[1].split("Tracking page:", 1)[0]
+    operations = [ln.split()[0] for ln in calls.splitlines()[1:] if ln.strip()]
+    assert operations == [
+        "OrderFulfillmentOrders",
+        "FulfillmentCreate",
+        "FulfillmentEventCreate",
+        "FulfillmentEventCreate",
+        "FulfillmentEventCreate",
+    ]
