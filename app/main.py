@@ -24,6 +24,7 @@ from app.idempotency.middleware import idempotency_middleware
 from app.logging import configure_logging, request_id_middleware, stamp_request_id
 from app.merchants.controllers import SettingsController
 from app.migrate import check_schema
+from app.notifications.controllers import NotificationTemplateController
 from app.orders.controllers import OrderController
 from app.purchasing.controllers import PurchaseOrderController
 from app.purchasing.supplier_api import SupplierApiController
@@ -77,6 +78,7 @@ def create_app(
             RoutingController,
             PurchaseOrderController,
             SettingsController,
+            NotificationTemplateController,
             SupplierApiController,
             swagger_asset,
         ],

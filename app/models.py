@@ -7,6 +7,7 @@ from app.idempotency.models import IdempotencyRecord
 from app.jobs.models import OutboxMessage, PeriodicRun
 from app.mail.models import OutgoingEmail
 from app.merchants.models import ApiToken, Merchant
+from app.notifications.models import NotificationTemplate
 from app.orders.models import Customer, Order, OrderLine
 from app.purchasing.models import (
     PurchaseOrder,
@@ -29,6 +30,7 @@ __all__ = [
     "LifecycleEvent",
     "LineExclusion",
     "Merchant",
+    "NotificationTemplate",
     "Order",
     "OrderEvent",
     "OrderLine",
