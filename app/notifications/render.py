@@ -132,6 +132,9 @@ def compile_part(part: str, source: str) -> Template:
         return _compile(part, source)
     except TemplateSyntaxError as exc:
         raise TemplateProblem(part, f"syntax error: {exc.message}", exc.lineno) from None
+    except (RecursionError, ValueError, OverflowError, MemoryError) as exc:
+        # Nesting too deep for the parser or for Python's compiler, a literal out of range.
+        raise TemplateProblem(part, f"cannot compile: {type(exc).__name__}", None) from None
 
 
 def _render(part: str, template: Template, context: dict[str, Any]) -> str:
