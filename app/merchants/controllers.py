@@ -12,8 +12,8 @@ from app.api.openapi import MERCHANT_SECURITY, operation
 from app.db import DbSession
 from app.merchants import service
 from app.merchants.models import Merchant
-from app.merchants.schemas import SettingsIn, ShopifyConnectionOut, ShopifyTokenIn
-from app.merchants.settings import MerchantSettings, settings_of
+from app.merchants.schemas import SettingsIn, SettingsOut, ShopifyConnectionOut, ShopifyTokenIn
+from app.merchants.settings import settings_of
 from app.services import Services
 
 
@@ -42,8 +42,8 @@ class SettingsController(Controller):
             invalid=None,
         ),
     )
-    async def get_settings(self, merchant: NamedDependency[Merchant]) -> MerchantSettings:
-        return settings_of(merchant)
+    async def get_settings(self, merchant: NamedDependency[Merchant]) -> SettingsOut:
+        return SettingsOut.of(settings_of(merchant))
 
     @put(
         "/",
@@ -62,8 +62,10 @@ class SettingsController(Controller):
         db_session: NamedDependency[DbSession],
         merchant: NamedDependency[Merchant],
         data: JSONBody[SettingsIn],
-    ) -> MerchantSettings:
-        return await service.change_settings(db_session, merchant, **data.sections())
+    ) -> SettingsOut:
+        return SettingsOut.of(
+            await service.change_settings(db_session, merchant, **data.sections())
+        )
 
     @put(
         "/shopify-token",
