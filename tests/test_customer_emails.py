@@ -319,6 +319,45 @@ class TestShippingEmails:
         assert "no such user here" in entry["message"]
 
 
+class TestMerchantTemplates:
+    async def test_the_merchants_template_is_used_and_a_failing_one_falls_back(
+        self, client: Client, shop: MerchantHandle, alpha: dict[str, Any], inbox: Inbox
+    ) -> None:
+        templates = "/api/v1/notifications/templates"
+        mine = {
+            "subject": "{{ shop.name }} shipped {{ order.name }}",
+            "text": "{{ shipment.carrier }} {{ shipment.tracking_number }}: {{ tracking_url }}\n",
+            "html": "<p>{{ shipment.carrier }}</p>",
+        }
+        r = await client.put(f"{templates}/shipped", json=mine, headers=shop.headers)
+        assert r.status_code == 200, r.text
+        # Renders the two-line sample order, not an order of one line.
+        fragile = {
+            "subject": "Delivered: {{ order.lines[1].title }}",
+            "text": "t",
+            "html": "<p>h</p>",
+        }
+        r = await client.put(f"{templates}/delivered", json=fragile, headers=shop.headers)
+        assert r.status_code == 200, r.text
+
+        order_id, [po] = await routed_order(client, shop, "C-5", [titled("RED", 1, "Red mug")])
+        order = await order_view(client, shop, order_id)
+        shipment_id = await ship(client, alpha, po["id"])
+        msg = await one_email(inbox, CUSTOMER, "mug-shop.myshopify.com shipped C-5")
+        assert parts(msg) == (
+            f"UPS 1Z999AA10123456784: {order['tracking_url']}\n",
+            "<p>UPS</p>\n",
+        )
+        await tracking_event(client, alpha, shipment_id, "delivered", "2026-11-29T10:00:00Z")
+        await one_email(inbox, CUSTOMER, "Your order C-5 has been delivered")
+        timeline = (await order_view(client, shop, order_id))["timeline"]
+        [failed] = [e for e in timeline if e["type"] == "email.template_failed"]
+        assert failed["message"] == (
+            "delivered template (en) failed, the default was used: subject: line 1: cannot "
+            "render: list object has no element 1"
+        )
+
+
 async def _all_sent(db: Database) -> bool:
     rows = await emails(db)
     return bool(rows) and all(r.status != EmailStatus.QUEUED for r in rows)
