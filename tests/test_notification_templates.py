@@ -429,3 +429,29 @@ async def test_a_bad_setting_is_a_400_naming_it_and_changes_nothing(
     assert resp.status_code == 400, resp.text
     assert detail in resp.json()["detail"]
     assert (await client.get("/api/v1/settings", headers=merchant.headers)).json() == before
+
+
+@pytest.mark.parametrize(
+    ("source", "notify_customer", "skipped"),
+    [
+        ("manual", True, set()),
+        ("shopify", False, {"order_confirmation"}),
+        ("shopify", True, {"order_confirmation", "shipped", "out_for_delivery", "delivered"}),
+    ],
+)
+def test_what_shopify_emails_itself_we_do_not_send_twice(
+    source: str, notify_customer: bool, skipped: set[str]
+) -> None:
+    from app.merchants.settings import MerchantSettings, ShopifySettings
+    from app.notifications.service import _skipped_for_shopify
+    from app.orders.models import Order
+
+    s = MerchantSettings(shopify=ShopifySettings(notify_customer=notify_customer))
+    order = Order(source=source)
+    assert {k for k in r.KINDS if _skipped_for_shopify(k, order, s)} == skipped
+    no_sync = MerchantSettings(
+        shopify=ShopifySettings(sync_fulfillments=False, notify_customer=True)
+    )
+    assert {k for k in r.KINDS if _skipped_for_shopify(k, order, no_sync)} == (
+        {"order_confirmation"} if source == "shopify" else set()
+    )
