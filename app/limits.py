@@ -42,6 +42,10 @@ MIN_RATE_PER_SECOND = 0.01
 MAX_RATE_PER_SECOND = 1000.0
 #: Simultaneous placements at one supplier.
 MAX_CONCURRENCY = 1000
+#: Shipments one tracking poll cycle (a minute) leases at one supplier, whatever its rate.
+MAX_TRACKING_POLLS_PER_CYCLE = 200_000
+#: ``tracking.stale_after_days``: a parcel that has not moved for this many days is stale.
+MAX_STALE_AFTER_DAYS = 365
 #: ``consolidation_tolerance``: 0.05 = 5 % more for fewer suppliers; 1 = double.
 MAX_TOLERANCE = Decimal("1")
 

@@ -11,6 +11,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from app import limits
+from app.aggregator.controllers import AfterShipWebhookController
 from app.api.deps import (
     ApiRequest,
     provide_services,
@@ -32,6 +33,7 @@ from app.routing.controllers import RerouteController, RoutingController
 from app.services import Services
 from app.settings import Settings
 from app.suppliers.controllers import SupplierController, SupplierProductController
+from app.tracking_page.controllers import TrackingPageController
 from app.webhooks.controllers import ShopifyWebhookController
 
 log = structlog.get_logger(__name__)
@@ -70,6 +72,7 @@ def create_app(
             live,
             ready,
             ShopifyWebhookController,
+            AfterShipWebhookController,
             OrderController,
             ExceptionController,
             RerouteController,
@@ -80,6 +83,7 @@ def create_app(
             SettingsController,
             NotificationTemplateController,
             SupplierApiController,
+            TrackingPageController,
             swagger_asset,
         ],
         dependencies={

@@ -1,8 +1,10 @@
 """Every table, imported in one place for Alembic's autogenerate and for tests."""
 
+from app.aggregator.models import TrackingRegistration
 from app.db import Base
 from app.events.models import LifecycleEvent
 from app.exceptions.models import ExceptionCase
+from app.fulfillment.models import ShopifyFulfillment, ShopifyFulfillmentEvent, ShopifySyncStop
 from app.idempotency.models import IdempotencyRecord
 from app.jobs.models import OutboxMessage, PeriodicRun
 from app.mail.models import OutgoingEmail
@@ -19,6 +21,7 @@ from app.purchasing.models import (
 from app.routing.models import LineExclusion, RoutingRule
 from app.suppliers.models import Supplier, SupplierProduct
 from app.timeline.models import OrderEvent
+from app.tracking.models import TrackingAlert, TrackingPoll
 from app.webhooks.models import WebhookDelivery
 
 __all__ = [
@@ -42,8 +45,14 @@ __all__ = [
     "RoutingRule",
     "Shipment",
     "ShipmentLine",
+    "ShopifyFulfillment",
+    "ShopifyFulfillmentEvent",
+    "ShopifySyncStop",
     "Supplier",
     "SupplierProduct",
+    "TrackingAlert",
     "TrackingEvent",
+    "TrackingPoll",
+    "TrackingRegistration",
     "WebhookDelivery",
 ]

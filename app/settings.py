@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     mail_from: str = "orders@localhost"
 
+    #: The carrier-tracking aggregator (AfterShip): with a key, shipments of suppliers whose
+    #: connector reports no tracking of its own are registered there.
+    aftership_api_key: str | None = Field(default=None, repr=False)
+    aftership_webhook_secret: str | None = Field(default=None, repr=False)
+    aftership_api_url: str = "https://api.aftership.com/tracking/2025-07"
+
     # Not in the public contract: operator knobs with safe defaults.
     var_dir: Path = Path("var")
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -80,6 +86,8 @@ class Settings(BaseSettings):
         "shopify_api_secret",
         "shopify_old_api_secret",
         "stripe_webhook_secret",
+        "aftership_api_key",
+        "aftership_webhook_secret",
         mode="before",
     )
     @classmethod

@@ -16,7 +16,7 @@ supplier understands, so a retry after a crash never creates a second order.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,6 +24,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import httpx
+
+from connectors.tracking import TrackingUpdateDTO
 
 
 class ConnectorError(Exception):
@@ -122,12 +124,23 @@ class StockLevel:
     unit_cost: Decimal | None = None
 
 
+@dataclass(frozen=True)
+class TrackingRefDTO:
+    """The purchase order a tracking number belongs to, for per-order tracking endpoints."""
+
+    po_number: str
+    supplier_reference: str | None = None
+
+
 class Connector(ABC):
     """One supplier channel. Subclasses set ``kind`` and implement what their channel supports."""
 
     kind: ClassVar[str]
     #: True when the supplier fetches its purchase orders itself (through the supplier API).
     pull_based: ClassVar[bool] = False
+    #: True when the channel reports carrier events itself; otherwise shipments with a tracking
+    #: number are followed through the tracking aggregator (when one is configured).
+    reports_tracking: ClassVar[bool] = False
 
     def __init__(self, config: Mapping[str, Any], http: httpx.AsyncClient) -> None:
         self.config = dict(config)
@@ -156,6 +169,25 @@ class Connector(ABC):
 
     async def fetch_stock(self, skus: tuple[str, ...]) -> tuple[StockLevel, ...]:
         return ()
+
+    @property
+    def supports_tracking(self) -> bool:
+        """True when ``fetch_tracking`` can ask the supplier (kind and settings allow it)."""
+        return False
+
+    @property
+    def tracking_batch_size(self) -> int:
+        """Tracking numbers one ``fetch_tracking`` call (one request) may carry; 0: no batch
+        endpoint, one number (one request) per call."""
+        return 0
+
+    async def fetch_tracking(
+        self, numbers: Sequence[str], refs: Mapping[str, TrackingRefDTO] | None = None
+    ) -> Sequence[TrackingUpdateDTO]:
+        """The current tracking of these numbers (at most ``tracking_batch_size``, or one),
+        as far as the supplier knows them; a number it does not know is left out. ``refs``
+        gives each number's purchase order (per-order endpoints need it)."""
+        raise PermanentConnectorError(f"{self.kind} suppliers do not report tracking")
 
     def verify_push(self, headers: Mapping[str, str], body: bytes) -> bool:
         """Authenticate an inbound push from the supplier's platform."""

@@ -15,19 +15,49 @@ Settings (``config``):
 | ``status_field`` | ``status`` | where its status is; ``status_map`` maps its words to ours |
 | ``field_map`` | ``{}`` | renames our request fields to the supplier's (``{"lines": "items"}``) |
 | ``timeout`` | ``10`` | seconds |
+| ``tracking`` | none | how to poll tracking (below); tracking unsupported when absent |
 
 The request body, before ``field_map``: ``{"reference", "currency", "ship_to", "shipping_method",
 "lines": [{"sku", "quantity", "unit_cost"}]}`` with the supplier's own SKUs.
+
+``tracking`` (an object; at least one of ``path`` and ``batch``; the batch endpoint is used when
+both are given):
+
+| key | default | meaning |
+|---|---|---|
+| ``path`` | none | GET one purchase order's parcels (placeholders below) |
+| ``batch.method`` | ``POST`` | ``POST`` or ``GET`` |
+| ``batch.path`` | required | e.g. ``/tracking`` |
+| ``batch.max_numbers`` | ``100`` | numbers per call, 1 to 100 |
+| ``batch.send_as`` | ``json`` | body ``{param: [...]}`` (POST), or ``query``: ``?param=a,b`` |
+| ``batch.param`` | ``numbers`` | the body field or query parameter |
+| ``status_map`` | ``{}`` | the supplier's words to ours (ours pass as themselves) |
+| ``fields`` | below | where things are in the answers (top-level names, no paths) |
+
+``fields`` and their defaults: ``list`` = ``trackings`` (the parcels in an answer; an answer that
+is a list is the list, a per-order answer without it is one parcel), ``number`` =
+``tracking_number``, ``status`` = ``status``, ``carrier`` = ``carrier``, ``events`` = ``events``,
+``event_status`` = ``status``, ``event_time`` = ``occurred_at`` (ISO 8601; no offset = UTC),
+``event_description`` = ``description``, ``event_location`` = ``location``,
+``estimated_delivery`` = ``estimated_delivery_at``.
+
+``path`` placeholders, quoted: ``{reference}`` (the supplier's id of the purchase order; a parcel
+whose order has none is skipped), ``{number}`` (our purchase order number), ``{tracking_number}``.
+Our statuses: ``info_received``, ``in_transit``, ``out_for_delivery``, ``delivered``,
+``exception``, ``returned``. An event in a word the map does not know is skipped with a log line,
+never an error; so is one whose time cannot be read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 from urllib.parse import quote, urlparse
 
 import httpx
+import structlog
 
 from connectors.base import (
     Connector,
@@ -39,8 +69,12 @@ from connectors.base import (
     ShipmentDTO,
     StatusResult,
     StockLevel,
+    TrackingRefDTO,
     classify_http_error,
 )
+from connectors.tracking import TrackingEventDTO, TrackingStatus, TrackingUpdateDTO
+
+log = structlog.get_logger(__name__)
 
 #: Bounds of the settings (the same as ``app.limits``; connectors do not depend on the app).
 _MIN_TIMEOUT, _MAX_TIMEOUT = 0.1, 120.0
@@ -60,8 +94,26 @@ _SETTINGS = frozenset(
         "field_map",
         "status_map",
         "timeout",
+        "tracking",
     }
 )
+#: Tracking: numbers per batch call, events kept per parcel (the newest).
+MAX_TRACKING_BATCH, MAX_TRACKING_EVENTS = 100, 200
+_TRACKING_KEYS = frozenset({"path", "batch", "status_map", "fields"})
+_BATCH_KEYS = frozenset({"method", "path", "max_numbers", "send_as", "param"})
+TRACKING_FIELDS = {
+    "list": "trackings",
+    "number": "tracking_number",
+    "status": "status",
+    "carrier": "carrier",
+    "events": "events",
+    "event_status": "status",
+    "event_time": "occurred_at",
+    "event_description": "description",
+    "event_location": "location",
+    "estimated_delivery": "estimated_delivery_at",
+}
+_TRACKING_STATUSES = frozenset(TrackingStatus.ALL)
 _OUR_STATUSES = {"placed", "accepted", "rejected", "cancelled", "shipped", "delivered"}
 
 
@@ -119,6 +171,8 @@ class RestJsonConnector(Connector):
             raise ConnectorConfigError(
                 "timeout", f"seconds from {_MIN_TIMEOUT} to {_MAX_TIMEOUT:g}"
             )
+        if "tracking" in out:
+            out["tracking"] = _validate_tracking(out["tracking"])
         return out
 
     @classmethod
@@ -164,6 +218,147 @@ class RestJsonConnector(Connector):
         raw = str(body.get(str(self.config.get("status_field") or "status")) or "placed")
         mapped = (self.config.get("status_map") or {}).get(raw, raw)
         return mapped if mapped in _OUR_STATUSES else "placed"
+
+    # ------------------------------------------------------------------ tracking
+    @property
+    def _tracking(self) -> Mapping[str, Any]:
+        tracking = self.config.get("tracking")
+        return tracking if isinstance(tracking, dict) else {}
+
+    @property
+    def supports_tracking(self) -> bool:
+        return bool(self._tracking.get("path") or self._tracking.get("batch"))
+
+    @property
+    def tracking_batch_size(self) -> int:
+        batch = self._tracking.get("batch")
+        if not batch:
+            return 0
+        return int(batch.get("max_numbers", MAX_TRACKING_BATCH))
+
+    async def fetch_tracking(
+        self, numbers: Sequence[str], refs: Mapping[str, TrackingRefDTO] | None = None
+    ) -> Sequence[TrackingUpdateDTO]:
+        if not self.supports_tracking:
+            return await super().fetch_tracking(numbers, refs)
+        wanted = list(dict.fromkeys(numbers))
+        if not wanted:
+            return ()
+        batch = self._tracking.get("batch")
+        if batch:
+            size = self.tracking_batch_size
+            if len(wanted) > size:
+                raise PermanentConnectorError(f"tracking: at most {size} numbers per call")
+            bodies = [await self._tracking_batch(batch, wanted)]
+        else:
+            bodies = [await self._tracking_one(n, (refs or {}).get(n)) for n in wanted]
+        found: dict[str, TrackingUpdateDTO] = {}
+        asked = set(wanted)
+        for body in bodies:
+            for update in self._parcels(body):
+                if update.tracking_number in asked:
+                    found[update.tracking_number] = update
+        return tuple(found.values())
+
+    async def _tracking_batch(self, batch: Mapping[str, Any], numbers: list[str]) -> Any:
+        url = str(self.config["base_url"]) + str(batch["path"])
+        param = str(batch.get("param") or "numbers")
+        what = f"tracking of {len(numbers)} parcels"
+        method = str(batch.get("method") or "POST")
+        if batch.get("send_as", "json") == "json":
+            response = await self._request(
+                method, url, what, json={param: numbers}, headers=self._headers()
+            )
+        else:
+            response = await self._request(
+                method, url, what, params={param: ",".join(numbers)}, headers=self._headers()
+            )
+        return _json_any(response, what)
+
+    async def _tracking_one(self, number: str, ref: TrackingRefDTO | None) -> Any:
+        path = str(self._tracking["path"])
+        params = {"tracking_number": number}
+        if ref is not None:
+            params["number"] = ref.po_number
+            if ref.supplier_reference:
+                params["reference"] = ref.supplier_reference
+        try:
+            url = self._url_from(path, **params)
+        except KeyError as exc:  # the template needs what this parcel's order lacks
+            log.warning("tracking.no_reference", tracking_number=number, missing=str(exc))
+            return None
+        what = f"tracking of {number}"
+        try:
+            response = await self._request("GET", url, what, headers=self._headers())
+        except PermanentConnectorError as exc:
+            # One unknown parcel (404) must not fail the others of the batch.
+            log.warning("tracking.refused", tracking_number=number, error=exc.message)
+            return None
+        return _json_any(response, what)
+
+    def _url_from(self, path: str, **params: str) -> str:
+        quoted = {k: quote(v, safe="") for k, v in params.items()}
+        return str(self.config["base_url"]) + path.format(**quoted)
+
+    def _parcels(self, body: Any) -> list[TrackingUpdateDTO]:
+        fields = {**TRACKING_FIELDS, **(self._tracking.get("fields") or {})}
+        if isinstance(body, dict) and isinstance(body.get(fields["list"]), list):
+            rows = body[fields["list"]]
+        elif isinstance(body, list):
+            rows = body
+        elif isinstance(body, dict):
+            rows = [body]
+        else:
+            rows = []
+        out = []
+        for row in rows:
+            if isinstance(row, dict) and row.get(fields["number"]) not in (None, ""):
+                out.append(self._parcel(row, fields))
+        return out
+
+    def _parcel(self, row: Mapping[str, Any], fields: Mapping[str, str]) -> TrackingUpdateDTO:
+        number = str(row[fields["number"]])
+        events = []
+        raw_events = row.get(fields["events"])
+        for raw in raw_events[-MAX_TRACKING_EVENTS:] if isinstance(raw_events, list) else ():
+            if not isinstance(raw, dict):
+                continue
+            status = self._tracking_status(raw.get(fields["event_status"]), number)
+            when = _moment(raw.get(fields["event_time"]))
+            if status is None or when is None:
+                if status is not None:
+                    log.warning(
+                        "tracking.bad_event_time",
+                        tracking_number=number,
+                        value=str(raw.get(fields["event_time"]))[:64],
+                    )
+                continue
+            events.append(
+                TrackingEventDTO(
+                    status=status,
+                    occurred_at=when,
+                    description=_text(raw.get(fields["event_description"])),
+                    location=_text(raw.get(fields["event_location"])),
+                )
+            )
+        status = None
+        if row.get(fields["status"]) not in (None, ""):
+            status = self._tracking_status(row.get(fields["status"]), number)
+        return TrackingUpdateDTO(
+            tracking_number=number,
+            carrier_slug=_text(row.get(fields["carrier"])),
+            status=status,
+            events=tuple(sorted(events, key=lambda e: e.occurred_at)),
+            estimated_delivery_at=_moment(row.get(fields["estimated_delivery"])),
+        )
+
+    def _tracking_status(self, raw: Any, number: str) -> str | None:
+        word = str(raw) if raw is not None else ""
+        mapped = (self._tracking.get("status_map") or {}).get(word, word)
+        if mapped in _TRACKING_STATUSES:
+            return str(mapped)
+        log.warning("tracking.unknown_status", tracking_number=number, status=word[:64])
+        return None
 
     # ------------------------------------------------------------------ interface
     async def place_order(self, po: PurchaseOrderDTO) -> PlacementResult:
@@ -278,6 +473,104 @@ class RestJsonConnector(Connector):
                     )
                 )
         return tuple(out)
+
+
+def _validate_tracking(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConnectorConfigError("tracking", "must be an object")
+    unknown = sorted(set(raw) - _TRACKING_KEYS)
+    if unknown:
+        raise ConnectorConfigError(f"tracking.{unknown[0]}", "unknown tracking setting")
+    out = dict(raw)
+    if "path" not in out and "batch" not in out:
+        raise ConnectorConfigError("tracking.path", "give a per-order path, a batch, or both")
+    if "path" in out:
+        _check_path("tracking.path", out["path"])
+        try:
+            out["path"].format(reference="r", number="n", tracking_number="t")
+        except (KeyError, IndexError, ValueError):
+            raise ConnectorConfigError(
+                "tracking.path", "placeholders: {reference}, {number}, {tracking_number}"
+            ) from None
+    if "batch" in out:
+        batch = out["batch"]
+        if not isinstance(batch, dict):
+            raise ConnectorConfigError("tracking.batch", "must be an object")
+        unknown = sorted(set(batch) - _BATCH_KEYS)
+        if unknown:
+            raise ConnectorConfigError(f"tracking.batch.{unknown[0]}", "unknown batch setting")
+        batch = dict(batch)
+        _check_path("tracking.batch.path", batch.get("path"))
+        method = batch.setdefault("method", "POST")
+        if method not in ("GET", "POST"):
+            raise ConnectorConfigError("tracking.batch.method", "GET or POST")
+        size = batch.setdefault("max_numbers", MAX_TRACKING_BATCH)
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 100:
+            raise ConnectorConfigError(
+                "tracking.batch.max_numbers", f"a whole number from 1 to {MAX_TRACKING_BATCH}"
+            )
+        send_as = batch.setdefault("send_as", "json")
+        if send_as not in ("json", "query"):
+            raise ConnectorConfigError("tracking.batch.send_as", "json or query")
+        if send_as == "json" and method == "GET":
+            raise ConnectorConfigError("tracking.batch.send_as", "json needs method POST")
+        param = batch.setdefault("param", "numbers")
+        if not isinstance(param, str) or not 0 < len(param) <= _MAX_TEXT:
+            raise ConnectorConfigError(
+                "tracking.batch.param", f"text of 1 to {_MAX_TEXT} characters"
+            )
+        out["batch"] = batch
+    status_map = out.get("status_map", {})
+    if not isinstance(status_map, dict) or len(status_map) > _MAX_MAP:
+        raise ConnectorConfigError("tracking.status_map", f"an object of at most {_MAX_MAP} names")
+    for word, ours in status_map.items():
+        if ours not in _TRACKING_STATUSES:
+            raise ConnectorConfigError(
+                f"tracking.status_map.{str(word)[:64]}",
+                f"one of {', '.join(TrackingStatus.ALL)}",
+            )
+    fields = out.get("fields", {})
+    if not isinstance(fields, dict):
+        raise ConnectorConfigError("tracking.fields", "must be an object")
+    for name, value in fields.items():
+        if name not in TRACKING_FIELDS:
+            raise ConnectorConfigError(
+                f"tracking.fields.{str(name)[:64]}", f"one of {', '.join(TRACKING_FIELDS)}"
+            )
+        if not isinstance(value, str) or not 0 < len(value) <= _MAX_TEXT:
+            raise ConnectorConfigError(
+                f"tracking.fields.{name}", f"text of 1 to {_MAX_TEXT} characters"
+            )
+    return out
+
+
+def _check_path(field: str, value: Any) -> None:
+    if not isinstance(value, str) or not value.startswith("/") or len(value) > _MAX_URL:
+        raise ConnectorConfigError(field, "must be a path starting with /")
+
+
+def _moment(value: Any) -> datetime | None:
+    """An ISO 8601 time as UTC (no offset: UTC); None when absent or unreadable."""
+    if not isinstance(value, str) or not value or len(value) > 64:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _text(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)[:_MAX_TEXT]
+
+
+def _json_any(response: httpx.Response, what: str) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise RetryableConnectorError(
+            f"{what}: supplier answered something other than JSON"
+        ) from exc
 
 
 def _json_object(response: httpx.Response, what: str) -> dict[str, Any]:

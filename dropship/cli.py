@@ -147,6 +147,19 @@ def migrate() -> None:
     click.echo(f"database {_redact(settings)} is at revision {revision}")
 
 
+@main.command()
+def demo() -> None:
+    """One order from webhook to delivered on a throwaway in-process instance, with simulated
+    storefront, supplier and Shopify Admin API: prints the timeline, the emails and the Shopify
+    calls."""
+    from dropship.demo import run
+
+    try:
+        run(click.echo)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.group()
 def merchant() -> None:
     """Manage merchants."""

@@ -36,10 +36,30 @@ APP_TASKS = {
     "email.send",
     "events.dispatch",
     "events.handle",
+    "fulfillment.create",
+    "fulfillment.event",
+    "fulfillment.tracking",
+    "aggregator.register",
+    "aggregator.apply_push",
+    "aggregator.poll",
+    "tracking.poll",
+    "tracking.poll_batch",
+    "tracking.check_overdue",
+    "tracking.digest",
+}
+#: Periodic tasks, with their period in seconds (the scheduler enqueues them).
+PERIODIC = {
+    "maintenance.sweep": 60,
+    "aggregator.poll": 60,
+    "tracking.poll": 60,
+    "tracking.check_overdue": 3600,
+    "tracking.digest": 3600,
 }
 #: The tasks whose lost jobs the sweeper finds again (``events.handle`` jobs come from a
-#: dispatch, which is itself swept).
-SWEPT = APP_TASKS - {"events.handle"}
+#: dispatch, which is itself swept; a periodic task comes back with its next slot; a lost
+#: poll batch leaves its parcels leased until the lease ends, then the next poll takes them;
+#: a lost Shopify tracking update is redone by the next change).
+SWEPT = APP_TASKS - {"events.handle", "tracking.poll_batch", "fulfillment.tracking"} - set(PERIODIC)
 PURGES = {"webhook.payloads", "idempotency.records", "jobs.periodic_runs", "events.dispatched"}
 
 
@@ -140,9 +160,7 @@ async def test_the_sweeper_runs_every_declared_stale_query_and_purge(
 
 
 def test_the_schedule_is_every_periodic_task_declared() -> None:
-    assert [(t.name, t.every_seconds) for t in worker_tasks().periodic()] == [
-        ("maintenance.sweep", 60)
-    ]
+    assert {t.name: t.every_seconds for t in worker_tasks().periodic()} == PERIODIC
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -20,6 +20,7 @@ OPERATION_IDS = {
     ("get", "/health/live"): "healthLive",
     ("get", "/health/ready"): "healthReady",
     ("post", "/webhooks/shopify"): "receiveShopifyWebhook",
+    ("post", "/webhooks/tracking/aftership"): "receiveAfterShipWebhook",
     ("get", "/api/v1/orders"): "listOrders",
     ("post", "/api/v1/orders"): "createOrder",
     ("get", "/api/v1/orders/{order_id}"): "getOrder",
@@ -59,6 +60,7 @@ OPERATION_IDS = {
     ("post", "/supplier/v1/orders/{po_id}/shipments"): "supplierCreateShipment",
     ("post", "/supplier/v1/shipments/{shipment_id}/events"): "supplierAddTrackingEvent",
     ("put", "/supplier/v1/inventory"): "supplierUpdateInventory",
+    ("get", "/track/{token}"): "getTrackingPage",
 }
 
 #: Operations that check a state and answer 409 for it (besides an Idempotency-Key in use).
@@ -84,6 +86,7 @@ NO_INPUT = {
     "deleteShopifyToken",
     "getPurchaseOrder",
     "supplierGetOrder",
+    "getTrackingPage",
 }
 #: A 404 for a row named in the body rather than the path.
 BODY_REFERENCES = {"upsertSupplierProduct", "simulateRouting", "receiveShopifyWebhook"}
@@ -202,7 +205,7 @@ async def test_every_error_status_each_operation_can_answer(document: dict[str, 
             expected.add(413)
         if keyed:
             expected.add(422)
-        if op_id in ("receiveShopifyWebhook", "healthReady"):
+        if op_id in ("receiveShopifyWebhook", "receiveAfterShipWebhook", "healthReady"):
             expected.add(503)
         assert statuses(op) == expected, (method, path)
         for status, response in op["responses"].items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import insert_for, utcnow, uuid7
 from app.events.models import LifecycleEvent
-from app.jobs.outbox import enqueue
+from app.jobs.outbox import enqueue, enqueue_many
 from app.jobs.task import StaleWindow
 from app.orders.models import Order
 
@@ -30,14 +31,18 @@ async def publish(
     *,
     key: str,
     merchant_id: uuid.UUID | None = None,
+    order_id: uuid.UUID | None = None,
     **data: Any,
 ) -> uuid.UUID | None:
-    """Publish ``type_`` once per ``key``; returns the event's id, or None if already published."""
+    """Publish ``type_`` once per ``key``; returns the event's id, or None if already published.
+    Without the ``order`` object at hand, name its ``merchant_id`` and ``order_id``."""
     merchant = order.merchant_id if order is not None else merchant_id
     if merchant is None:
         raise ValueError("publish: an order or a merchant_id")
     if order is not None:
-        data.setdefault("order_id", str(order.id))
+        order_id = order.id
+    if order_id is not None:
+        data.setdefault("order_id", str(order_id))
     event_id = uuid7()
     insert = insert_for(session)
     result = await session.execute(
@@ -45,7 +50,7 @@ async def publish(
         .values(
             id=event_id,
             merchant_id=merchant,
-            order_id=order.id if order is not None else None,
+            order_id=order_id,
             type=type_,
             key=key,
             data=data,
@@ -61,6 +66,48 @@ async def publish(
 
     await enqueue(session, dispatch_event, event_id)
     return event_id
+
+
+@dataclass(frozen=True)
+class Publication:
+    """One event of a batch (``publish_many``)."""
+
+    merchant_id: uuid.UUID
+    order_id: uuid.UUID | None
+    type: str
+    key: str
+    data: dict[str, Any]
+
+
+async def publish_many(session: AsyncSession, events: Sequence[Publication]) -> int:
+    """``publish`` for a batch, in two statements whatever its size (the tracking poll's hot
+    path); returns how many were new."""
+    if not events:
+        return 0
+    now = utcnow()
+    rows = [
+        {
+            "id": uuid7(),
+            "merchant_id": e.merchant_id,
+            "order_id": e.order_id,
+            "type": e.type,
+            "key": e.key,
+            "data": {"order_id": str(e.order_id), **e.data} if e.order_id else dict(e.data),
+            "created_at": now,
+        }
+        for e in events
+    ]
+    result = await session.execute(
+        insert_for(session)(LifecycleEvent)
+        .on_conflict_do_nothing(index_elements=["merchant_id", "key"])
+        .returning(LifecycleEvent.id),
+        rows,
+    )
+    new = list(result.scalars().all())
+    from app.events.tasks import dispatch_event
+
+    await enqueue_many(session, dispatch_event, [[event_id] for event_id in new])
+    return len(new)
 
 
 async def claim_for_dispatch(session: AsyncSession, event_id: uuid.UUID) -> LifecycleEvent | None:

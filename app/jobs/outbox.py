@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +53,17 @@ def notify_committed() -> None:
 async def enqueue(session: AsyncSession, task: Task, *args: Any, delay: float = 0.0) -> None:
     """Add a job running ``task`` to the outbox; it is relayed to the broker only if the
     transaction commits."""
-    await session.execute(insert(OutboxMessage), [outbox_row(task, *args, delay=delay)])
+    await enqueue_many(session, task, [args], delay=delay)
+
+
+async def enqueue_many(
+    session: AsyncSession, task: Task, jobs: Iterable[Sequence[Any]], *, delay: float = 0.0
+) -> None:
+    """Add one job running ``task`` per argument list of ``jobs``, in one statement."""
+    rows = [outbox_row(task, *args, delay=delay) for args in jobs]
+    if not rows:
+        return
+    await session.execute(insert(OutboxMessage), rows)
     sync = session.sync_session
     if not sync.info.get("outbox_hooked"):
         sync.info["outbox_hooked"] = True

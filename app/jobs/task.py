@@ -46,6 +46,8 @@ class TaskContext:
     _http: httpx.AsyncClient | None = field(default=None, repr=False)
     _limits: Any = field(default=None, repr=False)
     _mail: MailSender | None = field(default=None, repr=False)
+    _shopify_http: httpx.AsyncClient | None = field(default=None, repr=False)
+    _shopify_costs: Any = field(default=None, repr=False)
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -79,10 +81,35 @@ class TaskContext:
             self._mail = MailSender(self.settings.smtp_url, self.settings.var_dir / "mail")
         return self._mail
 
+    @property
+    def shopify_http(self) -> httpx.AsyncClient:
+        """The Shopify Admin API's own client: every call goes to ``shopify_admin_url``."""
+        if self._shopify_http is None:
+            from connectors.shopify_admin import admin_http_client
+
+            self._shopify_http = admin_http_client(self.settings.shopify_admin_url)
+        return self._shopify_http
+
+    @property
+    def shopify_costs(self) -> Any:
+        """Each shop's GraphQL cost bucket, shared by every worker (Redis) or in-process."""
+        if self._shopify_costs is None:
+            from connectors.shopify_admin import MemoryCostStore, RedisCostStore
+
+            limits = self.rate_limits
+            client = getattr(limits, "client", None)
+            self._shopify_costs = (
+                RedisCostStore(client) if client is not None else MemoryCostStore()
+            )
+        return self._shopify_costs
+
     async def aclose(self) -> None:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        if self._shopify_http is not None:
+            await self._shopify_http.aclose()
+            self._shopify_http = None
 
 
 @dataclass(frozen=True)

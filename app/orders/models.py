@@ -23,6 +23,10 @@ class OrderStatus:
     ROUTED = "routed"
     #: Some lines are with suppliers; the rest wait in the exceptions queue.
     PARTIALLY_ROUTED = "partially_routed"
+    #: Every line is on its way to the customer (each supplier shipped its part).
+    SHIPPED = "shipped"
+    #: Every parcel arrived.
+    DELIVERED = "delivered"
     CANCELLED = "cancelled"
 
     ALL = (
@@ -32,6 +36,8 @@ class OrderStatus:
         READY_TO_ROUTE,
         ROUTED,
         PARTIALLY_ROUTED,
+        SHIPPED,
+        DELIVERED,
         CANCELLED,
     )
     #: Statuses in which the order has not yet been handed to any supplier.

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.api.pagination import Page, rows_page
-from app.carriers import best_match, tracking_url_for
+from app.carriers import best_match, normalise, tracking_url_for
 from app.codes import wire_amount
 from app.db import insert_for, utcnow, uuid7
 from app.errors import Conflict, InvalidInput, NotFound, RetryableConflict
@@ -35,7 +35,7 @@ from app.purchasing.models import (
 )
 from app.routing.engine import RoutingPlan
 from app.suppliers.models import Supplier, SupplierProduct
-from app.timeline.service import record
+from app.timeline.service import record, set_status
 from connectors.base import AddressDTO, PurchaseOrderDTO, PurchaseOrderLineDTO
 
 #: One vocabulary for every source (supplier API, connector polls, the aggregator).
@@ -367,27 +367,35 @@ async def transition(
             supplier_id=str(po.supplier_id),
         )
     await session.flush()
-    if status == POStatus.DELIVERED:
-        await _publish_if_order_delivered(session, order)
+    if status in (POStatus.SHIPPED, POStatus.DELIVERED):
+        await _advance_order(session, order)
 
 
 #: Purchase orders that no longer owe the customer anything.
 _CLOSED = (POStatus.DELIVERED, POStatus.REJECTED, POStatus.CANCELLED, POStatus.FAILED)
+#: ... and those whose parcels are at least on their way.
+_SENT = (POStatus.SHIPPED, *_CLOSED)
 
 
-async def _publish_if_order_delivered(session: AsyncSession, order: Order) -> None:
-    """``order.delivered`` once every line is with a supplier and every parcel arrived."""
-    if order.status != OrderStatus.ROUTED:
+async def _advance_order(session: AsyncSession, order: Order) -> None:
+    """A routed order whose every purchase order shipped is ``shipped``; once every parcel
+    arrived it is ``delivered`` (on the timeline, and published once)."""
+    if order.status not in (OrderStatus.ROUTED, OrderStatus.SHIPPED):
         return
-    owing = await session.scalar(
-        select(func.count())
-        .select_from(PurchaseOrder)
-        .where(PurchaseOrder.order_id == order.id, PurchaseOrder.status.not_in(_CLOSED))
+    statuses = set(
+        (
+            await session.scalars(
+                select(PurchaseOrder.status).where(PurchaseOrder.order_id == order.id)
+            )
+        ).all()
     )
-    if owing:
+    if not statuses or not statuses <= set(_SENT):
         return
-    record(session, order, "order.delivered", f"order {order.name}: every parcel delivered")
-    await publish(session, order, EventType.ORDER_DELIVERED, key=f"order.delivered:{order.id}")
+    if statuses <= set(_CLOSED):
+        set_status(session, order, OrderStatus.DELIVERED, "every parcel delivered")
+        await publish(session, order, EventType.ORDER_DELIVERED, key=f"order.delivered:{order.id}")
+    elif order.status != OrderStatus.SHIPPED:
+        set_status(session, order, OrderStatus.SHIPPED, "every line shipped")
 
 
 def to_dto(po: PurchaseOrder) -> PurchaseOrderDTO:
@@ -495,6 +503,9 @@ async def add_shipment(
 ) -> tuple[Shipment, bool]:
     """Record a (partial) shipment; the same tracking number twice is the same shipment."""
     if tracking_number:
+        # "1Z 999 AA1..." and "1Z999AA1..." are one parcel: spaces and case are presentation.
+        tracking_number = normalise(tracking_number) or tracking_number.strip()
+    if tracking_number:
         existing = await session.scalar(
             select(Shipment).where(
                 Shipment.purchase_order_id == po.id, Shipment.tracking_number == tracking_number
@@ -530,8 +541,8 @@ async def add_shipment(
         # A supplier that names no carrier or no link: the number itself tells (app.carriers).
         tracking_url = tracking_url or tracking_url_for(carrier, tracking_number)
         if not carrier:
-            match = best_match(tracking_number)
-            carrier = (match.shopify_company or match.courier_name) if match else None
+            detected = best_match(tracking_number)
+            carrier = (detected.shopify_company or detected.courier_name) if detected else None
     shipment = Shipment(
         purchase_order_id=po.id,
         merchant_id=po.merchant_id,

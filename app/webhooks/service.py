@@ -72,6 +72,8 @@ async def unprocessed(
     return await window.ids(
         session,
         select(WebhookDelivery.id).where(
+            # Other sources' deliveries (tracking pushes) have their own task and sweep.
+            WebhookDelivery.source == "shopify",
             WebhookDelivery.processed_at.is_(None),
             WebhookDelivery.received_at < window.cutoff,
             WebhookDelivery.failures < max_failures,

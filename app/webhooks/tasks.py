@@ -90,7 +90,7 @@ async def _count_failure(ctx: TaskContext, delivery_id: str, exc: Exception) -> 
 async def _process(ctx: TaskContext, delivery_id: str) -> None:
     async with ctx.db.transaction() as session:
         delivery = await service.load_for_processing(session, uuid.UUID(delivery_id))
-        if delivery is None or delivery.processed_at is not None:
+        if delivery is None or delivery.processed_at is not None or delivery.source != "shopify":
             return
         # Plain values: a rolled-back savepoint below expires the ORM objects it touched.
         topic, body, merchant_id = delivery.topic, delivery.payload, delivery.merchant_id

@@ -1,0 +1,1 @@
+"""Polling suppliers for tracking, and the parcels and purchase orders that stopped moving."""
