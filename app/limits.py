@@ -64,6 +64,12 @@ MAX_EMAIL = 320
 #: A tracking number as given (printed labels space it out): the longest format is 34
 #: characters, 69 with a space between each; anything longer is no tracking number.
 MAX_TRACKING_NUMBER = 128
+#: A customer email template's subject and its text or HTML body, as the merchant writes them
+#: (the HTML has inline styles, hence more room than free text).
+MAX_TEMPLATE_SUBJECT = 1_000
+MAX_TEMPLATE_BODY = 100_000
+#: What one rendered template may produce (a template that loops itself huge is refused).
+MAX_RENDERED = 1_000_000
 #: Any string anywhere in an input, nested ones included (connector settings...).
 MAX_ANY_TEXT = MAX_LONG_TEXT
 #: Lines of one order, shipment, rejection, simulation.

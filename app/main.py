@@ -25,6 +25,7 @@ from app.idempotency.middleware import idempotency_middleware
 from app.logging import configure_logging, request_id_middleware, stamp_request_id
 from app.merchants.controllers import SettingsController
 from app.migrate import check_schema
+from app.notifications.controllers import NotificationTemplateController
 from app.orders.controllers import OrderController
 from app.outbound.controllers import WebhookEndpointController
 from app.purchasing.controllers import PurchaseOrderController
@@ -81,6 +82,7 @@ def create_app(
             RoutingController,
             PurchaseOrderController,
             SettingsController,
+            NotificationTemplateController,
             SupplierApiController,
             TrackingPageController,
             WebhookEndpointController,

@@ -9,6 +9,7 @@ from app.idempotency.models import IdempotencyRecord
 from app.jobs.models import OutboxMessage, PeriodicRun
 from app.mail.models import OutgoingEmail
 from app.merchants.models import ApiToken, Merchant
+from app.notifications.models import NotificationTemplate
 from app.orders.models import Customer, Order, OrderLine
 from app.outbound.models import DeliveryAttempt, EndpointDelivery, WebhookEndpoint
 from app.purchasing.models import (
@@ -35,6 +36,7 @@ __all__ = [
     "LifecycleEvent",
     "LineExclusion",
     "Merchant",
+    "NotificationTemplate",
     "Order",
     "OrderEvent",
     "OrderLine",

@@ -42,6 +42,8 @@ class OutgoingEmail(IdMixin, Base):
     purchase_order_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
     to_address: Mapped[str] = mapped_column(String(320))
     from_address: Mapped[str] = mapped_column(String(320))
+    #: Where the customer's answers go (the merchant's address); None: back to the sender.
+    reply_to: Mapped[str | None] = mapped_column(String(320), default=None)
     subject: Mapped[str] = mapped_column(String(300))
     text_body: Mapped[str] = mapped_column(Text)
     html_body: Mapped[str | None] = mapped_column(Text, default=None)

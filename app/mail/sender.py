@@ -59,6 +59,8 @@ def build_message(email: OutgoingEmail) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = email.from_address
     msg["To"] = email.to_address
+    if email.reply_to:
+        msg["Reply-To"] = email.reply_to
     msg["Subject"] = email.subject
     msg["Message-ID"] = email.message_id
     msg["Date"] = formatdate(email.created_at.timestamp(), usegmt=True)

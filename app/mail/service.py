@@ -66,11 +66,46 @@ async def queue_email(
     template: str,
     context: dict[str, Any],
     sender_name: str | None = None,
+    reply_to: str | None = None,
     order_id: uuid.UUID | None = None,
     purchase_order_id: uuid.UUID | None = None,
 ) -> uuid.UUID | None:
     """Store the email for this event and enqueue its sending; None if the event already has it."""
-    subject, text, html = render(template, context)
+    return await store_email(
+        session,
+        merchant_id=merchant_id,
+        key=key,
+        kind=kind,
+        to=to,
+        sender=sender,
+        content=render(template, context),
+        sender_name=sender_name,
+        reply_to=reply_to,
+        order_id=order_id,
+        purchase_order_id=purchase_order_id,
+    )
+
+
+async def store_email(
+    session: AsyncSession,
+    *,
+    merchant_id: uuid.UUID,
+    key: str,
+    kind: str,
+    to: str,
+    sender: str,
+    content: tuple[str, str, str | None],
+    sender_name: str | None = None,
+    reply_to: str | None = None,
+    order_id: uuid.UUID | None = None,
+    purchase_order_id: uuid.UUID | None = None,
+) -> uuid.UUID | None:
+    """:func:`queue_email` for an email rendered elsewhere (``content``: subject, text, html);
+    None if the event already has its email."""
+    subject, text, html = content
+    subject = " ".join(subject.split())
+    if len(subject) > SUBJECT_MAX:
+        subject = subject[: SUBJECT_MAX - 1] + "…"
     email_id = uuid7()
     values = {
         "id": email_id,
@@ -81,6 +116,7 @@ async def queue_email(
         "purchase_order_id": purchase_order_id,
         "to_address": to,
         "from_address": formataddr((sender_name, sender)) if sender_name else sender,
+        "reply_to": reply_to,
         "subject": subject,
         "text_body": text,
         "html_body": html,
@@ -103,6 +139,16 @@ async def queue_email(
 
     await enqueue(session, send_email, email_id)
     return email_id
+
+
+async def email_exists(session: AsyncSession, merchant_id: uuid.UUID, key: str) -> bool:
+    """The event already has its email (spares rendering it again on a repeated event)."""
+    found = await session.scalar(
+        select(OutgoingEmail.id).where(
+            OutgoingEmail.merchant_id == merchant_id, OutgoingEmail.key == key
+        )
+    )
+    return found is not None
 
 
 async def load_for_sending(session: AsyncSession, email_id: uuid.UUID) -> OutgoingEmail | None:

@@ -5,7 +5,16 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from app.inputs import Input
+from app import limits
+from app.inputs import Input, ShortText
+from app.merchants.settings import (
+    BrandingSettings,
+    MerchantSettings,
+    NotificationSettings,
+    RoutingSettings,
+    ShopifySettings,
+    TrackingSettings,
+)
 
 
 class ShopifyTokenIn(Input):
@@ -20,3 +29,63 @@ class ShopifyConnectionOut(msgspec.Struct):
 
     shop: str
     access_token_set: bool
+
+
+class SettingsIn(Input, kw_only=True):
+    """The sections to replace, each whole (its fields left out take their defaults); the
+    sections not given stay as they are."""
+
+    routing: RoutingSettings | None = None
+    branding: BrandingSettings | None = None
+    notifications: NotificationSettings | None = None
+    tracking: TrackingSettings | None = None
+    shopify: ShopifySettings | None = None
+    # A list, not a tuple: Litestar documents ``tuple[str, ...]`` as ``oneOf: [string, {}]``.
+    routable_financial_statuses: (
+        Annotated[list[ShortText], Meta(min_length=1, max_length=limits.MAX_LIST)] | None
+    ) = None
+
+    def sections(self) -> dict[str, object]:
+        given: dict[str, object] = {
+            name: getattr(self, name)
+            for name in self.__struct_fields__
+            if getattr(self, name) is not None
+        }
+        if self.routable_financial_statuses is not None:
+            given["routable_financial_statuses"] = tuple(self.routable_financial_statuses)
+        return given
+
+
+class NotificationsOut(msgspec.Struct, kw_only=True):
+    """``NotificationSettings`` as answered (lists where the settings hold tuples)."""
+
+    order_confirmation: bool
+    shipped: bool
+    out_for_delivery: bool
+    delivered: bool
+    delayed: bool
+    cancelled: bool
+    default_locale: str
+    alert_recipients: list[str]
+
+
+class SettingsOut(msgspec.Struct, kw_only=True):
+    """Every section of the merchant's settings, defaults filled in."""
+
+    routing: RoutingSettings
+    branding: BrandingSettings
+    notifications: NotificationsOut
+    tracking: TrackingSettings
+    shopify: ShopifySettings
+    routable_financial_statuses: list[str]
+
+    @classmethod
+    def of(cls, s: MerchantSettings) -> SettingsOut:
+        return cls(
+            routing=s.routing,
+            branding=s.branding,
+            notifications=msgspec.convert(msgspec.to_builtins(s.notifications), NotificationsOut),
+            tracking=s.tracking,
+            shopify=s.shopify,
+            routable_financial_statuses=list(s.routable_financial_statuses),
+        )

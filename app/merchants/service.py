@@ -19,7 +19,7 @@ from app.db import Database, utcnow
 from app.errors import InvalidInput
 from app.mail.address import is_email
 from app.merchants.models import ApiToken, Merchant, MerchantStatus
-from app.merchants.settings import save, settings_of
+from app.merchants.settings import MerchantSettings, save, settings_of
 from app.security import SecretBox, hash_token, new_token
 
 _SHOP_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,60}\.myshopify\.com$")
@@ -256,7 +256,12 @@ def _consume(future: asyncio.Future[ShopEntry | None]) -> None:
         log.warning("directory.refresh_failed", error=repr(future.exception()))
 
 
-async def change_settings(session: AsyncSession, merchant: Merchant, **sections: Any) -> None:
-    """Replace whole sections of the merchant's settings (``routing=RoutingSettings(...)``)."""
-    save(merchant, msgspec.structs.replace(settings_of(merchant), **sections))
+async def change_settings(
+    session: AsyncSession, merchant: Merchant, **sections: Any
+) -> MerchantSettings:
+    """Replace whole sections of the merchant's settings (``routing=RoutingSettings(...)``);
+    returns them all."""
+    changed = msgspec.structs.replace(settings_of(merchant), **sections)
+    save(merchant, changed)
     await session.flush()
+    return changed

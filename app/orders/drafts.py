@@ -96,6 +96,7 @@ class OrderDraft:
     billing_address: dict[str, Any] | None = None
     shipping_method: str | None = None
     note: str | None = None
+    customer_locale: str | None = None
     shopify_order_id: int | None = None
     shopify_gid: str | None = None
     order_number: int | None = None
@@ -301,6 +302,7 @@ def from_shopify(payload: dict[str, Any]) -> OrderDraft:
         billing_address=address(payload.get("billing_address"), "billing_address"),
         shipping_method=_text(shipping_lines[0].get("title"), 255) if shipping_lines else None,
         note=_text(payload.get("note")),
+        customer_locale=_text(payload.get("customer_locale"), 16),
         shopify_order_id=order_id,
         shopify_gid=_text(payload.get("admin_graphql_api_id"), 255)
         or f"gid://shopify/Order/{order_id}",

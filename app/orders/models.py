@@ -103,6 +103,9 @@ class Order(IdMixin, TimestampMixin, Base):
     shipping_method: Mapped[str | None] = mapped_column(String(255), default=None)
     stripe_payment_reference: Mapped[str | None] = mapped_column(String(255), default=None)
     note: Mapped[str | None] = mapped_column(Text, default=None)
+    #: The customer's language as the store gave it (Shopify's ``customer_locale``, ``de-DE``):
+    #: customer emails pick their language from it.
+    customer_locale: Mapped[str | None] = mapped_column(String(16), default=None)
     #: Shopify's ``updated_at`` of the newest payload applied: older replays never overwrite.
     source_updated_at: Mapped[datetime | None] = mapped_column(default=None)
     placed_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -165,6 +165,7 @@ async def create_order(session: AsyncSession, merchant_id: uuid.UUID, draft: Ord
         shipping_method=draft.shipping_method,
         stripe_payment_reference=draft.stripe_payment_reference,
         note=draft.note,
+        customer_locale=draft.customer_locale,
         source_updated_at=draft.source_updated_at,
         placed_at=draft.placed_at or utcnow(),
         cancelled_at=draft.cancelled_at,
