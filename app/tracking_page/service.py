@@ -18,6 +18,7 @@ from sqlalchemy import exists, select
 from app.db import DbSession
 from app.merchants.models import Merchant, MerchantStatus
 from app.merchants.settings import settings_of
+from app.notifications.render import pick_locale
 from app.orders.models import Customer, Order, OrderLine, OrderStatus
 from app.purchasing.models import (
     PurchaseOrder,
@@ -238,5 +239,6 @@ async def tracking_view(session: DbSession, token: str) -> TrackingView | None:
         country_code=country if isinstance(country, str) and country else None,
         items=lines,
         shipments=ships,
-        default_locale=default_locale,
+        # Without a language the browser asks for: the order's, as for its emails.
+        default_locale=pick_locale(order.customer_locale, default_locale),
     )

@@ -1,7 +1,7 @@
 """customer emails: notification templates, orders.customer_locale, emails.reply_to
 
 Revision ID: b3c8e1f0a9d2
-Revises: 950c7d47b05a
+Revises: 9943257b30f1
 Create Date: 2026-12-01 17:20:00.000000
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import app.db
 
 revision: str = "b3c8e1f0a9d2"
-down_revision: str | None = "950c7d47b05a"
+down_revision: str | None = "9943257b30f1"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
