@@ -41,3 +41,7 @@ def test_the_demo_takes_one_order_from_webhook_to_delivered() -> None:
         "FulfillmentEventCreate",
         "FulfillmentEventCreate",
     ]
+    emails = out.split("Emails written", 1)[1].split("Shopify Admin API calls", 1)[0]
+    sent = [ln.split()[:2] for ln in emails.splitlines()[1:] if ln.strip()]
+    assert sent == [["sent", "shipped"], ["sent", "out_for_delivery"], ["sent", "delivered"]]
+    assert "to ada@example.com: Your order #1001 is on its way" in emails

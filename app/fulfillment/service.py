@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import exists, func, or_, select
 
+from app.carriers import best_match
 from app.db import DbSession, insert_for, utcnow, uuid7
 from app.exceptions.service import open_exception
 from app.fulfillment.models import (
@@ -61,8 +62,13 @@ EVENT_MESSAGE = {"returned": "Returned to sender", "exception": "Delivery except
 
 
 def tracking_company(shipment: Shipment) -> str | None:
-    """The carrier's name as Shopify spells it. Until carrier detection names it, the
-    supplier's text (Shopify shows an unknown company with the tracking URL)."""
+    """The carrier's name as Shopify spells it ("ups" from a supplier is Shopify's "UPS"),
+    from the number and the supplier's word for it; else the supplier's text (Shopify shows an
+    unknown company with the tracking URL)."""
+    if shipment.tracking_number:
+        match = best_match(shipment.tracking_number, shipment.carrier)
+        if match is not None and match.shopify_company:
+            return match.shopify_company
     return shipment.carrier
 
 

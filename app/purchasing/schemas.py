@@ -130,10 +130,15 @@ class TrackingEventIn(Input):
     status: Annotated[str, Meta(min_length=1, max_length=32)]
     occurred_at: Timestamp
     description: LongText | None = None
+    #: Where it happened: a city, a country (never a street address).
+    location: OptionalText = None
+    #: When the carrier now expects the parcel, if it says.
+    estimated_delivery_at: Timestamp | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_datetime("occurred_at", self.occurred_at)
+        check_datetime("estimated_delivery_at", self.estimated_delivery_at)
 
 
 class InventoryRow(Input):

@@ -235,7 +235,13 @@ class SupplierApiController(Controller):
     ) -> ShipmentOut:
         shipment = await service.shipment_for_supplier(db_session, supplier.id, shipment_id)
         await service.add_tracking_event(
-            db_session, shipment, data.status, data.occurred_at, data.description
+            db_session,
+            shipment,
+            data.status,
+            data.occurred_at,
+            data.description,
+            location=data.location,
+            estimated_delivery_at=data.estimated_delivery_at,
         )
         return ShipmentOut.of(shipment)
 
