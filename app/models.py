@@ -2,7 +2,7 @@
 
 from app.aggregator.models import TrackingRegistration
 from app.db import Base
-from app.events.models import LifecycleEvent
+from app.events.models import EventReaction, LifecycleEvent
 from app.exceptions.models import ExceptionCase
 from app.fulfillment.models import ShopifyFulfillment, ShopifyFulfillmentEvent, ShopifySyncStop
 from app.idempotency.models import IdempotencyRecord
@@ -31,6 +31,7 @@ __all__ = [
     "Customer",
     "DeliveryAttempt",
     "EndpointDelivery",
+    "EventReaction",
     "ExceptionCase",
     "IdempotencyRecord",
     "LifecycleEvent",

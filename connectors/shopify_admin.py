@@ -361,9 +361,15 @@ class ShopifyAdmin:
     calls: list[CallRecord] = field(default_factory=list)
 
     async def execute(
-        self, operation: str, variables: dict[str, Any] | None, *, expected_cost: float
+        self,
+        operation: str,
+        variables: dict[str, Any] | None,
+        *,
+        expected_cost: float,
+        retries: int = HELPER_RETRIES,
     ) -> Answer:
-        """Run the document ``operation`` (a key of :data:`DOCUMENTS`)."""
+        """Run the document ``operation`` (a key of :data:`DOCUMENTS`); ``retries``: how often
+        the helper itself repeats a 5xx (never for a mutation: Shopify may have done it)."""
         now = time.time()
         bucket = self.costs.get(self.shop_domain)
         if bucket is not None:
@@ -383,7 +389,7 @@ class ShopifyAdmin:
             self.version,
             invalid_token_response=None,
             variables=variables,
-            max_retries=HELPER_RETRIES,
+            max_retries=retries,
             http_client=self.http,
         )
         body = _json(result.response.body) if result.response is not None else {}
@@ -458,7 +464,9 @@ class ShopifyAdmin:
 
     async def mutate(self, operation: str, root: str, variables: dict[str, Any]) -> dict[str, Any]:
         """Run a mutation; its payload (``data[root]``), or :class:`UserErrors`."""
-        answer = await self.execute(operation, variables, expected_cost=MUTATION_COST)
+        # A 5xx after Shopify committed would create twice: the task's look-before-retry
+        # decides instead of the helper's blind retry.
+        answer = await self.execute(operation, variables, expected_cost=MUTATION_COST, retries=0)
         payload = answer.data.get(root) or {}
         errors = payload.get("userErrors") or []
         if errors:

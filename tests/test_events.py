@@ -13,7 +13,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 
 from app.db import Database, DbSession
-from app.events.models import LifecycleEvent
+from app.events.models import EventReaction, LifecycleEvent
 from app.jobs.task import REGISTRY, TaskContext
 from app.purchasing.models import Shipment
 from app.settings import Settings
@@ -234,3 +234,41 @@ async def _published_count(db: Database, order_id: str, n: int) -> bool:
             .where(LifecycleEvent.order_id == uuid.UUID(order_id))
         )
     return count == n
+
+
+async def test_a_lost_reaction_job_is_found_by_the_sweeper(
+    client: Client, db: Database, shop: MerchantHandle, settings: Settings
+) -> None:
+    """The dispatch happened, but the job running one subscriber was lost (Redis restarted):
+    its reaction stays pending until the sweeper runs it, once."""
+    workers = client.app.state.workers
+    with losing_jobs(workers.broker, "events.handle") as lost:
+        order_id, _, _, _ = await shipped(client, shop)
+        await eventually(lambda: _all_dispatched(db, order_id, 4))
+        await eventually(lambda: outbox_empty(db))
+    assert SEEN == []
+    async with db.sessionmaker() as session:
+        pending = await session.scalar(
+            select(func.count()).select_from(EventReaction).where(EventReaction.done_at.is_(None))
+        )
+    # Every reaction of the four events (the app's own subscribers' too) is pending, none lost.
+    assert pending == len(lost) >= 5
+    ctx = TaskContext(settings=settings.model_copy(update={"stale_after": 0}), db=db, box=None)  # type: ignore[arg-type]
+    await sweep(ctx)
+    workers.relay.wake()
+    await eventually(lambda: _count_probe(4))
+    await eventually(lambda: _done(db, len(lost)))
+    await sweep(ctx)  # nothing pending any more: nothing runs twice
+    workers.relay.wake()
+    await eventually(lambda: outbox_empty(db))
+    assert len(SEEN) == 5
+
+
+async def _done(db: Database, n: int) -> bool:
+    async with db.sessionmaker() as session:
+        done = await session.scalar(
+            select(func.count())
+            .select_from(EventReaction)
+            .where(EventReaction.done_at.is_not(None))
+        )
+    return done == n

@@ -56,11 +56,10 @@ PERIODIC = {
     "tracking.check_overdue": 3600,
     "tracking.digest": 3600,
 }
-#: The tasks whose lost jobs the sweeper finds again (``events.handle`` jobs come from a
-#: dispatch, which is itself swept; a periodic task comes back with its next slot; a lost
-#: poll batch leaves its parcels leased until the lease ends, then the next poll takes them;
-#: a lost Shopify tracking update is redone by the next change).
-SWEPT = APP_TASKS - {"events.handle", "tracking.poll_batch", "fulfillment.tracking"} - set(PERIODIC)
+#: The tasks whose lost jobs the sweeper finds again (a periodic task comes back with its next
+#: slot; a lost poll batch leaves its parcels leased until the lease ends, then the next poll
+#: takes them; a lost Shopify tracking update is redone by the next change).
+SWEPT = APP_TASKS - {"tracking.poll_batch", "fulfillment.tracking"} - set(PERIODIC)
 PURGES = {
     "webhook.payloads",
     "idempotency.records",

@@ -76,3 +76,22 @@ class LifecycleEvent(IdMixin, Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     dispatched_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class EventReaction(IdMixin, Base):
+    """One subscriber's reaction to one event, written when the event is dispatched and marked
+    done in the reaction's own transaction: a lost or exhausted job leaves it pending, and the
+    sweeper runs it again."""
+
+    __tablename__ = "lifecycle_reactions"
+    __table_args__ = (
+        UniqueConstraint("event_id", "subscriber"),
+        Index("ix_lifecycle_reactions_pending", "done_at", "created_at"),
+    )
+
+    event_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("lifecycle_events.id", ondelete="CASCADE")
+    )
+    subscriber: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(default=None)

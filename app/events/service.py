@@ -18,7 +18,7 @@ from sqlalchemy import Delete, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import insert_for, utcnow, uuid7
-from app.events.models import LifecycleEvent
+from app.events.models import EventReaction, LifecycleEvent
 from app.jobs.outbox import enqueue, enqueue_many
 from app.jobs.task import StaleWindow
 from app.orders.models import Order
@@ -122,6 +122,46 @@ async def claim_for_dispatch(session: AsyncSession, event_id: uuid.UUID) -> Life
 
 async def event_by_id(session: AsyncSession, event_id: uuid.UUID) -> LifecycleEvent | None:
     return await session.get(LifecycleEvent, event_id)
+
+
+async def add_reactions(
+    session: AsyncSession, event: LifecycleEvent, subscribers: Sequence[str]
+) -> list[uuid.UUID]:
+    """One pending reaction per subscriber of the event (one statement); their ids."""
+    ids = [uuid7() for _ in subscribers]
+    rows = [
+        {"id": rid, "event_id": event.id, "subscriber": name, "created_at": utcnow()}
+        for rid, name in zip(ids, subscribers, strict=True)
+    ]
+    if rows:
+        await session.execute(insert_for(session)(EventReaction), rows)
+    return ids
+
+
+async def claim_reaction(
+    session: AsyncSession, reaction_id: uuid.UUID
+) -> tuple[EventReaction, LifecycleEvent] | None:
+    """The reaction still to run and its event, the reaction row-locked (two deliveries of its
+    job take turns, the second finds it done)."""
+    reaction: EventReaction | None = await session.scalar(
+        select(EventReaction).where(EventReaction.id == reaction_id).with_for_update()
+    )
+    if reaction is None or reaction.done_at is not None:
+        return None
+    event = await session.get(LifecycleEvent, reaction.event_id)
+    if event is None:
+        return None
+    return reaction, event
+
+
+async def pending_reactions(session: AsyncSession, window: StaleWindow) -> Sequence[uuid.UUID]:
+    """Reactions whose job was lost or gave up (the sweeper runs them again)."""
+    return await window.ids(
+        session,
+        select(EventReaction.id).where(
+            EventReaction.done_at.is_(None), EventReaction.created_at < window.cutoff
+        ),
+    )
 
 
 async def events_of_order(session: AsyncSession, order_id: uuid.UUID) -> Sequence[LifecycleEvent]:

@@ -29,22 +29,27 @@ async def dispatch_event(ctx: TaskContext, event_id: str) -> None:
         event = await service.claim_for_dispatch(session, uuid.UUID(event_id))
         if event is None:
             return
-        for subscriber in REGISTRY.subscribers_of(event.type):
-            await enqueue(session, handle_event, event.id, subscriber.name)
+        names = [s.name for s in REGISTRY.subscribers_of(event.type)]
+        for reaction_id in await service.add_reactions(session, event, names):
+            await enqueue(session, handle_event, reaction_id)
         event.dispatched_at = utcnow()
 
 
-@task("events.handle")
-async def handle_event(ctx: TaskContext, event_id: str, subscriber: str) -> None:
-    handler = REGISTRY.subscribers.get(subscriber)
-    if handler is None:  # renamed or removed since the job was written
-        log.warning("events.unknown_subscriber", event_id=event_id, subscriber=subscriber)
-        return
+@task("events.handle", stale=service.pending_reactions)
+async def handle_event(ctx: TaskContext, reaction_id: str) -> None:
     async with ctx.db.transaction() as session:
-        event = await service.event_by_id(session, uuid.UUID(event_id))
-        if event is None:  # its order was deleted (shop redacted) meanwhile
+        claimed = await service.claim_reaction(session, uuid.UUID(reaction_id))
+        if claimed is None:  # done already, or its event was deleted (shop redacted)
             return
-        await handler.fn(ctx, session, event)
+        reaction, event = claimed
+        handler = REGISTRY.subscribers.get(reaction.subscriber)
+        if handler is None:  # renamed or removed since the event was dispatched
+            log.warning(
+                "events.unknown_subscriber", event_id=str(event.id), subscriber=reaction.subscriber
+            )
+        else:
+            await handler.fn(ctx, session, event)
+        reaction.done_at = utcnow()
 
 
 @housekeeping("events.dispatched")

@@ -71,6 +71,8 @@ class ShopifyFulfillmentEvent(IdMixin, TimestampMixin, Base):
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    #: When a worker took it to push (a lease): a second job for it leaves it alone meanwhile.
+    claimed_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class ShopifySyncStop(Base):

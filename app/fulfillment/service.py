@@ -582,6 +582,8 @@ async def claim_event(
     now = utcnow()
     if ev.next_attempt_at is not None and ev.next_attempt_at > now + EARLY:
         return None
+    if ev.claimed_at is not None and ev.claimed_at > now - LEASE:
+        return None  # another worker is pushing it right now
     # Locked: a creation committing now either sees this event waiting (and enqueues it) or
     # has committed before we look.
     row = await load(session, shipment_id, lock=True)
@@ -598,6 +600,7 @@ async def claim_event(
         ev.last_error = why
         return None
     ev.attempts += 1
+    ev.claimed_at = now
     event: dict[str, Any] = {"status": EVENT_STATUS[status]}
     if ev.occurred_at is not None:
         event["happenedAt"] = ev.occurred_at.isoformat()
@@ -614,6 +617,7 @@ async def event_wait(session: DbSession, event_id: uuid.UUID, delay_ms: int, rea
     ev = await load_event(session, event_id, lock=True)
     if ev is not None and ev.state == SyncState.PENDING:
         ev.last_error = reason
+        ev.claimed_at = None
         ev.next_attempt_at = utcnow() + timedelta(milliseconds=delay_ms)
 
 
@@ -629,6 +633,7 @@ async def event_done(
         return
     shipment_id, status = ev.shipment_id, ev.status
     ev.next_attempt_at = None
+    ev.claimed_at = None
     if error is None:
         ev.state = SyncState.CREATED
         ev.shopify_event_id = shopify_event_id
@@ -679,6 +684,10 @@ async def unpushed_events(session: DbSession, window: StaleWindow) -> Sequence[u
             ShopifyFulfillmentEvent.state == SyncState.PENDING,
             ShopifyFulfillmentEvent.updated_at < window.cutoff,
             window.due(ShopifyFulfillmentEvent.next_attempt_at),
+            or_(
+                ShopifyFulfillmentEvent.claimed_at.is_(None),
+                ShopifyFulfillmentEvent.claimed_at < window.now - LEASE,
+            ),
             _not_stopped(),
         ),
     )

@@ -80,6 +80,13 @@ async def create_fulfillment(ctx: TaskContext, shipment_id: str) -> None:
     try:
         wanted = dict(claim.wanted)
         if claim.uncertain:
+            if not claim.tracking.get("number"):
+                # Nothing to recognise our earlier create by: a person looks, rather than
+                # risking a second fulfillment of the same parcel.
+                raise PermanentConnectorError(
+                    "an earlier attempt may have created this fulfillment in Shopify and the "
+                    "shipment has no tracking number to recognise it by: check the order there"
+                )
             existing = await api.order_fulfillments(claim.order_gid)
             looked = True
             found, wanted = service.adoptable(existing, claim.tracking, wanted)
