@@ -88,7 +88,10 @@ def _utc(value: Any) -> datetime | None:
         moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # "0001-01-01T00:00:00+05:00" is before year 1 in UTC
+        return None
 
 
 def _text(value: Any, limit: int = 1000) -> str | None:

@@ -241,3 +241,14 @@ def test_settings_defaults_are_filled_in() -> None:
             "param": "numbers",
         }
     }
+
+
+@pytest.mark.parametrize(
+    "value", ["0001-01-01T00:00:00+05:00", "not a time", "", "9" * 65, None, 12]
+)
+def test_an_unreadable_time_is_none_never_an_error(value: object) -> None:
+    from connectors.aftership import _utc
+    from connectors.rest_json import _moment
+
+    assert _moment(value) is None
+    assert _utc(value) is None

@@ -29,6 +29,7 @@ from app.jobs.task import TaskContext
 from app.mail.models import OutgoingEmail
 from app.merchants.models import Merchant
 from app.orders.models import Order, OrderLine
+from app.purchasing import service as purchasing_service
 from app.purchasing.models import (
     POStatus,
     PurchaseOrder,
@@ -437,6 +438,32 @@ class TestOverdue:
             (f"shipment.delayed:{stale}", True)
         ]
         assert [(a.kind, a.shipment_id) for a in alerts] == [("stale_shipment", stale)]
+
+    async def test_a_parcel_that_moved_or_arrived_by_push_is_not_stale(
+        self, settings: Settings, db: Database, merchant: MerchantHandle
+    ) -> None:
+        """Events pushed through the supplier API or the aggregator count as movement; a
+        delivered parcel is never stale, and its schedule is retired at its next poll."""
+        ctx = ctx_of(settings, db)
+        old = utcnow() - timedelta(days=8)
+        _, (moved, arrived, silent) = await seed(ctx, merchant, 3, shipped_at=old)
+        async with db.transaction() as session:
+            await service.adopt_shipments(session, utcnow())
+            for sid, status in ((moved, "in_transit"), (arrived, "delivered")):
+                shipment = await session.get(Shipment, sid)
+                assert shipment is not None
+                await purchasing_service.add_tracking_event(
+                    session, shipment, status, utcnow() - timedelta(days=1), None
+                )
+        await tasks.check_overdue(ctx)
+        async with db.transaction() as session:
+            cases = (await session.scalars(select(ExceptionCase))).all()
+        assert [c.data["shipment_id"] for c in cases] == [str(silent)]
+        await make_due(db)
+        await run_cycle(ctx)
+        state = await polls(db)
+        assert state[arrived].next_poll_at is None
+        assert state[moved].next_poll_at is not None
 
     async def test_late_purchase_order_opens_one_exception(
         self, settings: Settings, db: Database, merchant: MerchantHandle

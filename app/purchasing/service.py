@@ -627,11 +627,11 @@ async def add_tracking_event(
     latest = shipment.last_event_at
     if latest is None or occurred_at >= _utc(latest) or status == "delivered":
         shipment.status = status
-        shipment.last_event_at = occurred_at
+    shipment.last_event_at = occurred_at if latest is None else max(_utc(latest), occurred_at)
     if status == "delivered" and shipment.delivered_at is None:
         shipment.delivered_at = occurred_at
     await session.flush()
-    po = await load(session, shipment.purchase_order_id)
+    po = await load(session, shipment.purchase_order_id, lock=True)
     assert po is not None
     order = await order_of(session, po)
     record(
@@ -643,18 +643,30 @@ async def add_tracking_event(
         shipment_id=str(shipment.id),
         occurred_at=occurred_at.isoformat(),
     )
-    await publish(
-        session,
-        order,
-        f"shipment.{status}",
-        key=f"shipment.{status}:{shipment.id}",
-        purchase_order_id=str(po.id),
-        shipment_id=str(shipment.id),
-        status=status,
-        occurred_at=occurred_at.isoformat(),
-        description=description,
-        location=location,
+    # The first event of its status is published (its key holds it once; an earlier event of
+    # the status still on record also says so after old lifecycle events were purged).
+    earlier = await session.scalar(
+        select(TrackingEvent.id)
+        .where(
+            TrackingEvent.shipment_id == shipment.id,
+            TrackingEvent.status == status,
+            TrackingEvent.occurred_at != occurred_at,
+        )
+        .limit(1)
     )
+    if earlier is None:
+        await publish(
+            session,
+            order,
+            f"shipment.{status}",
+            key=f"shipment.{status}:{shipment.id}",
+            purchase_order_id=str(po.id),
+            shipment_id=str(shipment.id),
+            status=status,
+            occurred_at=occurred_at.isoformat(),
+            description=description,
+            location=location,
+        )
     if status == "delivered" and po.status == POStatus.SHIPPED:
         undelivered = await session.scalar(
             select(Shipment.id).where(

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, exists, func, insert, literal, select, update
+from sqlalchemy import and_, exists, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import limits
@@ -191,6 +191,19 @@ async def parcels_to_poll(
     ]
 
 
+async def retire(session: AsyncSession, ids: Iterable[uuid.UUID]) -> None:
+    """Shipments a poll job found nothing to ask about (delivered or returned meanwhile, by a
+    push): no more polls."""
+    gone = list(ids)
+    if gone:
+        await session.execute(
+            update(TrackingPoll)
+            .where(TrackingPoll.shipment_id.in_(gone))
+            .values(next_poll_at=None)
+            .execution_options(synchronize_session=False)
+        )
+
+
 async def retry_later(
     session: AsyncSession, ids: Sequence[uuid.UUID], when: datetime, *, checked: bool = False
 ) -> None:
@@ -247,10 +260,16 @@ async def apply_updates(
                 TrackingPoll.moved_at,
                 TrackingPoll.estimated_delivery_at,
                 TrackingPoll.answer_digest,
+                Shipment.last_event_at,
+                Shipment.estimated_delivery_at,
             )
             .join(PurchaseOrder, PurchaseOrder.id == Shipment.purchase_order_id)
             .join(TrackingPoll, TrackingPoll.shipment_id == Shipment.id)
             .where(Shipment.id.in_(ids), TrackingPoll.next_poll_at.is_not(None))
+            .order_by(Shipment.id)
+            # The shipments stay as read until this transaction writes them: an event the
+            # supplier API records meanwhile waits, rather than being overwritten.
+            .with_for_update(of=Shipment)
         )
     ).all()
     digests = {n: answer_digest(u) for n, u in by_number.items()}
@@ -281,7 +300,7 @@ async def apply_updates(
     changed = 0
     idle_groups: dict[tuple[int, datetime | None], list[uuid.UUID]] = defaultdict(list)
     for sid, number, status, delivered_at, po_id, po_number, order_id, merchant_id, po_status, \
-            idle, moved_at, eta, last_digest in rows:  # fmt: skip
+            idle, moved_at, eta, last_digest, last_event_at, shipment_eta in rows:  # fmt: skip
         update_ = by_number.get(number)
         digest = digests.get(number, last_digest)
         if digest == last_digest:
@@ -297,26 +316,32 @@ async def apply_updates(
                     seen[key] = None
                     fresh.append(ev)
         new_eta = update_.estimated_delivery_at if update_ is not None else eta
-        if fresh:
-            last = max(fresh, key=lambda e: e.occurred_at)
-            # An older event reported late is recorded, but never moves the status back.
-            if sid not in newest or last.occurred_at >= newest[sid]:
-                status = last.status
-                if status == TrackingStatus.DELIVERED:
-                    delivered_at = last.occurred_at
+        if fresh or (new_eta is not None and new_eta != shipment_eta):
+            # The same rules as add_tracking_event: an older event reported late is recorded
+            # but never moves the status back, except a delivery, which always counts.
+            if fresh:
+                last = max(fresh, key=lambda e: e.occurred_at)
+                if sid not in newest or last.occurred_at >= newest[sid]:
+                    status = last.status
+                    moved_at = max(moved_at, last.occurred_at)
+                delivery = next((e for e in fresh if e.status == TrackingStatus.DELIVERED), None)
+                if delivery is not None:
+                    status = TrackingStatus.DELIVERED
+                    if delivered_at is None:
+                        delivered_at = delivery.occurred_at
                     if po_status == POStatus.SHIPPED:
                         delivered_pos[po_id] = None
-                moved_at = max(moved_at, last.occurred_at)
+                newest[sid] = max(newest.get(sid, last.occurred_at), last.occurred_at)
+                last_event_at = newest[sid]
             shipment_rows.append(
                 {
                     "id": sid,
                     "status": status,
                     "delivered_at": delivered_at,
-                    "last_event_at": max(newest.get(sid, last.occurred_at), last.occurred_at),
-                    "estimated_delivery_at": new_eta,
+                    "last_event_at": last_event_at,
+                    "estimated_delivery_at": new_eta if new_eta is not None else shipment_eta,
                 }
             )
-            newest[sid] = max(newest.get(sid, last.occurred_at), last.occurred_at)
             for ev in fresh:
                 new_events.append(
                     {
@@ -384,11 +409,12 @@ async def apply_updates(
                 "answer_digest": digest,
             }
         )
+    if shipment_rows:
+        await session.execute(update(Shipment), shipment_rows)
     if new_events:
         await session.execute(
             insert_for(session)(TrackingEvent).on_conflict_do_nothing(), new_events
         )
-        await session.execute(update(Shipment), shipment_rows)
         await session.execute(insert(OrderEvent), timeline)
         await publish_many(session, publications)
     if poll_rows:
@@ -502,7 +528,7 @@ async def open_stale_alerts(session: AsyncSession, now: datetime) -> list[NewAle
             select(
                 TrackingPoll.shipment_id,
                 TrackingPoll.merchant_id,
-                TrackingPoll.moved_at,
+                func.coalesce(Shipment.last_event_at, TrackingPoll.moved_at),
                 Shipment.tracking_number,
                 Shipment.status,
                 PurchaseOrder.id,
@@ -515,6 +541,13 @@ async def open_stale_alerts(session: AsyncSession, now: datetime) -> list[NewAle
                 TrackingPoll.merchant_id.in_(merchants),
                 TrackingPoll.next_poll_at.is_not(None),
                 TrackingPoll.moved_at < now - timedelta(days=days),
+                # Pushed events (supplier API, aggregator) move a parcel too; an arrived or
+                # returned one is never late.
+                or_(
+                    Shipment.last_event_at.is_(None),
+                    Shipment.last_event_at < now - timedelta(days=days),
+                ),
+                Shipment.status.not_in(FINAL),
             )
             .order_by(TrackingPoll.moved_at)
             .limit(limits.MAX_LIST)
@@ -681,34 +714,44 @@ async def queue_digests(session: AsyncSession, settings: Settings, now: datetime
     queued = 0
     for merchant_id, items in by_merchant.items():
         merchant = merchants.get(merchant_id)
-        if merchant is None or not merchant.email:
+        if merchant is None:
             continue
+        recipients = settings_of(merchant).notifications.alert_recipients or (
+            (merchant.email,) if merchant.email else ()
+        )
         stale = [a.summary for a in items if a.kind == AlertKind.STALE_SHIPMENT]
         late = [a.summary for a in items if a.kind == AlertKind.LATE_PURCHASE_ORDER]
-        email_id = await queue_email(
-            session,
-            merchant_id=merchant_id,
-            key=f"tracking-digest:{period}",
-            kind=DIGEST_KIND,
-            to=merchant.email,
-            sender=settings.mail_from,
-            sender_name="dropship",
-            template=DIGEST_KIND,
-            context={
-                "shop": merchant.shop_domain,
-                "stale": stale,
-                "late": late,
-                "count": len(items),
-                "exceptions_url": f"{settings.public_url.rstrip('/')}/api/v1/exceptions",
-            },
-        )
-        if email_id is None:
-            continue  # this period's digest went out already: these wait for the next one
+        first: uuid.UUID | None = None
+        for i, address in enumerate(recipients):
+            email_id = await queue_email(
+                session,
+                merchant_id=merchant_id,
+                # The first recipient's key is the period's: one digest a period, whoever reads it.
+                key=f"tracking-digest:{period}" + (f":{i}" if i else ""),
+                kind=DIGEST_KIND,
+                to=address,
+                sender=settings.mail_from,
+                sender_name="dropship",
+                template=DIGEST_KIND,
+                context={
+                    "shop": merchant.shop_domain,
+                    "stale": stale,
+                    "late": late,
+                    "count": len(items),
+                    "exceptions_url": f"{settings.public_url.rstrip('/')}/api/v1/exceptions",
+                },
+            )
+            if i == 0 and email_id is None:
+                break  # this period's digest went out already: these wait for the next one
+            first = first or email_id
+        if recipients and first is None:
+            continue
+        # Listed (or nobody to tell: the exceptions queue has them): not listed again.
         await session.execute(
             update(TrackingAlert)
             .where(TrackingAlert.id.in_([a.id for a in items]))
-            .values(digested_at=now, email_id=email_id)
+            .values(digested_at=now, email_id=first)
             .execution_options(synchronize_session=False)
         )
-        queued += 1
+        queued += first is not None
     return queued

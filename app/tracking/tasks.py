@@ -111,6 +111,7 @@ async def poll_batch(ctx: TaskContext, supplier_id: str, *shipment_ids: str) -> 
     ids = [uuid.UUID(i) for i in shipment_ids]
     async with ctx.db.transaction() as session:
         supplier, parcels = await service.parcels_to_poll(session, sid, ids)
+        await service.retire(session, set(ids) - {p.shipment_id for p in parcels})
         if supplier is None or not parcels:
             return
         connector = _connector(ctx, supplier)
