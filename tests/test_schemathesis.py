@@ -45,6 +45,13 @@ def backend() -> str:
 
 
 @pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Every optional inbound channel configured, as a deployment that uses it would be (an
+    unconfigured one answers 503, which the fuzzer rightly counts as a server error)."""
+    return settings.model_copy(update={"aftership_webhook_secret": "schemathesis-aftership"})
+
+
+@pytest.fixture
 async def seeded(settings: Settings, db: Database) -> dict[str, Any]:
     """Real rows to aim at, made the way users make them (API, webhook, workers)."""
     shop: MerchantHandle = await make_merchant(db, SHOP, auto_route=True)
