@@ -21,7 +21,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import select, update
 
 from app.db import Database, utcnow
-from app.events.models import EventType
+from app.events.models import EventType, LifecycleEvent
 from app.events.service import publish
 from app.fulfillment import service as fulfillment_service
 from app.fulfillment.models import ShopifyFulfillment, ShopifyFulfillmentEvent
@@ -757,6 +757,44 @@ class TestTrackingInShopify:
             "status": "FAILURE",
             "happenedAt": "2026-11-29T09:00:00+00:00",
             "message": "Returned to sender",
+        }
+
+    async def test_a_supplier_correcting_the_link_updates_the_fulfillment_once(
+        self,
+        client: Client,
+        db: Database,
+        store: MerchantHandle,
+        supplier: dict[str, Any],
+        shopify: ShopifyAdminSim,
+    ) -> None:
+        po, _ = await placed_order(client, store, shopify, IPOD2008GREEN=1)
+        shipment = await ship(client, db, supplier, po, "1ZFIX")
+        done = await settled(db, shipment, "created")
+        corrected = "https://www.ups.com/track?loc=en_US&tracknum=1ZFIX"
+        for _ in range(2):  # the same correction twice: one update
+            r = await client.post(
+                f"/supplier/v1/orders/{po['id']}/shipments",
+                json={"carrier": "UPS", "tracking_number": "1ZFIX", "tracking_url": corrected},
+                headers={"Authorization": f"Bearer {supplier['api_key']}"},
+            )
+            assert r.status_code in (200, 201), r.text
+            assert r.json()["tracking_url"] == corrected
+        await eventually(lambda: _some(shopify.of("FulfillmentTrackingInfoUpdate")))
+        async with db.sessionmaker() as session:
+            published = (
+                await session.scalars(
+                    select(LifecycleEvent.key).where(
+                        LifecycleEvent.type == EventType.SHIPMENT_TRACKING_UPDATED
+                    )
+                )
+            ).all()
+        assert len(published) == 1
+        [call] = shopify.of("FulfillmentTrackingInfoUpdate")
+        assert call.variables["fulfillmentId"] == done.shopify_fulfillment_id
+        assert call.variables["trackingInfoInput"] == {
+            "company": "UPS",
+            "number": "1ZFIX",
+            "url": corrected,
         }
 
     async def test_a_changed_tracking_number_updates_the_fulfillment(

@@ -522,6 +522,12 @@ class TestOverdue:
     ) -> None:
         ctx = ctx_of(settings, db)
         rival = await make_merchant(db, "rival-store.myshopify.com", "rival@example.com")
+        async with db.transaction() as session:  # the rival names who reads its alerts
+            m = await session.get(Merchant, rival.id)
+            assert m is not None
+            m.settings = {
+                "notifications": {"alert_recipients": ["ops@rival.example", "boss@rival.example"]}
+            }
         old = utcnow() - timedelta(days=9)
         await seed(ctx, merchant, 2, shipped_at=old)
         await seed(ctx, rival, 1, shipped_at=old, name="RivalCo")
@@ -541,16 +547,22 @@ class TestOverdue:
             ).all()
         assert [(e.to_address, e.kind, e.subject) for e in emails] == [
             (
+                "boss@rival.example",
+                "tracking_digest",
+                "1 shipment needs your attention (rival-store.myshopify.com)",
+            ),
+            (
+                "ops@rival.example",
+                "tracking_digest",
+                "1 shipment needs your attention (rival-store.myshopify.com)",
+            ),
+            (
                 "owner@example.com",
                 "tracking_digest",
                 "2 shipments need your attention (acme-store.myshopify.com)",
             ),
-            (
-                "rival@example.com",
-                "tracking_digest",
-                "1 shipment needs your attention (rival-store.myshopify.com)",
-            ),
         ]
+        emails = [emails[2], emails[0], emails[1]]
         assert emails[0].key == f"tracking-digest:{service.digest_period(utcnow())}"
         assert "parcel TN0 of RestCo-0 (shipped) has not moved" in emails[0].text_body
         assert "parcel TN1 of RestCo-1 (shipped) has not moved" in emails[0].text_body

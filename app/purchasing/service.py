@@ -4,6 +4,7 @@ tracking. Nothing here routes: ``app.routing.service`` decides and orchestrates.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -512,6 +513,7 @@ async def add_shipment(
             )
         )
         if existing is not None:
+            await _correct_tracking(session, po, existing, carrier, tracking_url)
             return existing, False
     if po.status not in (POStatus.PLACED, POStatus.ACCEPTED, POStatus.PARTIALLY_SHIPPED):
         raise Conflict(f"purchase order {po.number} is {po.status}: cannot ship")
@@ -584,6 +586,49 @@ async def add_shipment(
         lines=sum(wanted.values()),
     )
     return shipment, True
+
+
+async def _correct_tracking(
+    session: AsyncSession,
+    po: PurchaseOrder,
+    shipment: Shipment,
+    carrier: str | None,
+    tracking_url: str | None,
+) -> None:
+    """The same parcel reported again with another carrier or link (the supplier corrects
+    itself): keep the new words, say so, and publish it for the store's fulfillment."""
+    changes = {
+        name: value
+        for name, value in (("carrier", carrier), ("tracking_url", tracking_url))
+        if value and value != getattr(shipment, name)
+    }
+    if not changes:
+        return
+    for name, value in changes.items():
+        setattr(shipment, name, value)
+    await session.flush()
+    order = await order_of(session, po)
+    record(
+        session,
+        order,
+        "shipment.tracking_updated",
+        f"{po.number} {shipment.tracking_number}: "
+        + ", ".join(f"{name} now {value}" for name, value in changes.items()),
+        shipment_id=str(shipment.id),
+        **changes,
+    )
+    version = hashlib.sha256(f"{shipment.carrier}|{shipment.tracking_url}".encode()).hexdigest()
+    await publish(
+        session,
+        order,
+        EventType.SHIPMENT_TRACKING_UPDATED,
+        key=f"shipment.tracking_updated:{shipment.id}:{version[:32]}",
+        purchase_order_id=str(po.id),
+        shipment_id=str(shipment.id),
+        carrier=shipment.carrier,
+        tracking_number=shipment.tracking_number,
+        tracking_url=shipment.tracking_url,
+    )
 
 
 async def add_tracking_event(
