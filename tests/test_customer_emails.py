@@ -16,10 +16,10 @@ from litestar import Litestar
 from sqlalchemy import select
 
 from app.db import Database
-from app.events.models import LifecycleEvent
+from app.events.models import EventReaction, LifecycleEvent
 from app.events.service import publish
 from app.events.tasks import handle_event
-from app.jobs.task import TaskContext
+from app.jobs.task import REGISTRY, TaskContext
 from app.mail.models import EmailStatus, OutgoingEmail
 from app.notifications import service
 from app.orders.models import Order
@@ -157,9 +157,21 @@ def parts(msg: EmailMessage) -> tuple[str, str]:
 async def run_subscriber_again(
     settings: Settings, db: Database, client: Client, event: LifecycleEvent
 ) -> None:
-    """The subscriber's job delivered twice, and the handler called once more by hand."""
+    """The subscriber's job delivered twice, the subscriber run again as if its reaction had
+    been lost, and the handler called once more by hand."""
     ctx = TaskContext(settings=settings, db=db, box=client.app.state.services.box)
-    await handle_event(ctx, str(event.id), SUBSCRIBER)
+    async with db.transaction() as session:
+        reaction = await session.scalar(
+            select(EventReaction.id).where(
+                EventReaction.event_id == event.id, EventReaction.subscriber == SUBSCRIBER
+            )
+        )
+    assert reaction is not None
+    await handle_event(ctx, str(reaction))
+    async with db.transaction() as session:
+        again = await session.get(LifecycleEvent, event.id)
+        assert again is not None
+        await REGISTRY.subscribers[SUBSCRIBER].fn(ctx, session, again)
     async with db.transaction() as session:
         assert await service.notify(session, settings, event) is None
 
