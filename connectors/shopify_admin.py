@@ -138,7 +138,39 @@ query OrderFulfillments($id: ID!) {
 """
 ORDER_FULFILLMENTS_COST = 160
 
+#: A refund we made elsewhere (Stripe), told to the store: the order's refunds (to recognise our
+#: own after an interrupted call, by the note) and its transactions (to record the money only
+#: against a manual gateway, where recording moves nothing).
+ORDER_REFUNDS = """
+query OrderRefunds($id: ID!) {
+  order(id: $id) {
+    id
+    refunds(first: 50) { id note createdAt }
+    transactions(first: 50) {
+      id
+      kind
+      status
+      gateway
+      manualPaymentGateway
+      amountSet { presentmentMoney { amount currencyCode } }
+    }
+  }
+}
+"""
+ORDER_REFUNDS_COST = 110
+
+REFUND_CREATE = """
+mutation RefundCreate($input: RefundInput!) {
+  refundCreate(input: $input) {
+    refund { id note totalRefundedSet { presentmentMoney { amount currencyCode } } }
+    userErrors { field message }
+  }
+}
+"""
+
 DOCUMENTS = {
+    "OrderRefunds": ORDER_REFUNDS,
+    "RefundCreate": REFUND_CREATE,
     "OrderFulfillmentOrders": ORDER_FULFILLMENT_ORDERS,
     "FulfillmentOrderLineItems": FULFILLMENT_ORDER_LINE_ITEMS,
     "FulfillmentCreate": FULFILLMENT_CREATE,
@@ -552,6 +584,25 @@ class ShopifyAdmin:
             "FulfillmentEventCreate", "fulfillmentEventCreate", {"fulfillmentEvent": event}
         )
         return dict(payload.get("fulfillmentEvent") or {})
+
+    # --- Refunds recorded -----------------------------------------------------------------
+
+    async def order_refunds(self, order_gid: str) -> dict[str, Any]:
+        """The order's refunds and transactions (``OrderRefunds``)."""
+        answer = await self.execute(
+            "OrderRefunds", {"id": order_gid}, expected_cost=ORDER_REFUNDS_COST
+        )
+        order = answer.data.get("order")
+        if order is None:
+            raise PermanentConnectorError(f"Shopify has no order {order_gid}")
+        return dict(order)
+
+    async def create_refund(self, refund: dict[str, Any]) -> dict[str, Any]:
+        payload = await self.mutate("RefundCreate", "refundCreate", {"input": refund})
+        created = payload.get("refund")
+        if not created or not created.get("id"):
+            raise PermanentConnectorError("Shopify recorded no refund and gave no reason")
+        return dict(created)
 
 
 def throttle_wait(cost: Any) -> float:

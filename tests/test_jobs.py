@@ -39,6 +39,7 @@ APP_TASKS = {
     "fulfillment.create",
     "fulfillment.event",
     "fulfillment.tracking",
+    "fulfillment.refund",
     "aggregator.register",
     "aggregator.apply_push",
     "aggregator.poll",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
@@ -87,3 +88,32 @@ class ShopifySyncStop(Base):
     refused_token: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     reason: Mapped[str] = mapped_column(Text)
     stopped_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ShopifyRefund(IdMixin, TimestampMixin, Base):
+    """A refund made through Stripe, recorded on the Shopify order (``refundCreate``) without
+    moving money a second time. Written (``creating``) and committed before the call: Shopify
+    takes no idempotency key, so a retry reads the order's refunds first and adopts the one
+    whose note names our refund."""
+
+    __tablename__ = "shopify_refunds"
+    __table_args__ = (Index("ix_shopify_refunds_state_next", "state", "next_attempt_at"),)
+
+    #: Our refund (``refunds.id``): one record per refund.
+    refund_id: Mapped[uuid.UUID] = mapped_column(unique=True)
+    merchant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("merchants.id", ondelete="CASCADE"), index=True
+    )
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(16), default=SyncState.PENDING)
+    amount: Mapped[Decimal]
+    currency: Mapped[str] = mapped_column(String(3))
+    #: ``[{"line_id", "quantity"}]`` (our order lines) and whether shipping was refunded.
+    lines: Mapped[list[Any]] = mapped_column(default=list)
+    shipping: Mapped[bool] = mapped_column(default=False)
+    stripe_refund_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    shopify_refund_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    attempts: Mapped[int] = mapped_column(default=0)
+    claimed_at: Mapped[datetime | None] = mapped_column(default=None)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)

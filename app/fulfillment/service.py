@@ -528,7 +528,7 @@ async def stop_shop(
                 open_exception(session, order, "shopify_sync_stopped", message)
 
 
-def _not_stopped() -> Any:
+def sync_running() -> Any:
     return ~exists().where(
         ShopifySyncStop.merchant_id == Merchant.id,
         ShopifySyncStop.refused_token == Merchant.shopify_token_encrypted,
@@ -550,7 +550,7 @@ async def unsynced(session: DbSession, window: StaleWindow) -> Sequence[uuid.UUI
                 ShopifyFulfillment.claimed_at.is_(None),
                 ShopifyFulfillment.claimed_at < window.now - LEASE,
             ),
-            _not_stopped(),
+            sync_running(),
         ),
     )
 
@@ -688,7 +688,7 @@ async def unpushed_events(session: DbSession, window: StaleWindow) -> Sequence[u
                 ShopifyFulfillmentEvent.claimed_at.is_(None),
                 ShopifyFulfillmentEvent.claimed_at < window.now - LEASE,
             ),
-            _not_stopped(),
+            sync_running(),
         ),
     )
 

@@ -24,7 +24,7 @@ import structlog
 
 from app.db import DbSession
 from app.events.models import EventType, LifecycleEvent
-from app.fulfillment import service
+from app.fulfillment import refunds, service
 from app.fulfillment.service import NOT_YET, Shop
 from app.jobs.backoff import backoff_ms
 from app.jobs.outbox import enqueue
@@ -228,6 +228,75 @@ async def update_tracking(ctx: TaskContext, shipment_id: str) -> None:
         )
 
 
+@task(
+    "fulfillment.refund",
+    max_retries=refunds.MAX_ATTEMPTS * 4,
+    time_limit_s=CALL_TIME_LIMIT_S,
+    stale=refunds.unrecorded,
+)
+async def record_refund(ctx: TaskContext, row_id: str) -> None:
+    """A refund that succeeded in Stripe, recorded on the Shopify order (see
+    app/fulfillment/refunds.py: once, and without moving money a second time)."""
+    rid = uuid.UUID(str(row_id))
+    async with ctx.db.transaction() as session:
+        claim = await refunds.claim_refund(session, ctx.box, rid)
+    if claim is None:
+        return
+    api = admin(ctx, claim.shop)
+    sent = looked = False
+    try:
+        order = await api.order_refunds(claim.order_gid)
+        looked = True
+        found = refunds.adopt(order.get("refunds") or [], claim.refund_id)
+        if found is None:
+            body = refunds.refund_input(claim, order.get("transactions") or [])
+            if not body:
+                async with ctx.db.transaction() as session:
+                    await refunds.mark_skipped(
+                        session,
+                        rid,
+                        "refund not recorded in Shopify: an amount alone paid through a gateway "
+                        "Shopify refunds itself cannot be booked without moving money again",
+                    )
+                return
+            sent = True
+            created = await api.create_refund(body)
+            shopify_id = str(created["id"])
+        else:
+            shopify_id = found
+    except ShopifyAuthError as exc:
+        async with ctx.db.transaction() as session:
+            await service.stop_shop(session, claim.shop.merchant_id, exc.message)
+            await refunds.mark_retry(
+                session, rid, exc.message, 0, uncertain=sent or claim.uncertain, counts=False
+            )
+        return
+    except RetryableConnectorError as exc:
+        delay = retry_delay_ms(claim.attempt, exc.retry_after)
+        async with ctx.db.transaction() as session:
+            again = await refunds.mark_retry(
+                session,
+                rid,
+                exc.message,
+                delay,
+                # A record may have reached Shopify: the next attempt looks first (it always
+                # does; this keeps the row honest about it).
+                uncertain=sent or (claim.uncertain and not looked),
+                counts=not isinstance(exc, BudgetExceeded),
+            )
+        if again:
+            raise dramatiq.Retry(exc.message, delay=delay) from None
+        return
+    except PermanentConnectorError as exc:
+        async with ctx.db.transaction() as session:
+            await refunds.mark_failed(session, rid, exc.message)
+        log.warning("shopify.refund_failed", row_id=str(rid), error=exc.message)
+        return
+    async with ctx.db.transaction() as session:
+        await refunds.mark_recorded(session, rid, shopify_id, adopted=found is not None)
+    log.info("shopify.refund_recorded", row_id=str(rid), shopify_refund_id=shopify_id)
+
+
 # --- Reacting to lifecycle events (subscribers: write rows, enqueue our own tasks) ------------
 
 
@@ -279,3 +348,10 @@ async def shipment_status(
 
 async def tracking_changed(session: DbSession, shipment_id: uuid.UUID) -> None:
     await enqueue(session, update_tracking, shipment_id)
+
+
+@subscribe("refund.succeeded")
+async def on_refund_succeeded(ctx: TaskContext, session: DbSession, event: LifecycleEvent) -> None:
+    row_id = await refunds.track_refund(session, event)
+    if row_id is not None:
+        await enqueue(session, record_refund, row_id)

@@ -106,10 +106,12 @@ class TrackingSettings(Input, kw_only=True):
 
 class ShopifySettings(Input, kw_only=True):
     """``sync_fulfillments``: create fulfillments with tracking in the store as parcels ship.
-    ``notify_customer``: let Shopify email the customer too (off: the service sends its own)."""
+    ``notify_customer``: let Shopify email the customer too (off: the service sends its own).
+    ``record_refunds``: book refunds made through Stripe on the Shopify order (moving no money)."""
 
     sync_fulfillments: bool = True
     notify_customer: bool = False
+    record_refunds: bool = True
 
 
 class MerchantSettings(msgspec.Struct, kw_only=True):

@@ -104,6 +104,9 @@ class ShopifyAdminSim:
     orders: dict[str, list[Fo]] = field(default_factory=dict)
     fulfillments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
+    #: Per order: its transactions and the refunds recorded on it.
+    transactions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    refunds: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     #: Answers to give instead of the normal one, per operation, in order.
     overrides: dict[str, list[Callable[[], httpx.Response]]] = field(default_factory=dict)
@@ -133,7 +136,24 @@ class ShopifyAdminSim:
             )
         self.orders[order_gid] = fos
         self.fulfillments[order_gid] = []
+        self.transactions[order_gid] = []
+        self.refunds[order_gid] = []
         return fos
+
+    def pay(self, order_gid: str, amount: str, gateway: str, *, manual: bool) -> str:
+        """The order's sale transaction; its gid."""
+        tid = f"gid://shopify/OrderTransaction/{next(self._ids)}"
+        self.transactions[order_gid].append(
+            {
+                "id": tid,
+                "kind": "SALE",
+                "status": "SUCCESS",
+                "gateway": gateway,
+                "manualPaymentGateway": manual,
+                "amountSet": {"presentmentMoney": {"amount": amount, "currencyCode": "EUR"}},
+            }
+        )
+        return tid
 
     def operations(self) -> list[str]:
         return [c.operation for c in self.calls]
@@ -343,5 +363,77 @@ class ShopifyAdminSim:
                 "userErrors": [
                     {"field": ["fulfillmentId"], "message": "Fulfillment does not exist."}
                 ],
+            }
+        }
+
+    def _OrderRefunds(self, v: dict[str, Any]) -> dict[str, Any]:
+        if v["id"] not in self.orders:
+            return {"order": None}
+        return {
+            "order": {
+                "id": v["id"],
+                "refunds": [
+                    {k: r[k] for k in ("id", "note", "createdAt")} for r in self.refunds[v["id"]]
+                ],
+                "transactions": self.transactions[v["id"]],
+            }
+        }
+
+    def _RefundCreate(self, v: dict[str, Any]) -> dict[str, Any]:
+        """Like Shopify: no more of a line than was bought; a refund transaction only against
+        a payment of the same gateway, and never above what it paid."""
+        refund = v["input"]
+        order_gid = refund["orderId"]
+
+        def refused(field: str, message: str) -> dict[str, Any]:
+            return {
+                "refundCreate": {
+                    "refund": None,
+                    "userErrors": [{"field": ["input", field], "message": message}],
+                }
+            }
+
+        if order_gid not in self.orders:
+            return refused("orderId", "Order does not exist")
+        bought = {ln.line_item_id: ln.total for fo in self.orders[order_gid] for ln in fo.lines}
+        for item in refund.get("refundLineItems") or ():
+            done = sum(
+                r["quantity"]
+                for past in self.refunds[order_gid]
+                for r in past.get("refundLineItems") or ()
+                if r["lineItemId"] == item["lineItemId"]
+            )
+            if item["quantity"] + done > bought.get(item["lineItemId"], 0):
+                return refused(
+                    "refundLineItems", "Quantity cannot refund more items than were purchased"
+                )
+        parents = {t["id"]: t for t in self.transactions[order_gid]}
+        for t in refund.get("transactions") or ():
+            parent = parents.get(t.get("parentId"))
+            if parent is None or parent["gateway"] != t["gateway"]:
+                return refused("transactions", "Gateway does not match the parent transaction")
+            if float(t["amount"]) > float(parent["amountSet"]["presentmentMoney"]["amount"]):
+                return refused("transactions", "Amount exceeds the refundable amount")
+        created = {
+            "id": f"gid://shopify/Refund/{next(self._ids)}",
+            "note": refund.get("note"),
+            "createdAt": "2026-12-01T00:00:00Z",
+            **{k: refund.get(k) for k in ("refundLineItems", "shipping", "transactions")},
+        }
+        self.refunds[order_gid].append(created)
+        amount = sum(float(t["amount"]) for t in refund.get("transactions") or ())
+        return {
+            "refundCreate": {
+                "refund": {
+                    "id": created["id"],
+                    "note": created["note"],
+                    "totalRefundedSet": {
+                        "presentmentMoney": {
+                            "amount": f"{amount:.2f}",
+                            "currencyCode": refund.get("currency") or "EUR",
+                        }
+                    },
+                },
+                "userErrors": [],
             }
         }
