@@ -34,9 +34,9 @@ class ExchangeIn(Input):
     def __post_init__(self) -> None:
         super().__post_init__()
         if (self.sku is None) == (self.variant_id is None):
-            raise ValueError("exchange: give sku or variant_id (one of them)")
+            raise ValueError("sku: give sku or variant_id (one of them)")
         if self.variant_id is not None and not 0 < int(self.variant_id) <= limits.MAX_SHOPIFY_ID:
-            raise ValueError("exchange.variant_id: a Shopify variant id")
+            raise ValueError("variant_id: a Shopify variant id")
 
 
 class ReturnRequestIn(Input):
