@@ -30,6 +30,8 @@ from app.orders.controllers import OrderController
 from app.outbound.controllers import WebhookEndpointController
 from app.purchasing.controllers import PurchaseOrderController
 from app.purchasing.supplier_api import SupplierApiController
+from app.returns.controllers import ReturnController
+from app.returns.supplier_api import SupplierReturnController
 from app.routing.controllers import RerouteController, RoutingController
 from app.services import Services
 from app.settings import Settings
@@ -84,6 +86,8 @@ def create_app(
             SettingsController,
             NotificationTemplateController,
             SupplierApiController,
+            ReturnController,
+            SupplierReturnController,
             TrackingPageController,
             WebhookEndpointController,
             swagger_asset,

@@ -19,6 +19,7 @@ from app.purchasing.models import (
     ShipmentLine,
     TrackingEvent,
 )
+from app.returns.models import Return, ReturnLine
 from app.routing.models import LineExclusion, RoutingRule
 from app.suppliers.models import Supplier, SupplierProduct
 from app.timeline.models import OrderEvent
@@ -46,6 +47,8 @@ __all__ = [
     "PeriodicRun",
     "PurchaseOrder",
     "PurchaseOrderLine",
+    "Return",
+    "ReturnLine",
     "RoutingRule",
     "Shipment",
     "ShipmentLine",

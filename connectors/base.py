@@ -125,6 +125,26 @@ class StockLevel:
 
 
 @dataclass(frozen=True)
+class ReturnLineDTO:
+    """One returned line: our SKU, the supplier's, how many."""
+
+    sku: str
+    supplier_sku: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class ReturnAuthorization:
+    """What a supplier answers to a return: where the customer sends it (an address and/or a
+    prepaid label) and its own reference; ``None`` fields: it offers nothing of that kind."""
+
+    return_address: Mapping[str, str] | None = None
+    label_url: str | None = None
+    supplier_reference: str | None = None
+    instructions: str | None = None
+
+
+@dataclass(frozen=True)
 class TrackingRefDTO:
     """The purchase order a tracking number belongs to, for per-order tracking endpoints."""
 
@@ -162,6 +182,18 @@ class Connector(ABC):
     async def cancel_order(self, po: PurchaseOrderDTO) -> bool:
         """Ask the supplier to cancel; True if it did. Default: not supported."""
         raise PermanentConnectorError(f"{self.kind} suppliers cannot cancel through the connector")
+
+    async def create_return(
+        self,
+        po: PurchaseOrderDTO,
+        lines: Sequence[ReturnLineDTO],
+        rma_number: str,
+        reason: str,
+    ) -> ReturnAuthorization | None:
+        """Tell the supplier a return is coming (idempotent: the same RMA twice is one return
+        at the supplier). None: the supplier offers no address or label, so the merchant's
+        return address and instructions are used. Default: None."""
+        return None
 
     async def fetch_status(self, po: PurchaseOrderDTO) -> StatusResult | None:
         """Current status and shipments, or None when the channel reports by itself (push)."""

@@ -10,6 +10,7 @@ Settings (``config``):
 | ``status_path`` | ``/orders/{reference}`` | GET: status and shipments (supplier's id, quoted) |
 | ``cancel_path`` | none | POST: cancel (cancel unsupported when absent) |
 | ``stock_path`` | none | GET: ``[{"sku", "quantity", "unit_cost"?}]`` |
+| ``return_path`` | none | POST: announce a return (below); none: the supplier offers nothing |
 | ``idempotency_header`` | ``Idempotency-Key`` | same value on every retry of a placement |
 | ``reference_field`` | ``id`` | where the supplier's order id is in its answers |
 | ``status_field`` | ``status`` | where its status is; ``status_map`` maps its words to ours |
@@ -19,6 +20,14 @@ Settings (``config``):
 
 The request body, before ``field_map``: ``{"reference", "currency", "ship_to", "shipping_method",
 "lines": [{"sku", "quantity", "unit_cost"}]}`` with the supplier's own SKUs.
+
+``return_path`` (placeholders ``{reference}``, the supplier's id of the purchase order, or our
+number without one, and ``{number}``, ours) is POSTed ``{"rma", "purchase_order", "reference",
+"reason", "lines": [{"sku", "quantity"}]}`` (the supplier's SKUs; ``field_map`` applies) with the
+idempotency header (``dropship-po-<id>-return-<rma>``, the same on every retry). Its answer may
+carry ``return_address`` (an address object), ``label_url`` (an http(s) link to a prepaid
+label), ``instructions`` (text) and its own id (``reference_field``); anything unreadable there is
+left out, never an error.
 
 ``tracking`` (an object; at least one of ``path`` and ``batch``; the batch endpoint is used when
 both are given):
@@ -66,6 +75,8 @@ from connectors.base import (
     PlacementResult,
     PurchaseOrderDTO,
     RetryableConnectorError,
+    ReturnAuthorization,
+    ReturnLineDTO,
     ShipmentDTO,
     StatusResult,
     StockLevel,
@@ -88,6 +99,7 @@ _SETTINGS = frozenset(
         "status_path",
         "cancel_path",
         "stock_path",
+        "return_path",
         "idempotency_header",
         "reference_field",
         "status_field",
@@ -135,12 +147,19 @@ class RestJsonConnector(Connector):
         ):
             raise ConnectorConfigError("base_url", "an http(s) URL is required")
         out["base_url"] = base.rstrip("/")
-        for key in ("order_path", "status_path", "cancel_path", "stock_path"):
+        for key in ("order_path", "status_path", "cancel_path", "stock_path", "return_path"):
             value = out.get(key)
             if value is not None and (
                 not isinstance(value, str) or not value.startswith("/") or len(value) > _MAX_URL
             ):
                 raise ConnectorConfigError(key, "must be a path starting with /")
+        if out.get("return_path") is not None:
+            try:
+                out["return_path"].format(reference="r", number="n")
+            except (KeyError, IndexError, ValueError):
+                raise ConnectorConfigError(
+                    "return_path", "placeholders: {reference}, {number}"
+                ) from None
         for key in ("auth_header", "auth_value", "idempotency_header", "reference_field"):
             value = out.get(key)
             if value is not None and (not isinstance(value, str) or len(value) > _MAX_TEXT):
@@ -445,6 +464,47 @@ class RestJsonConnector(Connector):
         await self._request("POST", url, f"cancelling {po.number}", headers=self._headers())
         return True
 
+    async def create_return(
+        self,
+        po: PurchaseOrderDTO,
+        lines: Sequence[ReturnLineDTO],
+        rma_number: str,
+        reason: str,
+    ) -> ReturnAuthorization | None:
+        url = self._url(
+            "return_path", None, reference=po.supplier_reference or po.number, number=po.number
+        )
+        if url is None:
+            return None
+        what = f"return {rma_number} of {po.number}"
+        body = self._rename(
+            {
+                "rma": rma_number,
+                "purchase_order": po.number,
+                "reference": po.supplier_reference,
+                "reason": reason,
+                "lines": [
+                    self._rename({"sku": ln.supplier_sku, "quantity": ln.quantity}) for ln in lines
+                ],
+            }
+        )
+        header = str(self.config.get("idempotency_header") or "Idempotency-Key")
+        response = await self._request(
+            "POST",
+            url,
+            what,
+            json=body,
+            headers=self._headers({header: f"{po.idempotency_key}-return-{rma_number}"}),
+        )
+        data = _json_object(response, what)
+        reference = data.get(str(self.config.get("reference_field") or "id"))
+        return ReturnAuthorization(
+            return_address=_address(data.get("return_address")),
+            label_url=_link(data.get("label_url")),
+            supplier_reference=_text(reference),
+            instructions=_long_text(data.get("instructions")),
+        )
+
     async def fetch_stock(self, skus: tuple[str, ...]) -> tuple[StockLevel, ...]:
         url = self._url("stock_path", None)
         if url is None:
@@ -562,6 +622,40 @@ def _moment(value: Any) -> datetime | None:
 
 def _text(value: Any) -> str | None:
     return None if value in (None, "") else str(value)[:_MAX_TEXT]
+
+
+_ADDRESS_KEYS = (
+    "name",
+    "company",
+    "address1",
+    "address2",
+    "city",
+    "province_code",
+    "zip",
+    "country_code",
+    "phone",
+)
+_MAX_INSTRUCTIONS = 2000
+
+
+def _address(value: Any) -> dict[str, str] | None:
+    """A supplier's return address: the address fields it gave, as text; None without one."""
+    if not isinstance(value, dict):
+        return None
+    out = {k: str(value[k])[:_MAX_TEXT] for k in _ADDRESS_KEYS if value.get(k) not in (None, "")}
+    return out or None
+
+
+def _link(value: Any) -> str | None:
+    """A label link we pass to the customer: http(s) only, bounded; anything else is dropped."""
+    if not isinstance(value, str) or len(value) > 1024:
+        return None
+    parsed = urlparse(value)
+    return value if parsed.scheme in ("http", "https") and parsed.netloc else None
+
+
+def _long_text(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)[:_MAX_INSTRUCTIONS]
 
 
 def _json_any(response: httpx.Response, what: str) -> Any:

@@ -48,6 +48,8 @@ APP_TASKS = {
     "tracking.check_overdue",
     "tracking.digest",
     "outbound.deliver",
+    "returns.authorize",
+    "returns.check_stalled",
 }
 #: Periodic tasks, with their period in seconds (the scheduler enqueues them).
 PERIODIC = {
@@ -56,6 +58,7 @@ PERIODIC = {
     "tracking.poll": 60,
     "tracking.check_overdue": 3600,
     "tracking.digest": 3600,
+    "returns.check_stalled": 3600,
 }
 #: The tasks whose lost jobs the sweeper finds again (a periodic task comes back with its next
 #: slot; a lost poll batch leaves its parcels leased until the lease ends, then the next poll

@@ -50,6 +50,13 @@ def test_stored_values_round_trip() -> None:
         },
         "tracking": {"stale_after_days": 7},
         "shopify": {"sync_fulfillments": True, "notify_customer": False},
+        "returns": {
+            "window_days": 30,
+            "auto_approve": True,
+            "return_address": None,
+            "instructions": None,
+            "stall_after_days": 14,
+        },
         "routable_financial_statuses": ["paid"],
     }
     assert parse(stored) == chosen

@@ -32,6 +32,12 @@ class EventType:
     SHIPMENT_TRACKING_UPDATED = "shipment.tracking_updated"
     ORDER_DELIVERED = "order.delivered"
     ORDER_CANCELLED = "order.cancelled"
+    #: Returns (``app.returns``): each step of a return, once per return.
+    RETURN_REQUESTED = "return.requested"
+    #: Published once the customer's instructions are known (the supplier's or the merchant's).
+    RETURN_APPROVED = "return.approved"
+    RETURN_REJECTED = "return.rejected"
+    RETURN_RECEIVED = "return.received"
 
     ALL = (
         ORDER_CREATED,
@@ -48,6 +54,10 @@ class EventType:
         SHIPMENT_TRACKING_UPDATED,
         ORDER_DELIVERED,
         ORDER_CANCELLED,
+        RETURN_REQUESTED,
+        RETURN_APPROVED,
+        RETURN_REJECTED,
+        RETURN_RECEIVED,
     )
 
 

@@ -11,6 +11,7 @@ from app.merchants.settings import (
     BrandingSettings,
     MerchantSettings,
     NotificationSettings,
+    ReturnSettings,
     RoutingSettings,
     ShopifySettings,
     TrackingSettings,
@@ -40,6 +41,7 @@ class SettingsIn(Input, kw_only=True):
     notifications: NotificationSettings | None = None
     tracking: TrackingSettings | None = None
     shopify: ShopifySettings | None = None
+    returns: ReturnSettings | None = None
     # A list, not a tuple: Litestar documents ``tuple[str, ...]`` as ``oneOf: [string, {}]``.
     routable_financial_statuses: (
         Annotated[list[ShortText], Meta(min_length=1, max_length=limits.MAX_LIST)] | None
@@ -77,6 +79,7 @@ class SettingsOut(msgspec.Struct, kw_only=True):
     notifications: NotificationsOut
     tracking: TrackingSettings
     shopify: ShopifySettings
+    returns: ReturnSettings
     routable_financial_statuses: list[str]
 
     @classmethod
@@ -87,5 +90,6 @@ class SettingsOut(msgspec.Struct, kw_only=True):
             notifications=msgspec.convert(msgspec.to_builtins(s.notifications), NotificationsOut),
             tracking=s.tracking,
             shopify=s.shopify,
+            returns=s.returns,
             routable_financial_statuses=list(s.routable_financial_statuses),
         )

@@ -17,7 +17,8 @@ import structlog
 from msgspec import Meta
 
 from app import limits
-from app.inputs import Input, OptionalText, Url
+from app.codes import check_country
+from app.inputs import CountryCode, Input, OptionalText, ShortText, Url
 from app.mail.address import EmailAddress, check_email
 from app.merchants.models import Merchant
 
@@ -114,12 +115,51 @@ class ShopifySettings(Input, kw_only=True):
     record_refunds: bool = True
 
 
+#: Longest return window and stall threshold a merchant may set (days).
+MAX_RETURN_DAYS = 365
+#: Longest return instructions (they go into the customer's email).
+MAX_RETURN_INSTRUCTIONS = 2_000
+
+
+class ReturnAddress(Input, kw_only=True):
+    """Where returned items go when the supplier offers no address or label of its own."""
+
+    name: ShortText
+    address1: ShortText
+    city: ShortText
+    country_code: CountryCode
+    address2: OptionalText = None
+    company: OptionalText = None
+    province_code: OptionalText = None
+    zip: OptionalText = None
+    phone: OptionalText = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_country("country_code", self.country_code)
+
+
+class ReturnSettings(Input, kw_only=True):
+    """``window_days``: how long after delivery (or shipping, if never delivered) a customer may
+    ask for a return from the tracking page. ``auto_approve``: approve requests at once (else
+    they wait for the merchant). ``return_address`` and ``instructions``: what the customer is
+    told when the supplier offers no address or label. ``stall_after_days``: an approved return
+    not received after this long goes to the exceptions queue."""
+
+    window_days: Annotated[int, Meta(ge=0, le=MAX_RETURN_DAYS)] = 30
+    auto_approve: bool = True
+    return_address: ReturnAddress | None = None
+    instructions: Annotated[str, Meta(max_length=MAX_RETURN_INSTRUCTIONS)] | None = None
+    stall_after_days: Annotated[int, Meta(ge=1, le=MAX_RETURN_DAYS)] = 14
+
+
 class MerchantSettings(msgspec.Struct, kw_only=True):
     routing: RoutingSettings = msgspec.field(default_factory=RoutingSettings)
     branding: BrandingSettings = msgspec.field(default_factory=BrandingSettings)
     notifications: NotificationSettings = msgspec.field(default_factory=NotificationSettings)
     tracking: TrackingSettings = msgspec.field(default_factory=TrackingSettings)
     shopify: ShopifySettings = msgspec.field(default_factory=ShopifySettings)
+    returns: ReturnSettings = msgspec.field(default_factory=ReturnSettings)
     #: Orders in another financial status wait for payment (``validation_failed``).
     routable_financial_statuses: Annotated[
         tuple[str, ...], Meta(min_length=1, max_length=limits.MAX_LIST)

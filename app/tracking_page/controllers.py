@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from litestar import Controller, Request, Response, get
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.openapi import ResponseSpec
@@ -17,7 +17,8 @@ from litestar.params import FromPath
 
 from app.api.openapi import header, operation
 from app.db import DbSession
-from app.tracking_page import i18n, service
+from app.returns import service as returns_service
+from app.tracking_page import i18n, returns_page, service
 from app.tracking_page.render import render_page
 from app.tracking_page.schemas import TrackingPageOut
 
@@ -35,7 +36,7 @@ HEADERS = {
 #: Nothing may load but the page's own stylesheet (by nonce) and the store's https logo.
 _CSP = (
     "default-src 'none'; style-src 'nonce-{nonce}'; img-src https:; base-uri 'none'; "
-    "form-action 'none'; frame-ancestors 'none'"
+    "form-action 'self'; frame-ancestors 'none'"
 )
 _CSP_JSON = "default-src 'none'; frame-ancestors 'none'"
 
@@ -107,7 +108,7 @@ class TrackingPageController(Controller):
             )
         nonce = secrets.token_urlsafe(16)
         return Response(
-            render_page(page, nonce),
+            render_page(page, nonce, token=token),
             media_type=HTML,
             headers={
                 **HEADERS,
@@ -115,3 +116,24 @@ class TrackingPageController(Controller):
                 "Content-Language": locale,
             },
         )
+
+    # ------------------------------------------------------------------ returns (app.returns)
+    @post(
+        "/{token:str}/returns",
+        status_code=201,
+        summary="The customer asks for a return of shipped items",
+        **returns_page.operation(),
+    )
+    async def request_return(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[DbSession],
+        token: FromPath[str],
+    ) -> Response[Any]:
+        data = await returns_page.read_request(request)
+        created = await returns_service.customer_request(
+            db_session, token, [(ln.item, ln.quantity) for ln in data.lines], data.reason
+        )
+        if created is None:
+            raise NotFoundException(headers=HEADERS)
+        return returns_page.answer(request, token, created, HEADERS)

@@ -1,0 +1,1 @@
+"""Returns (RMA): requests, approval, the supplier, receipt, exchanges, stalls."""
