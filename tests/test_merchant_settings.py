@@ -49,7 +49,7 @@ def test_stored_values_round_trip() -> None:
             "alert_recipients": [],
         },
         "tracking": {"stale_after_days": 7},
-        "shopify": {"sync_fulfillments": True, "notify_customer": False},
+        "shopify": {"sync_fulfillments": True, "notify_customer": False, "record_refunds": True},
         "returns": {
             "window_days": 30,
             "auto_approve": True,

@@ -827,6 +827,15 @@ class TestCancellationAndStalls:
             )
         )["returns"]
         ctx = ctx_of(settings, db, client)
+
+        async def authorized() -> bool:
+            async with db.sessionmaker() as session:
+                found = await session.get(Return, uuid.UUID(ret["id"]))
+                return found is not None and found.authorized_at is not None
+
+        # The supplier's authorization job holds the row while it runs (the check skips a
+        # locked return until its next run): let it finish first.
+        await eventually(authorized, timeout=20)
         await check_stalled(ctx)  # approved just now: not stalled
         async with db.transaction() as session:
             await session.execute(

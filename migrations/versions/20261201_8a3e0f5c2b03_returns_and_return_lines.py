@@ -1,7 +1,7 @@
 """returns (RMA) and their lines
 
 Revision ID: 8a3e0f5c2b03
-Revises: c41f7d2e9a10
+Revises: 8a4e0f5c2b04
 Create Date: 2026-12-02 09:00:00.000000
 """
 
@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql
 import app.db
 
 revision: str = "8a3e0f5c2b03"
-down_revision: str | None = "c41f7d2e9a10"
+down_revision: str | None = "8a4e0f5c2b04"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
