@@ -32,6 +32,8 @@ class EventType:
     SHIPMENT_TRACKING_UPDATED = "shipment.tracking_updated"
     ORDER_DELIVERED = "order.delivered"
     ORDER_CANCELLED = "order.cancelled"
+    #: A purchase order that could not be cancelled: it shipped (its lines become a return).
+    PURCHASE_ORDER_CANCEL_REFUSED = "purchase_order.cancel_refused"
 
     ALL = (
         ORDER_CREATED,
@@ -48,6 +50,7 @@ class EventType:
         SHIPMENT_TRACKING_UPDATED,
         ORDER_DELIVERED,
         ORDER_CANCELLED,
+        PURCHASE_ORDER_CANCEL_REFUSED,
     )
 
 

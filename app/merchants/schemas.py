@@ -9,6 +9,7 @@ from app import limits
 from app.inputs import Input, ShortText
 from app.merchants.settings import (
     BrandingSettings,
+    CancellationSettings,
     MerchantSettings,
     NotificationSettings,
     RoutingSettings,
@@ -40,6 +41,7 @@ class SettingsIn(Input, kw_only=True):
     notifications: NotificationSettings | None = None
     tracking: TrackingSettings | None = None
     shopify: ShopifySettings | None = None
+    cancellation: CancellationSettings | None = None
     # A list, not a tuple: Litestar documents ``tuple[str, ...]`` as ``oneOf: [string, {}]``.
     routable_financial_statuses: (
         Annotated[list[ShortText], Meta(min_length=1, max_length=limits.MAX_LIST)] | None
@@ -65,6 +67,11 @@ class NotificationsOut(msgspec.Struct, kw_only=True):
     delivered: bool
     delayed: bool
     cancelled: bool
+    refund_issued: bool
+    return_requested: bool
+    return_approved: bool
+    return_rejected: bool
+    return_received: bool
     default_locale: str
     alert_recipients: list[str]
 
@@ -77,6 +84,7 @@ class SettingsOut(msgspec.Struct, kw_only=True):
     notifications: NotificationsOut
     tracking: TrackingSettings
     shopify: ShopifySettings
+    cancellation: CancellationSettings
     routable_financial_statuses: list[str]
 
     @classmethod
@@ -87,5 +95,6 @@ class SettingsOut(msgspec.Struct, kw_only=True):
             notifications=msgspec.convert(msgspec.to_builtins(s.notifications), NotificationsOut),
             tracking=s.tracking,
             shopify=s.shopify,
+            cancellation=s.cancellation,
             routable_financial_statuses=list(s.routable_financial_statuses),
         )

@@ -86,6 +86,11 @@ class NotificationSettings(Input, kw_only=True):
     delivered: bool = True
     delayed: bool = True
     cancelled: bool = True
+    refund_issued: bool = True
+    return_requested: bool = True
+    return_approved: bool = True
+    return_rejected: bool = True
+    return_received: bool = True
     default_locale: Annotated[str, Meta(description=" or ".join(LANGUAGES))] = "en"
     #: Who gets the merchant's alerts (late and stale parcels); empty: the merchant's email.
     alert_recipients: Annotated[tuple[EmailAddress, ...], Meta(max_length=10)] = ()
@@ -112,12 +117,20 @@ class ShopifySettings(Input, kw_only=True):
     notify_customer: bool = False
 
 
+class CancellationSettings(Input, kw_only=True):
+    """``customer_can_cancel``: the customer may cancel from the tracking page until something
+    of the order has shipped."""
+
+    customer_can_cancel: bool = True
+
+
 class MerchantSettings(msgspec.Struct, kw_only=True):
     routing: RoutingSettings = msgspec.field(default_factory=RoutingSettings)
     branding: BrandingSettings = msgspec.field(default_factory=BrandingSettings)
     notifications: NotificationSettings = msgspec.field(default_factory=NotificationSettings)
     tracking: TrackingSettings = msgspec.field(default_factory=TrackingSettings)
     shopify: ShopifySettings = msgspec.field(default_factory=ShopifySettings)
+    cancellation: CancellationSettings = msgspec.field(default_factory=CancellationSettings)
     #: Orders in another financial status wait for payment (``validation_failed``).
     routable_financial_statuses: Annotated[
         tuple[str, ...], Meta(min_length=1, max_length=limits.MAX_LIST)

@@ -7,8 +7,10 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
-from litestar import Controller, Request, Response, get
+import msgspec
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.openapi import ResponseSpec
@@ -16,7 +18,10 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType
 from litestar.params import FromPath
 
 from app.api.openapi import header, operation
+from app.cancellations import service as cancellations
+from app.cancellations.schemas import CancellationOut
 from app.db import DbSession
+from app.errors import InvalidInput
 from app.tracking_page import i18n, service
 from app.tracking_page.render import render_page
 from app.tracking_page.schemas import TrackingPageOut
@@ -35,7 +40,7 @@ HEADERS = {
 #: Nothing may load but the page's own stylesheet (by nonce) and the store's https logo.
 _CSP = (
     "default-src 'none'; style-src 'nonce-{nonce}'; img-src https:; base-uri 'none'; "
-    "form-action 'none'; frame-ancestors 'none'"
+    "form-action 'self'; frame-ancestors 'none'"
 )
 _CSP_JSON = "default-src 'none'; frame-ancestors 'none'"
 
@@ -107,7 +112,7 @@ class TrackingPageController(Controller):
             )
         nonce = secrets.token_urlsafe(16)
         return Response(
-            render_page(page, nonce),
+            render_page(page, nonce, token),
             media_type=HTML,
             headers={
                 **HEADERS,
@@ -115,3 +120,71 @@ class TrackingPageController(Controller):
                 "Content-Language": locale,
             },
         )
+
+    @post(
+        "/{token:str}/cancel",
+        summary="The customer cancels the order from its tracking page",
+        **operation(
+            "cancelFromTrackingPage",
+            "The customer cancels the order (the page's form: `reason`, optional, at most "
+            "1,000 characters, as a form field or JSON), if the store allows it "
+            "(`cancellation.customer_can_cancel`) and nothing of the order has shipped. A "
+            "browser's form post is sent back to the page (303); `Accept: application/json` "
+            "gets the cancellation's state (202 while the suppliers are asked, 200 once "
+            "cancelled).",
+            api="public",
+            method="POST",
+            not_found="No tracking page at this address.",
+            conflict="the store does not allow it, part of the order has shipped, or it is "
+            "cancelled (or being cancelled) already",
+            extra_responses={
+                200: ResponseSpec(CancellationOut, description="Cancelled."),
+                202: ResponseSpec(CancellationOut, description="Under way."),
+                303: ResponseSpec(None, description="A form post: back to the page."),
+            },
+        ),
+    )
+    async def cancel(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[DbSession],
+        token: FromPath[str],
+    ) -> Response[Any]:
+        reason = _reason(request.headers.get("content-type") or "", await request.body())
+        view = await cancellations.cancel_by_token(db_session, token, reason)
+        if request.accept.best_match([HTML, JSON], default=HTML) == JSON:
+            done = view.cancellation.status == "cancelled"
+            return Response(
+                CancellationOut.of(view),
+                status_code=200 if done else 202,
+                media_type=JSON,
+                headers=HEADERS,
+            )
+        return Response(None, status_code=303, headers={**HEADERS, "Location": f"/track/{token}"})
+
+
+#: The reason a customer may give, in characters.
+MAX_REASON = 1000
+
+
+def _reason(content_type: str, body: bytes) -> str:
+    """``reason`` from a form post or a JSON body (either may be empty)."""
+    if not body:
+        return ""
+    if content_type.split(";")[0].strip().lower() == JSON:
+        try:
+            data = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            raise InvalidInput("not valid JSON", field="body") from None
+        value = data.get("reason", "") if isinstance(data, dict) else None
+    else:
+        try:
+            fields = parse_qs(body.decode(), max_num_fields=10)
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidInput("not a form", field="body") from None
+        value = (fields.get("reason") or [""])[0]
+    if not isinstance(value, str):
+        raise InvalidInput("text", field="reason")
+    if len(value) > MAX_REASON or "\x00" in value:
+        raise InvalidInput(f"at most {MAX_REASON} characters, no NUL", field="reason")
+    return value

@@ -25,7 +25,7 @@ def _templates() -> Environment:
     )
 
 
-def render_page(page: TrackingPageOut, nonce: str) -> str:
+def render_page(page: TrackingPageOut, nonce: str, token: str = "") -> str:
     locale = page.locale
     words = i18n.WORDS[locale]
     unshipped = [i for i in page.items if i.quantity_unshipped]
@@ -60,5 +60,6 @@ def render_page(page: TrackingPageOut, nonce: str) -> str:
             place=place,
             shipments=shipments,
             unshipped=unshipped,
+            token=token,
         )
     )
