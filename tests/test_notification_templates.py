@@ -277,7 +277,7 @@ async def test_a_shipment_variable_in_a_cancellation_is_refused(
 @pytest.mark.parametrize(
     ("path", "body", "status", "detail"),
     [
-        (f"{TEMPLATES}/refund_issued", GOOD, 404, "event: no customer email 'refund_issued'"),
+        (f"{TEMPLATES}/gift_card", GOOD, 404, "event: no customer email 'gift_card'"),
         (f"{TEMPLATES}/shipped?locale=fr", GOOD, 400, "locale: one of en, de"),
         (f"{TEMPLATES}/shipped", {**GOOD, "html": ""}, 400, "html"),
         (f"{TEMPLATES}/shipped", {**GOOD, "extra": 1}, 400, "extra"),

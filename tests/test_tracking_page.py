@@ -97,6 +97,7 @@ def expected_json(tracked: Tracked) -> dict[str, Any]:
                 ],
             }
         ],
+        "can_cancel": False,  # a parcel shipped
     }
 
 
@@ -315,7 +316,7 @@ class TestSecurity:
         assert nonce is not None
         assert r.headers["content-security-policy"] == (
             f"default-src 'none'; style-src 'nonce-{nonce.group(1)}'; img-src https:; "
-            "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+            "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
         )
         again = await client.get(f"/track/{tracked.token}")
         assert nonce.group(1) not in again.text  # a new nonce every time
