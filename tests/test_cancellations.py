@@ -25,7 +25,7 @@ from app.db import Database
 from app.events.models import LifecycleEvent
 from app.exceptions.models import ExceptionCase
 from app.jobs.task import TaskContext
-from app.orders.models import OrderLine
+from app.orders.models import Order, OrderLine
 from app.settings import Settings
 from app.suppliers.models import SupplierProduct
 from tests.conftest import MerchantHandle, make_merchant
@@ -246,3 +246,316 @@ class TestDoneWhen:
         await cancel_at_supplier(ctx_of(settings, db, client), str(row))
         assert len(cancelling.requests) == 1
         assert await stock(db, "RED") == 10
+
+
+async def cancel(client: Client, shop: MerchantHandle, order_id: str, reason: str = "oops") -> Any:
+    return await client.post(
+        f"/api/v1/orders/{order_id}/cancel", json={"reason": reason}, headers=shop.headers
+    )
+
+
+async def po_row(db: Database, po_id: str) -> PurchaseOrderCancellation:
+    async with db.sessionmaker() as session:
+        row = await session.scalar(
+            select(PurchaseOrderCancellation).where(
+                PurchaseOrderCancellation.purchase_order_id == uuid.UUID(po_id)
+            )
+        )
+        assert row is not None
+        return row
+
+
+async def wait_row(db: Database, po_id: str, status: str) -> PurchaseOrderCancellation:
+    async def probe() -> PurchaseOrderCancellation | None:
+        row = await po_row(db, po_id)
+        return row if row.status == status else None
+
+    return await eventually(probe, timeout=20)
+
+
+class TestBeforeRouting:
+    async def test_cancelled_at_once_with_every_line_and_the_shipping(
+        self, client: Client, db: Database
+    ) -> None:
+        shop = await make_merchant(db, "manual-shop.myshopify.com")  # no auto-route
+        r = await client.post(
+            "/api/v1/orders",
+            json={
+                "reference": "M-1",
+                "currency": "USD",
+                "email": "ada@example.com",
+                "shipping_address": {
+                    "name": "Ada",
+                    "address1": "1 Main St",
+                    "city": "Austin",
+                    "zip": "78701",
+                    "country_code": "US",
+                },
+                "lines": [line("RED", 2)],
+            },
+            headers=shop.headers,
+        )
+        assert r.status_code == 201, r.text
+        order_id = r.json()["id"]
+        r = await cancel(client, shop, order_id, "duplicate order")
+        assert r.status_code == 200, r.text
+        assert (r.json()["status"], r.json()["order_status"]) == ("cancelled", "cancelled")
+        assert r.json()["purchase_orders"] == []
+        ids = await line_ids(db, order_id)
+        [event] = await events(db, "order.cancelled")
+        assert event.data == {
+            "order_id": order_id,
+            "reason": "duplicate order",
+            "origin": "merchant",
+            "lines": [{"line_id": ids["RED"], "quantity": 2}],
+            "shipping": True,
+        }
+        again = await cancel(client, shop, order_id)
+        assert again.status_code == 409
+        assert again.json()["detail"].endswith("is already cancelled")
+        other = await make_merchant(db, "other-shop.myshopify.com")
+        assert (await cancel(client, other, order_id)).status_code == 404
+        long = await client.post(
+            f"/api/v1/orders/{order_id}/cancel", json={"reason": "x" * 1001}, headers=shop.headers
+        )
+        assert long.status_code == 400
+        assert "reason" in long.json()["detail"]
+
+
+class TestFaults:
+    async def test_a_lost_answer_is_asked_again_with_the_same_key_and_counts_once(
+        self,
+        client: Client,
+        db: Database,
+        shop: MerchantHandle,
+        sim: tuple[SupplierSim, CancellingSupplier],
+        settings: Settings,
+    ) -> None:
+        _, cancelling = sim
+        cancelling.script = ["lost", 503]
+        rest = await rest_supplier(client, shop)
+        order_id, pos = await routed_order(client, shop, "F-1", [line("RED", 3)])
+        assert await stock(db, "RED") == 7
+        r = await cancel(client, shop, order_id)
+        assert r.status_code == 202, r.text
+        await wait_order(client, shop, order_id, "cancelled")
+        po = po_of(pos, rest)
+        # Lost (the supplier cancelled, we never heard), 503, then the supplier's same answer.
+        assert len(cancelling.requests) == 3
+        assert {req.headers["idempotency-key"] for req in cancelling.requests} == {
+            f"dropship-cancel-{po['id']}"
+        }
+        assert len(cancelling.cancelled) == 1
+        assert await stock(db, "RED") == 10  # released once
+        row = await po_row(db, po["id"])
+        assert (row.status, row.attempts) == ("cancelled", 3)
+        red = (await line_ids(db, order_id))["RED"]
+        assert [(x["order_line_id"], x["quantity"]) for x in row.lines] == [(red, 3)]
+        detail = await wait_order(client, shop, order_id, "cancelled")
+        retries = [e["message"] for e in detail["timeline"] if e["type"] == "cancellation.retry"]
+        assert len(retries) == 2
+        assert "supplier timed out" in retries[0]
+        assert "supplier answered 503" in retries[1]
+        # The job delivered again, and the sweeper's query: nothing more to do.
+        await cancel_at_supplier(ctx_of(settings, db, client), str(row.id))
+        assert len(cancelling.requests) == 3
+        assert await stock(db, "RED") == 10
+        async with db.sessionmaker() as session:
+            credits = list(await session.scalars(select(SupplierCredit)))
+        assert [c.amount for c in credits] == [Decimal("9.3000")]
+        assert len(await events(db, "order.cancelled")) == 1
+
+    async def test_a_channel_that_cannot_cancel_asks_the_merchant(
+        self,
+        client: Client,
+        db: Database,
+        shop: MerchantHandle,
+        sim: tuple[SupplierSim, CancellingSupplier],
+    ) -> None:
+        s = await create_supplier(
+            client, shop, name="NoCancelCo", connector="rest_json", config=rest_config()
+        )
+        await offer(client, shop, s["supplier"]["id"], "RED", stock=10)
+        order_id, pos = await routed_order(client, shop, "F-2", [line("RED", 1)])
+        assert (await cancel(client, shop, order_id)).status_code == 202
+        po = pos[0]
+        row = await wait_row(db, po["id"], "needs_merchant")
+        assert row.detail == "rest_json suppliers cannot cancel through the connector"
+        async with db.sessionmaker() as session:
+            kinds = {c.kind for c in await session.scalars(select(ExceptionCase))}
+        assert kinds == {"cancel_after_routing", "cancellation_unconfirmed"}
+        state = await client.get(f"/api/v1/orders/{order_id}/cancellation", headers=shop.headers)
+        assert state.status_code == 200
+        assert [p["status"] for p in state.json()["purchase_orders"]] == ["needs_merchant"]
+
+        url = f"/api/v1/purchase-orders/{po['id']}/cancellation"
+        other = await make_merchant(db, "other-shop.myshopify.com")
+        assert (
+            await client.post(url, json={"accepted": True}, headers=other.headers)
+        ).status_code == 404
+        r = await client.post(url, json={"accepted": True}, headers=shop.headers)
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "cancelled"
+        assert (
+            await client.post(url, json={"accepted": True}, headers=shop.headers)
+        ).status_code == 200  # the same answer again
+        conflict = await client.post(
+            url, json={"accepted": False, "reason": "shipped"}, headers=shop.headers
+        )
+        assert conflict.status_code == 409
+        await wait_order(client, shop, order_id, "cancelled")
+        assert await stock(db, "RED") == 10
+        async with db.sessionmaker() as session:
+            open_cases = [
+                c.kind for c in await session.scalars(select(ExceptionCase)) if not c.resolved_at
+            ]
+        assert open_cases == []
+
+
+class TestPortal:
+    async def test_the_supplier_sees_the_request_and_confirms_it(
+        self, client: Client, db: Database, shop: MerchantHandle
+    ) -> None:
+        beta = await portal(client, shop)
+        order_id, pos = await routed_order(client, shop, "P-1", [line("BLUE", 2)])
+        po = pos[0]
+        assert (await cancel(client, shop, order_id, "wrong size")).status_code == 202
+        await wait_row(db, po["id"], "awaiting_supplier")
+        key = bearer(beta["api_key"])
+        listed = await client.get("/supplier/v1/orders?status=open", headers=key)
+        [mine] = [o for o in listed.json()["items"] if o["id"] == po["id"]]
+        assert mine["cancellation_requested_at"] is not None
+        url = f"/supplier/v1/orders/{po['id']}/cancellation"
+        stranger = await portal_supplier(client, shop, "Stranger")
+        assert (
+            await client.post(url, json={"accepted": True}, headers=bearer(stranger["api_key"]))
+        ).status_code == 404
+        bad = await client.post(url, json={"accepted": "yes"}, headers=key)
+        assert bad.status_code == 400
+        r = await client.post(url, json={"accepted": True}, headers=key)
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "cancelled"
+        detail = await wait_order(client, shop, order_id, "cancelled")
+        assert await stock(db, "BLUE") == 10
+        messages = [e["message"] for e in detail["timeline"]]
+        assert f"{po['number']}: cancellation asked, awaiting the supplier's answer" in messages
+        assert f"{po['number']}: 2 x BLUE cancelled at PortalCo, stock released" in messages
+        [event] = await events(db, "order.cancelled")
+        assert event.data["lines"] == [
+            {"line_id": (await line_ids(db, order_id))["BLUE"], "quantity": 2}
+        ]
+        assert event.data["shipping"] is True
+
+    async def test_a_refusal_becomes_a_return_and_a_partly_shipped_po_keeps_what_shipped(
+        self, client: Client, db: Database, shop: MerchantHandle
+    ) -> None:
+        beta = await portal(client, shop)
+        order_id, pos = await routed_order(client, shop, "P-2", [line("BLUE", 3)])
+        po = pos[0]
+        key = bearer(beta["api_key"])
+        r = await client.post(
+            f"/supplier/v1/orders/{po['id']}/shipments",
+            json={
+                "carrier": "UPS",
+                "tracking_number": "1Z999AA10123456784",
+                "lines": [{"sku": "BLUE-S", "quantity": 1}],
+            },
+            headers=key,
+        )
+        assert r.status_code == 201, r.text
+        assert (await cancel(client, shop, order_id)).status_code == 202
+        await wait_row(db, po["id"], "awaiting_supplier")
+        r = await client.post(
+            f"/supplier/v1/orders/{po['id']}/cancellation", json={"accepted": True}, headers=key
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "shipped"  # complete with what shipped
+        await wait_order(client, shop, order_id, "cancelled")
+        assert await stock(db, "BLUE") == 9  # the 2 unshipped back
+        ids = await line_ids(db, order_id)
+        [refused] = await events(db, "purchase_order.cancel_refused")
+        assert [(x["order_line_id"], x["quantity"]) for x in refused.data["lines"]] == [
+            (ids["BLUE"], 1)
+        ]
+        [event] = await events(db, "order.cancelled")
+        assert (event.data["lines"], event.data["shipping"]) == (
+            [{"line_id": ids["BLUE"], "quantity": 2}],
+            False,
+        )
+
+
+class TestCustomer:
+    async def token_of(self, db: Database, order_id: str) -> str:
+        async with db.sessionmaker() as session:
+            order = await session.get(Order, uuid.UUID(order_id))
+            assert order is not None
+            return str(order.tracking_token)
+
+    async def test_the_customer_cancels_from_the_tracking_page(
+        self, client: Client, db: Database, shop: MerchantHandle
+    ) -> None:
+        beta = await portal(client, shop)
+        order_id, pos = await routed_order(client, shop, "T-1", [line("BLUE", 1)])
+        token = await self.token_of(db, order_id)
+        page = await client.get(f"/track/{token}")
+        assert f'<form method="post" action="/track/{token}/cancel">' in page.text
+        assert (await client.get(f"/track/{token}", headers={"Accept": "application/json"})).json()[
+            "can_cancel"
+        ] is True
+        assert (
+            await client.post("/track/" + "x" * 32 + "/cancel", data={"reason": "r"})
+        ).status_code == 404
+        too_long = await client.post(f"/track/{token}/cancel", data={"reason": "x" * 1001})
+        assert too_long.status_code == 400
+        assert too_long.json()["extra"]["field"] == "reason"
+        r = await client.post(
+            f"/track/{token}/cancel", data={"reason": "ordered twice"}, follow_redirects=False
+        )
+        assert r.status_code == 303, r.text
+        assert r.headers["location"] == f"/track/{token}"
+        state = await client.get(f"/api/v1/orders/{order_id}/cancellation", headers=shop.headers)
+        assert (state.json()["origin"], state.json()["reason"]) == ("customer", "ordered twice")
+        again = await client.post(
+            f"/track/{token}/cancel", json={}, headers={"Accept": "application/json"}
+        )
+        assert again.status_code == 409
+        r = await client.post(
+            f"/supplier/v1/orders/{pos[0]['id']}/cancellation",
+            json={"accepted": True},
+            headers=bearer(beta["api_key"]),
+        )
+        assert r.status_code == 200, r.text
+        await wait_order(client, shop, order_id, "cancelled")
+        [event] = await events(db, "order.cancelled")
+        assert event.data["origin"] == "customer"
+        page = await client.get(f"/track/{token}")
+        assert "<form" not in page.text
+
+    async def test_not_once_something_shipped_nor_when_the_store_says_no(
+        self, client: Client, db: Database, shop: MerchantHandle
+    ) -> None:
+        beta = await portal(client, shop)
+        order_id, pos = await routed_order(client, shop, "T-2", [line("BLUE", 1)])
+        token = await self.token_of(db, order_id)
+        r = await client.put(
+            "/api/v1/settings",
+            json={"cancellation": {"customer_can_cancel": False}},
+            headers=shop.headers,
+        )
+        assert r.status_code == 200, r.text
+        assert "<form" not in (await client.get(f"/track/{token}")).text
+        no = await client.post(f"/track/{token}/cancel", headers={"Accept": "application/json"})
+        assert no.status_code == 409
+        r = await client.put(
+            "/api/v1/settings",
+            json={"cancellation": {"customer_can_cancel": True}},
+            headers=shop.headers,
+        )
+        await ship_all(client, beta, pos[0]["id"])
+        shipped = await client.post(
+            f"/track/{token}/cancel", headers={"Accept": "application/json"}
+        )
+        assert shipped.status_code == 409
+        assert "shipped" in shipped.json()["detail"]
+        # Nor can the merchant: everything shipped (a return instead).
+        assert (await cancel(client, shop, order_id)).status_code == 409
