@@ -45,11 +45,17 @@ def test_stored_values_round_trip() -> None:
             "delivered": True,
             "delayed": True,
             "cancelled": True,
+            "refund_issued": True,
+            "return_requested": True,
+            "return_approved": True,
+            "return_rejected": True,
+            "return_received": True,
             "default_locale": "en",
             "alert_recipients": [],
         },
         "tracking": {"stale_after_days": 7},
         "shopify": {"sync_fulfillments": True, "notify_customer": False},
+        "cancellation": {"customer_can_cancel": True},
         "routable_financial_statuses": ["paid"],
     }
     assert parse(stored) == chosen

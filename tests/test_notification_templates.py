@@ -104,6 +104,9 @@ def test_a_bare_order_renders_too() -> None:
             if kind in ("shipped", "out_for_delivery", "delivered", "delayed")
             else None,
             event=r.EventFacts(status=kind),
+            # The least each kind's event carries.
+            refund=r.RefundFacts(Decimal("5"), "JPY") if kind == "refund_issued" else None,
+            rma=r.ReturnFacts("RMA-1") if kind.startswith("return_") else None,
         )
         out = r.render_default(kind, "en", r.context(facts, "en", r.format_locale(None, "en")))
         assert out.text.startswith("Hello,\n")
