@@ -15,7 +15,7 @@ from litestar import Litestar
 from sqlalchemy import select
 
 from app.db import Database
-from app.events.models import LifecycleEvent
+from app.events.models import EventReaction, LifecycleEvent
 from app.events.service import publish
 from app.mail.models import OutgoingEmail
 from app.orders.models import Order, OrderLine
@@ -319,3 +319,59 @@ class TestRefundEmails:
         )
         msg = await only(inbox, "Wir haben 12,30 € für Ihre Bestellung")  # subjects fold spaces
         assert "wir haben Ihnen 12,30\xa0€ für Ihre Bestellung" in parts(msg)[0]
+
+
+class TestCancelledEmail:
+    async def test_a_partial_cancellation_lists_what_was_cancelled(
+        self, client: Client, db: Database, shop: MerchantHandle, inbox: Inbox, settings: Settings
+    ) -> None:
+        order, ids = await new_order(client, db, shop, "X-1")
+        event = await emit(
+            db,
+            order,
+            "order.cancelled",
+            f"order.cancelled:{order.id}",
+            reason="customer changed their mind",
+            origin="merchant",
+            lines=[{"line_id": ids["SKU-RED"], "quantity": 2}],
+            shipping=False,
+        )
+        msg = await only(inbox, f"Your order {order.name} has been cancelled")
+        text, html = parts(msg)
+        assert f"part of your order {order.name} of " in text
+        assert "- 2 x Red mug\n" in text
+        assert "SKU-BLUE" not in text
+        assert "2 &times; Red mug" in html
+        await run_subscriber_again(settings, db, client, event)
+        await eventually(lambda: _sent(db, 2), timeout=20)
+        assert len(await emails_of(db, "cancelled")) == 1
+
+    async def test_nothing_cancelled_sends_no_cancelled_email(
+        self, client: Client, db: Database, shop: MerchantHandle, inbox: Inbox
+    ) -> None:
+        order, _ = await new_order(client, db, shop, "X-2")
+        await emit(
+            db,
+            order,
+            "order.cancelled",
+            f"order.cancelled:{order.id}",
+            reason="r",
+            origin="shopify",
+            lines=[],
+            shipping=False,
+        )
+        await only(inbox, f"Order {order.name} confirmed")
+        await eventually(lambda: _handled(db), timeout=20)
+        assert await emails_of(db, "cancelled") == []
+
+
+async def _handled(db: Database) -> bool:
+    async with db.sessionmaker() as session:
+        done = (
+            await session.scalars(
+                select(EventReaction.done_at).where(
+                    EventReaction.subscriber == "app.notifications.tasks.email_customer"
+                )
+            )
+        ).all()
+    return len(done) == 2 and all(done)

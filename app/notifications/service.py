@@ -422,6 +422,9 @@ async def notify(session: DbSession, settings: Settings, event: LifecycleEvent) 
         if shipment is None:
             return None
     data = event.data
+    facts_of_event = await _event_facts(session, order, kind, data)
+    if kind == "cancelled" and isinstance(data.get("lines"), list) and not data["lines"]:
+        return None  # everything had shipped: the customer hears of the return instead
     event_facts = EventFacts(
         status=str(data.get("status") or kind),
         occurred_at=_when(data.get("occurred_at"))
@@ -448,7 +451,7 @@ async def notify(session: DbSession, settings: Settings, event: LifecycleEvent) 
         ),
         shipment=shipment,
         event=event_facts,
-        **await _event_facts(session, order, kind, data),
+        **facts_of_event,
     )
     language = pick_locale(order.customer_locale, s.notifications.default_locale)
     values = context(facts, language, format_locale(order.customer_locale, language))
