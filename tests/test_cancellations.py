@@ -6,6 +6,7 @@ cancel from the tracking page."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -26,15 +27,19 @@ from app.events.models import LifecycleEvent
 from app.exceptions.models import ExceptionCase
 from app.jobs.task import TaskContext
 from app.orders.models import Order, OrderLine
+from app.purchasing.models import PurchaseOrder
 from app.settings import Settings
 from app.suppliers.models import SupplierProduct
 from tests.conftest import MerchantHandle, make_merchant
+from tests.support.order_flow import accepted, add_catalog, order_id_of
 from tests.support.portal import Client, bearer, line, offer, portal_supplier, routed_order
 from tests.support.routing import create_supplier
+from tests.support.shopify import order_payload
 from tests.support.supplier_sim import BASE_URL, SupplierSim, rest_config
 from tests.support.wait import eventually
 
 CANCEL_PATH = "/orders/{reference}/cancel"
+SHOPIFY_SHOP = "acme-store.myshopify.com"
 
 
 @dataclass
@@ -559,3 +564,51 @@ class TestCustomer:
         assert "shipped" in shipped.json()["detail"]
         # Nor can the merchant: everything shipped (a return instead).
         assert (await cancel(client, shop, order_id)).status_code == 409
+
+
+class TestShopifyAndConcurrency:
+    async def test_shopify_cancels_a_routed_order_and_two_requests_make_one(
+        self, client: Client, db: Database
+    ) -> None:
+        shop = await make_merchant(db, SHOPIFY_SHOP, auto_route=True)
+        await add_catalog(db, shop)
+        await accepted(client, "orders/create", order_payload(), shop=SHOPIFY_SHOP)
+        order_id = str(await order_id_of(db))
+        await wait_order(client, shop, order_id, "routed")
+
+        async def placed() -> bool:
+            async with db.sessionmaker() as session:
+                statuses = set(
+                    await session.scalars(
+                        select(PurchaseOrder.status).where(
+                            PurchaseOrder.order_id == uuid.UUID(order_id)
+                        )
+                    )
+                )
+            return statuses == {"placed"}
+
+        await eventually(placed, timeout=20)
+        await accepted(
+            client,
+            "orders/cancelled",
+            order_payload(
+                updated_at="2008-01-10T11:05:00-05:00", cancelled_at="2008-01-10T11:05:00-05:00"
+            ),
+            shop=SHOPIFY_SHOP,
+        )
+
+        async def requested() -> dict[str, Any] | None:
+            r = await client.get(f"/api/v1/orders/{order_id}/cancellation", headers=shop.headers)
+            return r.json() if r.status_code == 200 else None
+
+        state = await eventually(requested, timeout=20)
+        assert (state["origin"], state["reason"]) == ("shopify", "cancelled in Shopify")
+        # The merchant asks too, twice at once: one cancellation, its state answered.
+        first, second = await asyncio.gather(
+            cancel(client, shop, order_id), cancel(client, shop, order_id)
+        )
+        assert (first.status_code, second.status_code) == (202, 202)
+        assert first.json()["origin"] == second.json()["origin"] == "shopify"
+        async with db.sessionmaker() as session:
+            rows = list(await session.scalars(select(PurchaseOrderCancellation)))
+        assert len(rows) == 1
