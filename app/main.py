@@ -19,6 +19,8 @@ from app.api.deps import (
 )
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.openapi import openapi_config, swagger_asset
+from app.cancellations.controllers import CancellationController
+from app.credits.controllers import SupplierCreditController
 from app.exceptions.controllers import ExceptionController
 from app.health.controllers import live, ready
 from app.idempotency.middleware import idempotency_middleware
@@ -79,6 +81,8 @@ def create_app(
             OrderController,
             ExceptionController,
             RerouteController,
+            CancellationController,
+            SupplierCreditController,
             SupplierController,
             SupplierProductController,
             RoutingController,

@@ -1,6 +1,8 @@
 """Every table, imported in one place for Alembic's autogenerate and for tests."""
 
 from app.aggregator.models import TrackingRegistration
+from app.cancellations.models import OrderCancellation, PurchaseOrderCancellation
+from app.credits.models import SupplierCredit
 from app.db import Base
 from app.events.models import EventReaction, LifecycleEvent
 from app.exceptions.models import ExceptionCase
@@ -40,12 +42,14 @@ __all__ = [
     "Merchant",
     "NotificationTemplate",
     "Order",
+    "OrderCancellation",
     "OrderEvent",
     "OrderLine",
     "OutboxMessage",
     "OutgoingEmail",
     "PeriodicRun",
     "PurchaseOrder",
+    "PurchaseOrderCancellation",
     "PurchaseOrderLine",
     "Return",
     "ReturnLine",
@@ -56,6 +60,7 @@ __all__ = [
     "ShopifyFulfillmentEvent",
     "ShopifySyncStop",
     "Supplier",
+    "SupplierCredit",
     "SupplierProduct",
     "TrackingAlert",
     "TrackingEvent",

@@ -46,6 +46,10 @@ class PermanentConnectorError(ConnectorError):
     pass
 
 
+class CancelUnsupported(PermanentConnectorError):
+    """The channel has no way to cancel: a person must ask the supplier."""
+
+
 class ConnectorConfigError(ValueError):
     """The connector settings are unusable; ``field`` names the setting."""
 
@@ -98,6 +102,18 @@ class PlacementResult:
     #: Ask for a notice email to the supplier's contact address (channels with no push of
     #: their own, like the portal).
     notify_supplier: bool = False
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    """The supplier's answer to a cancellation."""
+
+    #: ``cancelled``: it will not ship what was asked; ``already_shipped``: too late, it is on
+    #: its way (the lines become a return); ``pending``: the supplier confirms later (portal).
+    outcome: str
+    detail: str | None = None
+
+    OUTCOMES: ClassVar[tuple[str, ...]] = ("cancelled", "already_shipped", "pending")
 
 
 @dataclass(frozen=True)
@@ -179,9 +195,11 @@ class Connector(ABC):
     @abstractmethod
     async def place_order(self, po: PurchaseOrderDTO) -> PlacementResult: ...
 
-    async def cancel_order(self, po: PurchaseOrderDTO) -> bool:
-        """Ask the supplier to cancel; True if it did. Default: not supported."""
-        raise PermanentConnectorError(f"{self.kind} suppliers cannot cancel through the connector")
+    async def cancel_order(self, po: PurchaseOrderDTO, idempotency_key: str) -> CancelResult:
+        """Ask the supplier not to ship ``po.lines`` (what is still unshipped; the same
+        ``idempotency_key`` on every attempt). Default: not supported
+        (``CancelUnsupported``): the merchant asks the supplier by other means."""
+        raise CancelUnsupported(f"{self.kind} suppliers cannot cancel through the connector")
 
     async def create_return(
         self,

@@ -8,7 +8,8 @@ Settings (``config``):
 | ``auth_header``, ``auth_value`` | ``Authorization``, none | the credential (value is secret) |
 | ``order_path`` | ``/orders`` | POST: place an order |
 | ``status_path`` | ``/orders/{reference}`` | GET: status and shipments (supplier's id, quoted) |
-| ``cancel_path`` | none | POST: cancel (cancel unsupported when absent) |
+| ``cancel_path`` | none | POST: cancel what is still unshipped (cancel unsupported when absent) |
+| ``cancel_refused_codes`` | ``[409, 422]`` | cancel answers meaning "already shipped" |
 | ``stock_path`` | none | GET: ``[{"sku", "quantity", "unit_cost"?}]`` |
 | ``return_path`` | none | POST: announce a return (below); none: the supplier offers nothing |
 | ``idempotency_header`` | ``Idempotency-Key`` | same value on every retry of a placement |
@@ -55,6 +56,13 @@ whose order has none is skipped), ``{number}`` (our purchase order number), ``{t
 Our statuses: ``info_received``, ``in_transit``, ``out_for_delivery``, ``delivered``,
 ``exception``, ``returned``. An event in a word the map does not know is skipped with a log line,
 never an error; so is one whose time cannot be read.
+
+Cancelling: ``POST {cancel_path}`` (placeholders ``{reference}``: the supplier's id, else our
+number; ``{number}``) with ``{"reference", "lines": [{"sku", "quantity"}]}`` (the unshipped
+quantities, renamed by ``field_map``) and the idempotency header (``dropship-cancel-<id>``, the
+same on every attempt). A 2xx is cancelled, unless its body's status (``status_field``, through
+``status_map``) is ``shipped`` or ``delivered``; a status of ``cancel_refused_codes`` is already
+shipped; 429, 408 and 5xx retry; any other answer asks the merchant.
 """
 
 from __future__ import annotations
@@ -69,6 +77,7 @@ import httpx
 import structlog
 
 from connectors.base import (
+    CancelResult,
     Connector,
     ConnectorConfigError,
     PermanentConnectorError,
@@ -98,6 +107,7 @@ _SETTINGS = frozenset(
         "order_path",
         "status_path",
         "cancel_path",
+        "cancel_refused_codes",
         "stock_path",
         "return_path",
         "idempotency_header",
@@ -192,6 +202,19 @@ class RestJsonConnector(Connector):
             )
         if "tracking" in out:
             out["tracking"] = _validate_tracking(out["tracking"])
+        if "cancel_refused_codes" in out:
+            codes = out["cancel_refused_codes"]
+            if (
+                not isinstance(codes, list)
+                or len(codes) > 20
+                or not all(
+                    isinstance(c, int) and not isinstance(c, bool) and 400 <= c <= 499
+                    for c in codes
+                )
+            ):
+                raise ConnectorConfigError(
+                    "cancel_refused_codes", "a list of at most 20 HTTP 4xx statuses"
+                )
         return out
 
     @classmethod
@@ -457,12 +480,54 @@ class RestJsonConnector(Connector):
                 )
         return StatusResult(status=self._status(data), shipments=tuple(shipments))
 
-    async def cancel_order(self, po: PurchaseOrderDTO) -> bool:
-        url = self._url("cancel_path", None, reference=po.supplier_reference or po.number)
-        if url is None:
-            return await super().cancel_order(po)
-        await self._request("POST", url, f"cancelling {po.number}", headers=self._headers())
-        return True
+    async def cancel_order(self, po: PurchaseOrderDTO, idempotency_key: str) -> CancelResult:
+        path = self.config.get("cancel_path")
+        if path is None:
+            return await super().cancel_order(po, idempotency_key)
+        what = f"cancelling {po.number}"
+        try:
+            url = self._url_from(
+                str(path), reference=po.supplier_reference or po.number, number=po.number
+            )
+        except (KeyError, IndexError, ValueError) as exc:
+            raise PermanentConnectorError(
+                f"{what}: cancel_path has an unknown placeholder"
+            ) from exc
+        body = self._rename(
+            {
+                "reference": po.number,
+                "lines": [
+                    self._rename({"sku": line.supplier_sku, "quantity": line.quantity})
+                    for line in po.lines
+                ],
+            }
+        )
+        header = str(self.config.get("idempotency_header") or "Idempotency-Key")
+        refused = set(self.config.get("cancel_refused_codes") or (409, 422))
+        try:
+            response = await self.http.request(
+                "POST",
+                url,
+                json=body,
+                headers=self._headers({header: idempotency_key}),
+                timeout=float(self.config.get("timeout", 10)),
+            )
+        except httpx.TimeoutException as exc:
+            raise RetryableConnectorError(f"{what}: supplier timed out") from exc
+        except httpx.TransportError as exc:
+            raise RetryableConnectorError(f"{what}: cannot reach supplier ({exc})") from exc
+        if response.status_code in refused:
+            error = classify_http_error(response, what)
+            return CancelResult("already_shipped", error.message)
+        if not response.is_success:
+            raise classify_http_error(response, what)
+        try:
+            data = response.json()
+        except ValueError:
+            data = None  # an empty 2xx (204) is a plain yes
+        if isinstance(data, dict) and self._status(data) in ("shipped", "delivered"):
+            return CancelResult("already_shipped", f"{what}: supplier says it has shipped")
+        return CancelResult("cancelled")
 
     async def create_return(
         self,

@@ -17,6 +17,8 @@ import respx
 
 from connectors.base import (
     AddressDTO,
+    CancelResult,
+    CancelUnsupported,
     ConnectorConfigError,
     PermanentConnectorError,
     PlacementResult,
@@ -513,30 +515,87 @@ class TestFetchStatus:
 class TestCancel:
     async def test_configured(self, http: httpx.AsyncClient, supplier: respx.MockRouter) -> None:
         route = supplier.post("/orders/S-9/cancel").respond(200, json={})
-        c = connector(http, cancel_path="/orders/{reference}/cancel", auth_value="Bearer k")
-        assert await c.cancel_order(purchase_order(supplier_reference="S-9")) is True
-        assert sent(route).headers["authorization"] == "Bearer k"
+        c = connector(
+            http,
+            cancel_path="/orders/{reference}/cancel",
+            auth_value="Bearer k",
+            field_map={"lines": "items"},
+        )
+        assert await c.cancel_order(
+            purchase_order(supplier_reference="S-9"), "dropship-cancel-1"
+        ) == CancelResult("cancelled")
+        request = sent(route)
+        assert request.headers["authorization"] == "Bearer k"
+        assert request.headers["idempotency-key"] == "dropship-cancel-1"
+        assert json.loads(request.content) == {
+            "reference": "PO-1001-1",
+            "items": [{"sku": "S-RED", "quantity": 2}, {"sku": "S-BLUE", "quantity": 1}],
+        }
         # Before the supplier gave its own id, ours.
         by_number = supplier.post("/orders/PO-1001-1/cancel").respond(204)
-        assert await c.cancel_order(purchase_order()) is True
+        assert await c.cancel_order(purchase_order(), "k") == CancelResult("cancelled")
         assert by_number.call_count == 1
 
-    async def test_refused(self, http: httpx.AsyncClient, supplier: respx.MockRouter) -> None:
-        supplier.post("/orders/S-9/cancel").respond(409, json={"error": "already shipped"})
+    @pytest.mark.parametrize("code", [409, 422])
+    async def test_already_shipped_by_status_code(
+        self, http: httpx.AsyncClient, supplier: respx.MockRouter, code: int
+    ) -> None:
+        supplier.post("/orders/S-9/cancel").respond(code, json={"error": "already shipped"})
         c = connector(http, cancel_path="/orders/{reference}/cancel")
-        with pytest.raises(PermanentConnectorError) as caught:
-            await c.cancel_order(purchase_order(supplier_reference="S-9"))
-        assert (
-            caught.value.message == "cancelling PO-1001-1: supplier answered 409: already shipped"
+        assert await c.cancel_order(purchase_order(supplier_reference="S-9"), "k") == (
+            CancelResult(
+                "already_shipped",
+                f"cancelling PO-1001-1: supplier answered {code}: already shipped",
+            )
         )
+
+    async def test_already_shipped_by_the_answers_status(
+        self, http: httpx.AsyncClient, supplier: respx.MockRouter
+    ) -> None:
+        supplier.post("/c/PO-1001-1").respond(200, json={"state": "SENT"})
+        c = connector(
+            http,
+            cancel_path="/c/{number}",
+            status_field="state",
+            status_map={"SENT": "shipped"},
+            cancel_refused_codes=[410],
+        )
+        result = await c.cancel_order(purchase_order(supplier_reference="S-9"), "k")
+        assert result.outcome == "already_shipped"
+        supplier.post("/c/PO-1001-2").respond(410, json={"error": "gone"})
+        assert (await c.cancel_order(purchase_order(number="PO-1001-2"), "k")).outcome == (
+            "already_shipped"
+        )
+
+    async def test_5xx_retries_and_other_4xx_is_permanent(
+        self, http: httpx.AsyncClient, supplier: respx.MockRouter
+    ) -> None:
+        route = supplier.post("/orders/S-9/cancel")
+        c = connector(http, cancel_path="/orders/{reference}/cancel")
+        route.respond(503, headers={"Retry-After": "7"})
+        with pytest.raises(RetryableConnectorError) as retry:
+            await c.cancel_order(purchase_order(supplier_reference="S-9"), "k")
+        assert retry.value.retry_after == 7.0
+        route.respond(400, json={"error": "unknown order"})
+        with pytest.raises(PermanentConnectorError) as caught:
+            await c.cancel_order(purchase_order(supplier_reference="S-9"), "k")
+        assert caught.value.message == "cancelling PO-1001-1: supplier answered 400: unknown order"
 
     async def test_not_configured(
         self, http: httpx.AsyncClient, supplier: respx.MockRouter
     ) -> None:
-        with pytest.raises(PermanentConnectorError) as caught:
-            await connector(http).cancel_order(purchase_order(supplier_reference="S-9"))
+        with pytest.raises(CancelUnsupported) as caught:
+            await connector(http).cancel_order(purchase_order(supplier_reference="S-9"), "k")
         assert caught.value.message == "rest_json suppliers cannot cancel through the connector"
         assert supplier.calls.call_count == 0
+
+    @pytest.mark.parametrize("codes", [[200], "409", [True], list(range(400, 421))])
+    def test_refused_codes_are_checked(self, codes: Any) -> None:
+        with pytest.raises(ConnectorConfigError) as caught:
+            RestJsonConnector.validate_config(
+                {"base_url": "https://s.example", "cancel_refused_codes": codes}
+            )
+        assert caught.value.field == "cancel_refused_codes"
 
 
 class TestFetchStock:

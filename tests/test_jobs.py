@@ -33,6 +33,7 @@ APP_TASKS = {
     "order.validate",
     "order.route",
     "purchase_order.place",
+    "purchase_order.cancel",
     "email.send",
     "events.dispatch",
     "events.handle",

@@ -45,6 +45,11 @@ def test_stored_values_round_trip() -> None:
             "delivered": True,
             "delayed": True,
             "cancelled": True,
+            "refund_issued": True,
+            "return_requested": True,
+            "return_approved": True,
+            "return_rejected": True,
+            "return_received": True,
             "default_locale": "en",
             "alert_recipients": [],
         },
@@ -57,6 +62,7 @@ def test_stored_values_round_trip() -> None:
             "instructions": None,
             "stall_after_days": 14,
         },
+        "cancellation": {"customer_can_cancel": True},
         "routable_financial_statuses": ["paid"],
     }
     assert parse(stored) == chosen

@@ -104,6 +104,9 @@ def test_a_bare_order_renders_too() -> None:
             if kind in ("shipped", "out_for_delivery", "delivered", "delayed")
             else None,
             event=r.EventFacts(status=kind),
+            # The least each kind's event carries.
+            refund=r.RefundFacts(Decimal("5"), "JPY") if kind == "refund_issued" else None,
+            rma=r.ReturnFacts("RMA-1") if kind.startswith("return_") else None,
         )
         out = r.render_default(kind, "en", r.context(facts, "en", r.format_locale(None, "en")))
         assert out.text.startswith("Hello,\n")
@@ -277,7 +280,7 @@ async def test_a_shipment_variable_in_a_cancellation_is_refused(
 @pytest.mark.parametrize(
     ("path", "body", "status", "detail"),
     [
-        (f"{TEMPLATES}/refund_issued", GOOD, 404, "event: no customer email 'refund_issued'"),
+        (f"{TEMPLATES}/gift_card", GOOD, 404, "event: no customer email 'gift_card'"),
         (f"{TEMPLATES}/shipped?locale=fr", GOOD, 400, "locale: one of en, de"),
         (f"{TEMPLATES}/shipped", {**GOOD, "html": ""}, 400, "html"),
         (f"{TEMPLATES}/shipped", {**GOOD, "extra": 1}, 400, "extra"),

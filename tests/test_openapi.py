@@ -26,6 +26,11 @@ OPERATION_IDS = {
     ("get", "/api/v1/orders/{order_id}"): "getOrder",
     ("post", "/api/v1/orders/import"): "importOrders",
     ("post", "/api/v1/orders/{order_id}/reroute"): "rerouteOrder",
+    ("post", "/api/v1/orders/{order_id}/cancel"): "cancelOrder",
+    ("get", "/api/v1/orders/{order_id}/cancellation"): "getOrderCancellation",
+    ("post", "/api/v1/purchase-orders/{po_id}/cancellation"): "answerPurchaseOrderCancellation",
+    ("get", "/api/v1/supplier-credits"): "listSupplierCredits",
+    ("post", "/api/v1/supplier-credits/{credit_id}/settle"): "settleSupplierCredit",
     ("get", "/api/v1/exceptions"): "listExceptions",
     ("get", "/api/v1/suppliers"): "listSuppliers",
     ("post", "/api/v1/suppliers"): "createSupplier",
@@ -57,6 +62,7 @@ OPERATION_IDS = {
     ("get", "/supplier/v1/orders/{po_id}"): "supplierGetOrder",
     ("post", "/supplier/v1/orders/{po_id}/accept"): "supplierAcceptOrder",
     ("post", "/supplier/v1/orders/{po_id}/reject"): "supplierRejectOrder",
+    ("post", "/supplier/v1/orders/{po_id}/cancellation"): "supplierAnswerCancellation",
     ("post", "/supplier/v1/orders/{po_id}/shipments"): "supplierCreateShipment",
     ("post", "/supplier/v1/shipments/{shipment_id}/events"): "supplierAddTrackingEvent",
     ("put", "/supplier/v1/inventory"): "supplierUpdateInventory",
@@ -70,6 +76,7 @@ OPERATION_IDS = {
     ("get", "/supplier/v1/returns"): "supplierListReturns",
     ("post", "/supplier/v1/returns/{return_id}/receive"): "supplierReceiveReturn",
     ("post", "/track/{token}/returns"): "requestReturnFromTrackingPage",
+    ("post", "/track/{token}/cancel"): "cancelFromTrackingPage",
     ("get", "/api/v1/webhook-endpoints"): "listWebhookEndpoints",
     ("post", "/api/v1/webhook-endpoints"): "createWebhookEndpoint",
     ("get", "/api/v1/webhook-endpoints/{endpoint_id}"): "getWebhookEndpoint",
@@ -90,6 +97,11 @@ OPERATION_IDS = {
 STATE_CONFLICTS = {
     "createOrder",
     "rerouteOrder",
+    "cancelOrder",
+    "answerPurchaseOrderCancellation",
+    "settleSupplierCredit",
+    "supplierAnswerCancellation",
+    "cancelFromTrackingPage",
     "supplierAcceptOrder",
     "supplierRejectOrder",
     "supplierCreateShipment",
@@ -118,6 +130,7 @@ NO_INPUT = {
     "getPurchaseOrder",
     "supplierGetOrder",
     "getTrackingPage",
+    "getOrderCancellation",
     "getWebhookEndpoint",
     "deleteWebhookEndpoint",
     "getReturn",
@@ -243,6 +256,8 @@ async def test_every_error_status_each_operation_can_answer(document: dict[str, 
             expected.add(422)
         if op_id in ("receiveShopifyWebhook", "receiveAfterShipWebhook", "healthReady"):
             expected.add(503)
+        if op_id == "cancelFromTrackingPage":
+            expected.add(303)  # a browser's form post goes back to the page
         assert statuses(op) == expected, (method, path)
         for status, response in op["responses"].items():
             if int(status) >= 400 and op_id != "healthReady":

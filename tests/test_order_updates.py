@@ -216,7 +216,7 @@ class TestOrdersCancelled:
             "status.cancelled",
             "ready_to_route -> cancelled: cancelled in Shopify",
         )
-        assert own[-1]["data"] == {"previous": "ready_to_route"}
+        assert own[-1]["data"] == {"previous": "ready_to_route", "origin": "shopify"}
 
     async def test_cancelling_twice_is_harmless(
         self, client: Client, merchant: MerchantHandle, db: Database

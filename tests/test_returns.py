@@ -231,6 +231,7 @@ class TestLifecycle:
             "supplier_id": supplier_id,
             "reason": "Too big",
             "exchange": False,
+            "origin": "merchant",
             "lines": [
                 {
                     "order_line_id": red,

@@ -390,6 +390,7 @@ class TestGetOne:
                 },
             ],
             "created_at": po["created_at"],
+            "cancellation_requested_at": None,
         }
 
     async def test_no_customer_email_and_no_retail_price_anywhere(

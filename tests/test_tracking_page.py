@@ -97,6 +97,7 @@ def expected_json(tracked: Tracked) -> dict[str, Any]:
                 ],
             }
         ],
+        "can_cancel": False,  # a parcel shipped
     }
 
 

@@ -38,6 +38,8 @@ class EventType:
     RETURN_APPROVED = "return.approved"
     RETURN_REJECTED = "return.rejected"
     RETURN_RECEIVED = "return.received"
+    #: A purchase order that could not be cancelled: it shipped (its lines become a return).
+    PURCHASE_ORDER_CANCEL_REFUSED = "purchase_order.cancel_refused"
 
     ALL = (
         ORDER_CREATED,
@@ -58,6 +60,7 @@ class EventType:
         RETURN_APPROVED,
         RETURN_REJECTED,
         RETURN_RECEIVED,
+        PURCHASE_ORDER_CANCEL_REFUSED,
     )
 
 

@@ -9,6 +9,7 @@ from app import limits
 from app.inputs import Input, ShortText
 from app.merchants.settings import (
     BrandingSettings,
+    CancellationSettings,
     MerchantSettings,
     NotificationSettings,
     ReturnSettings,
@@ -42,6 +43,7 @@ class SettingsIn(Input, kw_only=True):
     tracking: TrackingSettings | None = None
     shopify: ShopifySettings | None = None
     returns: ReturnSettings | None = None
+    cancellation: CancellationSettings | None = None
     # A list, not a tuple: Litestar documents ``tuple[str, ...]`` as ``oneOf: [string, {}]``.
     routable_financial_statuses: (
         Annotated[list[ShortText], Meta(min_length=1, max_length=limits.MAX_LIST)] | None
@@ -67,6 +69,11 @@ class NotificationsOut(msgspec.Struct, kw_only=True):
     delivered: bool
     delayed: bool
     cancelled: bool
+    refund_issued: bool
+    return_requested: bool
+    return_approved: bool
+    return_rejected: bool
+    return_received: bool
     default_locale: str
     alert_recipients: list[str]
 
@@ -80,6 +87,7 @@ class SettingsOut(msgspec.Struct, kw_only=True):
     tracking: TrackingSettings
     shopify: ShopifySettings
     returns: ReturnSettings
+    cancellation: CancellationSettings
     routable_financial_statuses: list[str]
 
     @classmethod
@@ -91,5 +99,6 @@ class SettingsOut(msgspec.Struct, kw_only=True):
             tracking=s.tracking,
             shopify=s.shopify,
             returns=s.returns,
+            cancellation=s.cancellation,
             routable_financial_statuses=list(s.routable_financial_statuses),
         )

@@ -87,6 +87,11 @@ class NotificationSettings(Input, kw_only=True):
     delivered: bool = True
     delayed: bool = True
     cancelled: bool = True
+    refund_issued: bool = True
+    return_requested: bool = True
+    return_approved: bool = True
+    return_rejected: bool = True
+    return_received: bool = True
     default_locale: Annotated[str, Meta(description=" or ".join(LANGUAGES))] = "en"
     #: Who gets the merchant's alerts (late and stale parcels); empty: the merchant's email.
     alert_recipients: Annotated[tuple[EmailAddress, ...], Meta(max_length=10)] = ()
@@ -153,6 +158,13 @@ class ReturnSettings(Input, kw_only=True):
     stall_after_days: Annotated[int, Meta(ge=1, le=MAX_RETURN_DAYS)] = 14
 
 
+class CancellationSettings(Input, kw_only=True):
+    """``customer_can_cancel``: the customer may cancel from the tracking page until something
+    of the order has shipped."""
+
+    customer_can_cancel: bool = True
+
+
 class MerchantSettings(msgspec.Struct, kw_only=True):
     routing: RoutingSettings = msgspec.field(default_factory=RoutingSettings)
     branding: BrandingSettings = msgspec.field(default_factory=BrandingSettings)
@@ -160,6 +172,7 @@ class MerchantSettings(msgspec.Struct, kw_only=True):
     tracking: TrackingSettings = msgspec.field(default_factory=TrackingSettings)
     shopify: ShopifySettings = msgspec.field(default_factory=ShopifySettings)
     returns: ReturnSettings = msgspec.field(default_factory=ReturnSettings)
+    cancellation: CancellationSettings = msgspec.field(default_factory=CancellationSettings)
     #: Orders in another financial status wait for payment (``validation_failed``).
     routable_financial_statuses: Annotated[
         tuple[str, ...], Meta(min_length=1, max_length=limits.MAX_LIST)

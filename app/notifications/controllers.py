@@ -33,9 +33,12 @@ _SANDBOX = (
     "reply_to), `order` (name, placed_at, total, subtotal, shipping, tax, discounts, currency, "
     "customer_name, lines, shipping_address, tracking_url), `shipment` (carrier, "
     "tracking_number, tracking_url, shipped_at, estimated_delivery, status, lines; null for "
-    "order_confirmation and cancelled), `event` (status, occurred_at, description, location, "
-    "reason), `tracking_url` (the order's tracking page), `locale`. Money and dates come "
-    "formatted for the customer's language."
+    "the emails not about a parcel), `event` (status, occurred_at, description, location, "
+    "reason), `cancellation` (lines, partial; cancelled), `refund` (amount, currency, reason, "
+    "lines, shipping; refund_issued), `rma` (number, reason, exchange, lines, instructions, "
+    "return_address, label_url, rejection_reason, condition; the return_* emails), "
+    "`tracking_url` (the order's tracking page), `locale`; those of other emails are null. "
+    "Money and dates come formatted for the customer's language."
 )
 
 
@@ -51,7 +54,9 @@ class NotificationTemplateController(Controller):
         **operation(
             "getNotificationTemplate",
             "The template of a customer email (`order_confirmation`, `shipped`, "
-            "`out_for_delivery`, `delivered`, `delayed`, `cancelled`) in one language: yours "
+            "`out_for_delivery`, `delivered`, `delayed`, `cancelled`, `refund_issued`, "
+            "`return_requested`, `return_approved`, `return_rejected`, `return_received`) in "
+            "one language: yours "
             "(`customized: true`) or the shipped default.",
             api="merchant",
             not_found=_EVENT,

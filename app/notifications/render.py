@@ -33,7 +33,6 @@ from app.errors import InvalidInput
 from app.merchants.settings import LANGUAGES
 
 #: The customer emails, by the switch that turns each on or off (``notifications.<kind>``).
-#: ``refund_issued`` joins them with refunds (its event, its switch, its templates).
 KINDS = (
     "order_confirmation",
     "shipped",
@@ -41,7 +40,14 @@ KINDS = (
     "delivered",
     "delayed",
     "cancelled",
+    "refund_issued",
+    "return_requested",
+    "return_approved",
+    "return_rejected",
+    "return_received",
 )
+#: The emails about one return (keyed by the return, its facts in ``rma``).
+RETURN_KINDS = ("return_requested", "return_approved", "return_rejected", "return_received")
 #: The three parts of a template, in the order they are checked (and named in errors).
 PARTS = ("subject", "text", "html")
 DEFAULT_COLOR = "#1a73e8"
@@ -271,11 +277,46 @@ class EventFacts:
 
 
 @dataclass(frozen=True)
+class CancellationFacts:
+    """What a cancellation cancelled; ``partial``: some of the order had shipped."""
+
+    lines: tuple[LineFacts, ...] = ()
+    partial: bool = False
+
+
+@dataclass(frozen=True)
+class RefundFacts:
+    amount: Decimal
+    currency: str
+    reason: str | None = None
+    lines: tuple[LineFacts, ...] = ()
+    #: The shipping cost was refunded too.
+    shipping: bool = False
+
+
+@dataclass(frozen=True)
+class ReturnFacts:
+    number: str
+    reason: str | None = None
+    exchange: bool = False
+    lines: tuple[LineFacts, ...] = ()
+    instructions: str | None = None
+    return_address: dict[str, Any] | None = None
+    label_url: str | None = None
+    rejection_reason: str | None = None
+    #: ``resellable`` or ``damaged`` once received.
+    condition: str | None = None
+
+
+@dataclass(frozen=True)
 class Facts:
     brand: Brand
     order: OrderFacts
     shipment: ShipmentFacts | None = None
     event: EventFacts | None = None
+    cancellation: CancellationFacts | None = None
+    refund: RefundFacts | None = None
+    rma: ReturnFacts | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -314,6 +355,9 @@ def context(facts: Facts, language: str, fmt: Locale) -> dict[str, Any]:
 
     s = facts.shipment
     e = facts.event
+    c = facts.cancellation
+    r = facts.refund
+    m = facts.rma
     return {
         "locale": language,
         "shop": {
@@ -355,6 +399,32 @@ def context(facts: Facts, language: str, fmt: Locale) -> dict[str, Any]:
             "description": e.description,
             "location": e.location,
             "reason": e.reason,
+        },
+        "cancellation": None
+        if c is None
+        else {"lines": _lines(c.lines, money), "partial": c.partial},
+        "refund": None
+        if r is None
+        else {
+            # The refund's own currency (Babel: "€12.30", "¥1,200", "12,30 €").
+            "amount": str(format_currency(r.amount, r.currency, locale=fmt)),
+            "currency": r.currency,
+            "reason": r.reason,
+            "lines": _lines(r.lines, money),
+            "shipping": r.shipping,
+        },
+        "rma": None
+        if m is None
+        else {
+            "number": m.number,
+            "reason": m.reason,
+            "exchange": m.exchange,
+            "lines": _lines(m.lines, money),
+            "instructions": m.instructions,
+            "return_address": _address_lines(m.return_address),
+            "label_url": m.label_url,
+            "rejection_reason": m.rejection_reason,
+            "condition": m.condition,
         },
         "tracking_url": o.tracking_url,
         **facts.extra,
@@ -412,6 +482,45 @@ def sample_facts(kind: str, language: str, brand: Brand, public_url: str) -> Fac
             description="Address could not be found" if kind == "delayed" else None,
             location="Berlin, DE",
         )
-    elif kind == "cancelled":
+    cancellation = refund = rma = None
+    if kind == "cancelled":
         event = EventFacts(status="cancelled", reason="out of stock")
-    return Facts(brand=brand, order=order, shipment=shipment, event=event)
+        cancellation = CancellationFacts(lines=order.lines)
+    elif kind == "refund_issued":
+        event = EventFacts(status="refunded", reason="returned")
+        refund = RefundFacts(
+            Decimal("21.00"), order.currency, "returned", (LineFacts("Red mug", 2, "SKU-RED"),)
+        )
+    elif kind in RETURN_KINDS:
+        event = EventFacts(status=kind, reason="too small")
+        rma = ReturnFacts(
+            number="RMA-1001-1",
+            reason="too small",
+            lines=(LineFacts("Red mug", 1, "SKU-RED"),),
+            instructions="Pack the item in its original box."
+            if kind == "return_approved"
+            else None,
+            return_address={
+                "name": "Acme Returns",
+                "address1": "Lagerstraße 5" if euro else "500 Dock St",
+                "city": "Hamburg" if euro else "Austin",
+                "zip": "20095" if euro else "78702",
+                "country_code": "DE" if euro else "US",
+            }
+            if kind == "return_approved"
+            else None,
+            label_url="https://labels.example.com/RMA-1001-1.pdf"
+            if kind == "return_approved"
+            else None,
+            rejection_reason="the return window has closed" if kind == "return_rejected" else None,
+            condition="resellable" if kind == "return_received" else None,
+        )
+    return Facts(
+        brand=brand,
+        order=order,
+        shipment=shipment,
+        event=event,
+        cancellation=cancellation,
+        refund=refund,
+        rma=rma,
+    )

@@ -2,8 +2,9 @@
 
 ``notify`` runs in the subscriber's transaction (``app.notifications.tasks``): it renders the
 email and stores it through the email outbox (``app.mail.service.store_email``) under the key
-``customer:<kind>:<shipment or order id>``, unique per merchant, so a subscriber that runs
-twice (a retried job, a re-dispatched event) queues one email; ``shipment.delayed`` and
+``customer:<kind>:<shipment, return, refund or order id>``, unique per merchant, so a
+subscriber that runs twice (a retried job, a re-dispatched event) queues one email, and each
+return step and each refund gets its own; ``shipment.delayed`` and
 ``shipment.exception`` share the key ``customer:delayed:<shipment>``, so a parcel gets one
 delay email whichever comes first. The email carries the order's id, so a bounce or a permanent
 refusal lands on the order's timeline (``email.send``).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -28,12 +30,16 @@ from app.merchants.settings import LANGUAGES, MerchantSettings, settings_of
 from app.notifications.models import NotificationTemplate
 from app.notifications.render import (
     KINDS,
+    RETURN_KINDS,
     Brand,
+    CancellationFacts,
     EventFacts,
     Facts,
     LineFacts,
     OrderFacts,
+    RefundFacts,
     Rendered,
+    ReturnFacts,
     ShipmentFacts,
     Source,
     TemplateProblem,
@@ -61,9 +67,20 @@ EVENT_KINDS = {
     EventType.SHIPMENT_DELAYED: "delayed",
     EventType.SHIPMENT_EXCEPTION: "delayed",
     EventType.ORDER_CANCELLED: "cancelled",
+    # Published by the refunds and returns domains (their data: see their services).
+    "refund.succeeded": "refund_issued",
+    EventType.RETURN_REQUESTED: "return_requested",
+    EventType.RETURN_APPROVED: "return_approved",
+    EventType.RETURN_REJECTED: "return_rejected",
+    EventType.RETURN_RECEIVED: "return_received",
 }
-#: Emails about one parcel (keyed by the shipment; the others by the order).
+#: Emails about one parcel (keyed by the shipment; the others by the order, unless below).
 SHIPMENT_KINDS = frozenset({"shipped", "out_for_delivery", "delivered", "delayed"})
+#: Emails keyed by the event's own subject: one per return step, one per refund.
+SUBJECT_FIELDS = {
+    "refund_issued": "refund_id",
+    **{kind: "return_id" for kind in RETURN_KINDS},
+}
 #: What Shopify emails the customer itself when it is told of fulfillments with
 #: ``notifyCustomer`` (the merchant's ``shopify.notify_customer``): we do not send them twice.
 SHOPIFY_SHIPPING_KINDS = frozenset({"shipped", "out_for_delivery", "delivered"})
@@ -274,6 +291,84 @@ async def _shipment_facts(
     )
 
 
+async def _lines_of(session: DbSession, order: Order, refs: Any) -> tuple[LineFacts, ...]:
+    """The order lines an event names (``[{"line_id" or "order_line_id", "quantity"}]``), with
+    their titles and the quantity the event concerns; what is not this order's is left out."""
+    if not isinstance(refs, list):
+        return ()
+    rows = {
+        str(ln.id): ln
+        for ln in await session.scalars(
+            select(OrderLine).where(OrderLine.order_id == order.id).order_by(OrderLine.position)
+        )
+    }
+    out = []
+    for ref in refs[:500]:
+        if not isinstance(ref, dict):
+            continue
+        line = rows.get(str(ref.get("line_id") or ref.get("order_line_id")))
+        try:
+            quantity = int(ref.get("quantity") or 0)
+        except (TypeError, ValueError):
+            continue
+        if line is None or quantity <= 0:
+            continue
+        out.append(LineFacts(line.title, quantity, line.sku, line.variant_title, line.price))
+    return tuple(out)
+
+
+def _text(value: Any) -> str | None:
+    return str(value)[:10_000] if isinstance(value, str) and value else None
+
+
+async def _event_facts(
+    session: DbSession, order: Order, kind: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    """The facts of a cancellation, refund or return, from the event's data."""
+    if kind == "cancelled":
+        lines = await _lines_of(session, order, data.get("lines"))
+        if not lines:  # a cancellation before routing published by an older version
+            return {"cancellation": CancellationFacts(lines=await _order_lines(session, order))}
+        ordered = sum(ln.quantity for ln in await _order_lines(session, order))
+        return {
+            "cancellation": CancellationFacts(
+                lines=lines, partial=sum(ln.quantity for ln in lines) < ordered
+            )
+        }
+    if kind == "refund_issued":
+        try:
+            amount = Decimal(str(data.get("amount")))
+        except ArithmeticError:
+            amount = Decimal("0")
+        currency = data.get("currency")
+        return {
+            "refund": RefundFacts(
+                amount=amount if amount.is_finite() else Decimal("0"),
+                currency=str(currency).upper()[:3] if currency else order.currency,
+                reason=_text(data.get("reason")),
+                lines=await _lines_of(session, order, data.get("lines")),
+                shipping=bool(data.get("shipping")),
+            )
+        }
+    if kind in RETURN_KINDS:
+        address = data.get("return_address")
+        label = _text(data.get("label_url"))
+        return {
+            "rma": ReturnFacts(
+                number=str(data.get("number") or "")[:64],
+                reason=_text(data.get("reason")),
+                exchange=bool(data.get("exchange")),
+                lines=await _lines_of(session, order, data.get("lines")),
+                instructions=_text(data.get("instructions")),
+                return_address=address if isinstance(address, dict) else None,
+                label_url=label if label and label.startswith(("https://", "http://")) else None,
+                rejection_reason=_text(data.get("rejection_reason")),
+                condition=_text(data.get("condition")),
+            )
+        }
+    return {}
+
+
 def _customer_name(order: Order) -> str | None:
     for address in (order.shipping_address, order.billing_address):
         if address and address.get("name"):
@@ -308,10 +403,20 @@ async def notify(session: DbSession, settings: Settings, event: LifecycleEvent) 
     s = settings_of(merchant)
     if not getattr(s.notifications, kind) or _skipped_for_shopify(kind, order, s):
         return None
-    shipment_id = event.data.get("shipment_id")
-    if kind in SHIPMENT_KINDS and shipment_id is None:
+    if kind == "return_requested" and event.data.get("origin") == "cancellation":
+        # Nobody asked: the order was cancelled after a parcel left. The approved email (with
+        # what to do with the parcel) is the one that says so.
         return None
-    key = email_key(kind, str(shipment_id) if kind in SHIPMENT_KINDS else order.id)
+    shipment_id = event.data.get("shipment_id")
+    if kind in SHIPMENT_KINDS:
+        subject: Any = shipment_id
+    elif kind in SUBJECT_FIELDS:
+        subject = event.data.get(SUBJECT_FIELDS[kind])
+    else:
+        subject = order.id
+    if subject is None or str(subject) == "" or len(str(subject)) > 64:
+        return None
+    key = email_key(kind, str(subject))
     if await email_exists(session, merchant.id, key):
         return None  # the event again: its email is queued (or sent) already
 
@@ -321,6 +426,9 @@ async def notify(session: DbSession, settings: Settings, event: LifecycleEvent) 
         if shipment is None:
             return None
     data = event.data
+    facts_of_event = await _event_facts(session, order, kind, data)
+    if kind == "cancelled" and isinstance(data.get("lines"), list) and not data["lines"]:
+        return None  # everything had shipped: the customer hears of the return instead
     event_facts = EventFacts(
         status=str(data.get("status") or kind),
         occurred_at=_when(data.get("occurred_at"))
@@ -347,6 +455,7 @@ async def notify(session: DbSession, settings: Settings, event: LifecycleEvent) 
         ),
         shipment=shipment,
         event=event_facts,
+        **facts_of_event,
     )
     language = pick_locale(order.customer_locale, s.notifications.default_locale)
     values = context(facts, language, format_locale(order.customer_locale, language))

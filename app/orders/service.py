@@ -23,7 +23,7 @@ from app.api.pagination import Page, rows_page
 from app.db import utcnow
 from app.events.models import EventType
 from app.events.service import publish
-from app.exceptions.service import open_exception, resolve_exceptions
+from app.exceptions.service import open_exception
 from app.jobs.outbox import enqueue
 from app.jobs.task import StaleWindow
 from app.orders.drafts import CustomerDraft, LineDraft, OrderDraft
@@ -312,32 +312,27 @@ def is_stale(order: Order, draft: OrderDraft) -> bool:
     )
 
 
-async def cancel_order(session: AsyncSession, order: Order, *, reason: str) -> str:
-    """Cancel an order still in intake; once routed, record the request for the cancellation
-    flow (suppliers must be asked first)."""
+async def cancel_order(
+    session: AsyncSession, order: Order, *, reason: str, origin: str = "shopify"
+) -> str:
+    """Cancel the order (``app.cancellations``: at once before routing, else supplier by
+    supplier). What happened, in a word, for the caller's log."""
+    # Imported here: the cancellations domain builds on purchasing, which builds on orders.
+    from app.cancellations.service import start
+    from app.errors import Conflict
+
     if order.status == OrderStatus.CANCELLED:
         return "already_cancelled"
-    if order.status in OrderStatus.UNROUTED:
-        order.cancelled_at = utcnow()
-        set_status(session, order, OrderStatus.CANCELLED, reason)
-        await publish(
-            session,
-            order,
-            EventType.ORDER_CANCELLED,
-            key=f"order.cancelled:{order.id}",
-            reason=reason,
-        )
-        # Whatever was waiting for a person about this order (an address to fix...) is moot.
-        await resolve_exceptions(session, order)
+    try:
+        started = await start(session, order, reason=reason, origin=origin)
+    except Conflict as exc:
+        # Shopify cancelled an order whose every parcel is on its way: nothing to cancel.
+        record(session, order, "order.cancel_refused", f"{reason}: {exc.detail}")
         await session.flush()
-        return "cancelled"
-    if order.cancel_requested_at is None:
-        order.cancel_requested_at = utcnow()
-        record(session, order, "order.cancel_requested", f"cancellation requested: {reason}")
-        open_exception(session, order, "cancel_after_routing", f"cancellation requested: {reason}")
-        await session.flush()
-        return "cancel_requested"
-    return "already_requested"
+        return "nothing_to_cancel"
+    if not started:
+        return "already_requested"
+    return "cancelled" if order.status == OrderStatus.CANCELLED else "cancel_requested"
 
 
 async def enter_order(session: AsyncSession, merchant_id: uuid.UUID, draft: OrderDraft) -> Intake:

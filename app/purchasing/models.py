@@ -84,6 +84,8 @@ class PurchaseOrder(IdMixin, TimestampMixin, Base):
     dead_lettered_at: Mapped[datetime | None] = mapped_column(default=None)
     #: While placement backs off: no attempt (sweeper or duplicate message) before this.
     next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: The merchant (or customer) asked the supplier not to ship (``app.cancellations``).
+    cancellation_requested_at: Mapped[datetime | None] = mapped_column(default=None)
 
     lines: Mapped[list[PurchaseOrderLine]] = relationship(
         lazy="raise", order_by="PurchaseOrderLine.position", cascade="all, delete-orphan"

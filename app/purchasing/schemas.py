@@ -65,9 +65,19 @@ class SupplierOrderOut(msgspec.Struct):
     supplier_reference: str | None
     lines: list[SupplierLineOut]
     created_at: datetime
+    #: Set when the merchant asked you not to ship: answer ``POST …/{id}/cancellation``.
+    cancellation_requested_at: datetime | None = None
 
     def __post_init__(self) -> None:
         self.total_cost = _in_currency(self.total_cost, self.lines, self.currency)
+
+
+class CancellationAnswerIn(Input):
+    """Your answer to a cancellation: ``accepted`` (you will not ship what is unshipped), or
+    not, with the reason (``already shipped``)."""
+
+    accepted: bool
+    reason: Annotated[str, Meta(min_length=1, max_length=1000)] | None = None
 
 
 class AcceptIn(Input):
@@ -175,6 +185,8 @@ class PurchaseOrderOut(msgspec.Struct):
     dead_lettered_at: datetime | None
     lines: list[SupplierLineOut]
     created_at: datetime
+    #: When a cancellation was asked of its supplier.
+    cancellation_requested_at: datetime | None = None
 
     def __post_init__(self) -> None:
         self.total_cost = _in_currency(self.total_cost, self.lines, self.currency)
@@ -197,6 +209,7 @@ class PurchaseOrderOut(msgspec.Struct):
             dead_lettered_at=po.dead_lettered_at,
             lines=[SupplierLineOut.of(ln) for ln in po.lines],
             created_at=po.created_at,
+            cancellation_requested_at=po.cancellation_requested_at,
         )
 
 

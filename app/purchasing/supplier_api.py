@@ -18,12 +18,14 @@ from app import limits
 from app.api.deps import bearer_token
 from app.api.openapi import SUPPLIER_SECURITY, operation
 from app.api.pagination import DEFAULT_LIMIT, Page
+from app.cancellations import service as cancellations
 from app.db import DbSession
 from app.errors import InvalidInput
 from app.purchasing import service
 from app.purchasing.models import PurchaseOrder
 from app.purchasing.schemas import (
     AcceptIn,
+    CancellationAnswerIn,
     InventoryReport,
     InventoryRow,
     RejectIn,
@@ -70,6 +72,7 @@ def supplier_view(po: PurchaseOrder) -> SupplierOrderOut:
         supplier_reference=po.supplier_reference,
         lines=[SupplierLineOut.of(ln) for ln in po.lines if ln.status == "open"],
         created_at=po.created_at,
+        cancellation_requested_at=po.cancellation_requested_at,
     )
 
 
@@ -176,6 +179,35 @@ class SupplierApiController(Controller):
         po = await service.load_for_supplier(db_session, supplier.id, po_id, lock=True)
         created = await routing.supplier_rejected(db_session, po, data.reason, data.lines or None)
         await place_all(db_session, created)
+        return supplier_view(po)
+
+    @post(
+        "/orders/{po_id:uuid}/cancellation",
+        status_code=200,
+        summary="Answer a cancellation: accepted, or not (already shipped)",
+        **operation(
+            "supplierAnswerCancellation",
+            "The merchant asked you not to ship a purchase order (its "
+            '`cancellation_requested_at` is set): `{"accepted": true}` if you will not ship '
+            'what is still unshipped, `{"accepted": false, "reason": "already shipped"}` '
+            "otherwise. The same answer twice is harmless.",
+            api="supplier",
+            method="POST",
+            not_found=_PO_NOT_FOUND,
+            conflict="no cancellation was asked, it was answered otherwise already, or the "
+            "purchase order has shipped (answer accepted=false)",
+        ),
+    )
+    async def answer_cancellation(
+        self,
+        db_session: NamedDependency[DbSession],
+        supplier: NamedDependency[Supplier],
+        po_id: FromPath[uuid.UUID],
+        data: JSONBody[CancellationAnswerIn],
+    ) -> SupplierOrderOut:
+        po = await cancellations.answer_for_supplier(
+            db_session, supplier.id, po_id, data.accepted, data.reason
+        )
         return supplier_view(po)
 
     @post(

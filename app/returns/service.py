@@ -510,6 +510,8 @@ def _event_data(ret: Return) -> dict[str, Any]:
         "supplier_id": str(ret.supplier_id),
         "reason": ret.reason,
         "exchange": ret.exchange,
+        #: ``cancellation``: opened because a cancelled order's parcel had already shipped.
+        "origin": ret.origin,
         "lines": [
             {
                 "order_line_id": str(ln.order_line_id),

@@ -311,6 +311,9 @@ async def take_back(
     await purchasing.release_lines(session, po, lines)
     await exclude(session, [ln.order_line_id for ln in lines], po.supplier_id, reason)
     order = await purchasing.order_of(session, po)
+    if order.cancel_requested_at is not None or order.status == OrderStatus.CANCELLED:
+        # Being cancelled: lines a supplier gives back go nowhere else.
+        return []
     merchant = await get_merchant(session, order.merchant_id)
     assert merchant is not None
     order_lines = list(

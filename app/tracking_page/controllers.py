@@ -7,7 +7,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
+import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
@@ -16,7 +18,10 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType
 from litestar.params import FromPath
 
 from app.api.openapi import header, operation
+from app.cancellations import service as cancellations
+from app.cancellations.schemas import CancellationOut
 from app.db import DbSession
+from app.errors import InvalidInput
 from app.returns import service as returns_service
 from app.tracking_page import i18n, returns_page, service
 from app.tracking_page.render import render_page
@@ -137,3 +142,71 @@ class TrackingPageController(Controller):
         if created is None:
             raise NotFoundException(headers=HEADERS)
         return returns_page.answer(request, token, created, HEADERS)
+
+    @post(
+        "/{token:str}/cancel",
+        summary="The customer cancels the order from its tracking page",
+        **operation(
+            "cancelFromTrackingPage",
+            "The customer cancels the order (the page's form: `reason`, optional, at most "
+            "1,000 characters, as a form field or JSON), if the store allows it "
+            "(`cancellation.customer_can_cancel`) and nothing of the order has shipped. A "
+            "browser's form post is sent back to the page (303); `Accept: application/json` "
+            "gets the cancellation's state (202 while the suppliers are asked, 200 once "
+            "cancelled).",
+            api="public",
+            method="POST",
+            not_found="No tracking page at this address.",
+            conflict="the store does not allow it, part of the order has shipped, or it is "
+            "cancelled (or being cancelled) already",
+            extra_responses={
+                200: ResponseSpec(CancellationOut, description="Cancelled."),
+                202: ResponseSpec(CancellationOut, description="Under way."),
+                303: ResponseSpec(None, description="A form post: back to the page."),
+            },
+        ),
+    )
+    async def cancel(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[DbSession],
+        token: FromPath[str],
+    ) -> Response[Any]:
+        reason = _reason(request.headers.get("content-type") or "", await request.body())
+        view = await cancellations.cancel_by_token(db_session, token, reason)
+        if request.accept.best_match([HTML, JSON], default=HTML) == JSON:
+            done = view.cancellation.status == "cancelled"
+            return Response(
+                CancellationOut.of(view),
+                status_code=200 if done else 202,
+                media_type=JSON,
+                headers=HEADERS,
+            )
+        return Response(None, status_code=303, headers={**HEADERS, "Location": f"/track/{token}"})
+
+
+#: The reason a customer may give, in characters.
+MAX_REASON = 1000
+
+
+def _reason(content_type: str, body: bytes) -> str:
+    """``reason`` from a form post or a JSON body (either may be empty)."""
+    if not body:
+        return ""
+    if content_type.split(";")[0].strip().lower() == JSON:
+        try:
+            data = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            raise InvalidInput("not valid JSON", field="body") from None
+        value = data.get("reason", "") if isinstance(data, dict) else None
+    else:
+        try:
+            fields = parse_qs(body.decode(), max_num_fields=10)
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidInput("not a form", field="body") from None
+        value = (fields.get("reason") or [""])[0]
+    if not isinstance(value, str):
+        raise InvalidInput("text", field="reason")
+    if len(value) > MAX_REASON or "\x00" in value:
+        raise InvalidInput(f"at most {MAX_REASON} characters, no NUL", field="reason")
+    return value

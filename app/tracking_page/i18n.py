@@ -62,6 +62,9 @@ WORDS: dict[str, dict[str, str]] = {
         "not_shipped": "Not yet shipped",
         "no_shipments": "Your order has been received and will ship soon.",
         "cancelled_note": "This order was cancelled.",
+        "cancel_title": "Cancel this order",
+        "cancel_reason": "Why? (optional)",
+        "cancel_button": "Cancel my order",
     },
     "de": {
         "title": "Bestellung {order}",
@@ -87,6 +90,9 @@ WORDS: dict[str, dict[str, str]] = {
         "not_shipped": "Noch nicht versandt",
         "no_shipments": "Deine Bestellung ist eingegangen und wird bald versandt.",
         "cancelled_note": "Diese Bestellung wurde storniert.",
+        "cancel_title": "Diese Bestellung stornieren",
+        "cancel_reason": "Warum? (freiwillig)",
+        "cancel_button": "Bestellung stornieren",
     },
 }
 

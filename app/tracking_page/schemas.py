@@ -119,6 +119,8 @@ class TrackingPageOut(msgspec.Struct):
     ship_to: ShipToOut
     items: list[ItemOut]
     shipments: list[ShipmentOut]
+    #: ``POST /track/{token}/cancel`` would be accepted now.
+    can_cancel: bool = False
 
     @classmethod
     def of(cls, view: TrackingView, locale: str) -> TrackingPageOut:
@@ -134,4 +136,5 @@ class TrackingPageOut(msgspec.Struct):
             ),
             items=[ItemOut.of(i) for i in view.items],
             shipments=[ShipmentOut.of(s, locale) for s in view.shipments],
+            can_cancel=view.can_cancel,
         )

@@ -110,6 +110,8 @@ class TrackingView:
     shipments: list[ShipmentView]
     #: The store's language for customers who ask for none we ship.
     default_locale: str
+    #: The page offers the cancel form (the store allows it, nothing shipped, not cancelling).
+    can_cancel: bool = False
 
 
 def _store(merchant: Merchant) -> tuple[Store, str]:
@@ -241,4 +243,35 @@ async def tracking_view(session: DbSession, token: str) -> TrackingView | None:
         shipments=ships,
         # Without a language the browser asks for: the order's, as for its emails.
         default_locale=pick_locale(order.customer_locale, default_locale),
+        can_cancel=not ships
+        and order.status != OrderStatus.CANCELLED
+        and order.cancel_requested_at is None
+        and settings_of(merchant).cancellation.customer_can_cancel,
     )
+
+
+async def order_of_token(session: DbSession, token: str) -> Order | None:
+    """The order behind a tracking page, for what the customer may do there; None wherever
+    the page itself would be a 404."""
+    if not TOKEN.fullmatch(token):
+        return None
+    redacted = exists().where(OrderEvent.order_id == Order.id, OrderEvent.type == REDACTED_EVENT)
+    row = (
+        await session.execute(
+            select(Order, Merchant.status, Customer.redacted_at, redacted)
+            .join(Merchant, Merchant.id == Order.merchant_id)
+            .outerjoin(Customer, Customer.id == Order.customer_id)
+            .where(Order.tracking_token == token)
+        )
+    ).first()
+    if row is None:
+        return None
+    order, merchant_status, customer_redacted_at, order_redacted = row
+    if (
+        order_redacted
+        or customer_redacted_at is not None
+        or merchant_status != MerchantStatus.ACTIVE
+    ):
+        return None
+    found: Order = order
+    return found

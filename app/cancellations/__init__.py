@@ -1,0 +1,1 @@
+"""Cancelling orders: before routing at once, after routing at each supplier."""

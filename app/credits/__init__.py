@@ -1,0 +1,1 @@
+"""Credits expected from suppliers: the cost of cancelled and returned purchase orders."""
