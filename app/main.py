@@ -30,6 +30,11 @@ from app.orders.controllers import OrderController
 from app.outbound.controllers import WebhookEndpointController
 from app.purchasing.controllers import PurchaseOrderController
 from app.purchasing.supplier_api import SupplierApiController
+from app.refunds.controllers import (
+    OrderRefundController,
+    RefundController,
+    StripeWebhookController,
+)
 from app.routing.controllers import RerouteController, RoutingController
 from app.services import Services
 from app.settings import Settings
@@ -74,7 +79,10 @@ def create_app(
             ready,
             ShopifyWebhookController,
             AfterShipWebhookController,
+            StripeWebhookController,
             OrderController,
+            OrderRefundController,
+            RefundController,
             ExceptionController,
             RerouteController,
             SupplierController,

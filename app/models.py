@@ -19,6 +19,7 @@ from app.purchasing.models import (
     ShipmentLine,
     TrackingEvent,
 )
+from app.refunds.models import Refund, StripeConnection
 from app.routing.models import LineExclusion, RoutingRule
 from app.suppliers.models import Supplier, SupplierProduct
 from app.timeline.models import OrderEvent
@@ -46,12 +47,14 @@ __all__ = [
     "PeriodicRun",
     "PurchaseOrder",
     "PurchaseOrderLine",
+    "Refund",
     "RoutingRule",
     "Shipment",
     "ShipmentLine",
     "ShopifyFulfillment",
     "ShopifyFulfillmentEvent",
     "ShopifySyncStop",
+    "StripeConnection",
     "Supplier",
     "SupplierProduct",
     "TrackingAlert",

@@ -340,9 +340,7 @@ class _Payment:
     refunds: list[dict[str, Any]] = field(default_factory=list)
 
     def refunded(self) -> int:
-        return sum(
-            r["amount"] for r in self.refunds if r["status"] not in ("failed", "canceled")
-        )
+        return sum(r["amount"] for r in self.refunds if r["status"] not in ("failed", "canceled"))
 
 
 class StripeSim:
@@ -600,9 +598,14 @@ class StripeSim:
             if scope == "platform" and parts[2] not in self.connected:
                 return _missing("account", parts[2])
             return 200, {"id": parts[2], "object": "account", "charges_enabled": True}
-        if method == "GET" and len(parts) == 3 and parts[:2] in (
-            ["v1", "payment_intents"],
-            ["v1", "charges"],
+        if (
+            method == "GET"
+            and len(parts) == 3
+            and parts[:2]
+            in (
+                ["v1", "payment_intents"],
+                ["v1", "charges"],
+            )
         ):
             payment = self.payments.get(parts[2])
             if payment is None or payment.scope != scope:

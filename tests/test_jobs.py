@@ -47,6 +47,7 @@ APP_TASKS = {
     "tracking.check_overdue",
     "tracking.digest",
     "outbound.deliver",
+    "refunds.issue",
 }
 #: Periodic tasks, with their period in seconds (the scheduler enqueues them).
 PERIODIC = {

@@ -50,6 +50,7 @@ def test_stored_values_round_trip() -> None:
         },
         "tracking": {"stale_after_days": 7},
         "shopify": {"sync_fulfillments": True, "notify_customer": False},
+        "refunds": {"on_cancel": "auto", "on_return": "auto", "restocking_fee": None},
         "routable_financial_statuses": ["paid"],
     }
     assert parse(stored) == chosen

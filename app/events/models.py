@@ -32,6 +32,9 @@ class EventType:
     SHIPMENT_TRACKING_UPDATED = "shipment.tracking_updated"
     ORDER_DELIVERED = "order.delivered"
     ORDER_CANCELLED = "order.cancelled"
+    #: Money went back to the customer (Stripe says so), or could not.
+    REFUND_SUCCEEDED = "refund.succeeded"
+    REFUND_FAILED = "refund.failed"
 
     ALL = (
         ORDER_CREATED,
@@ -48,6 +51,8 @@ class EventType:
         SHIPMENT_TRACKING_UPDATED,
         ORDER_DELIVERED,
         ORDER_CANCELLED,
+        REFUND_SUCCEEDED,
+        REFUND_FAILED,
     )
 
 
