@@ -81,6 +81,18 @@ class OrderIn(Input):
     shipping_method: OptionalText = None
     financial_status: Annotated[str, Meta(min_length=1, max_length=32)] = "paid"
     note: LongText | None = None
+    #: The Stripe payment of an order paid outside Shopify: refunds go to it.
+    stripe_payment_reference: (
+        Annotated[
+            str,
+            Meta(
+                max_length=255,
+                pattern=r"^(pi|ch|py)_[A-Za-z0-9]{8,}$",
+                description="the Stripe PaymentIntent (pi_…) or charge (ch_…, py_…) paid",
+            ),
+        ]
+        | None
+    ) = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -124,6 +136,7 @@ class OrderIn(Input):
             shipping_method=self.shipping_method,
             note=self.note,
             external_ref=self.reference,
+            stripe_payment_reference=self.stripe_payment_reference,
         )
 
 
