@@ -187,7 +187,9 @@ async def connect(
         ) as stripe:
             await stripe.verify()
     except StripeAuthError as exc:
-        raise StripeRefused(f"Stripe refused it: {exc.message}", field=field) from exc
+        raise StripeRefused(
+            f"Stripe refused it: {exc.message.removeprefix('Stripe: ')}", field=field
+        ) from exc
     except RetryableConnectorError as exc:
         raise StripeUnavailable(f"{exc.message}; try again", field=field) from exc
     except PermanentConnectorError as exc:
