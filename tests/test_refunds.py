@@ -151,6 +151,13 @@ class TestNeverMoreThanCaptured:
             "refund.requested",
             "refund.succeeded",
         ]
+        detail = await client.get(f"/api/v1/orders/{order['id']}", headers=merchant.headers)
+        assert [
+            (r["id"], r["amount"], r["status"], r["origin"]) for r in detail.json()["refunds"]
+        ] == [
+            (first["id"], "10.00", "succeeded", "merchant"),
+            (second["id"], "23.59", "succeeded", "merchant"),
+        ]
 
     async def test_lines_and_shipping_at_their_share_each_once(
         self, client: Client, merchant: MerchantHandle, account: str, sim: StripeSim

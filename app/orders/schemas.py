@@ -211,6 +211,34 @@ class OrderSummary(msgspec.Struct):
         )
 
 
+class OrderRefund(msgspec.Struct, kw_only=True):
+    """A refund of the order (``GET /api/v1/refunds/{id}`` has all of it)."""
+
+    id: uuid.UUID
+    amount: Decimal
+    currency: str
+    status: str
+    origin: str
+    reason: str | None
+    stripe_refund_id: str | None
+    failure_reason: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, r: Any) -> OrderRefund:
+        return cls(
+            id=r.id,
+            amount=wire_amount(r.amount, r.currency),
+            currency=r.currency,
+            status=r.status,
+            origin=r.origin,
+            reason=r.reason,
+            stripe_refund_id=r.stripe_refund_id,
+            failure_reason=r.failure_reason,
+            created_at=r.created_at,
+        )
+
+
 class OrderDetail(msgspec.Struct):
     id: uuid.UUID
     name: str
@@ -243,10 +271,16 @@ class OrderDetail(msgspec.Struct):
     timeline: list[EventOut]
     #: Where each line went: purchase orders with their shipments, oldest first.
     purchase_orders: list[OrderPurchaseOrder] = msgspec.field(default_factory=list)
+    #: Its refunds through Stripe, oldest first.
+    refunds: list[OrderRefund] = msgspec.field(default_factory=list)
 
     @classmethod
     def of(
-        cls, o: Order, public_url: str, purchase_orders: list[OrderPurchaseOrder] | None = None
+        cls,
+        o: Order,
+        public_url: str,
+        purchase_orders: list[OrderPurchaseOrder] | None = None,
+        refunds: list[OrderRefund] | None = None,
     ) -> OrderDetail:
         return cls(
             id=o.id,
@@ -279,6 +313,7 @@ class OrderDetail(msgspec.Struct):
             lines=[LineOut.of(ln, o.currency) for ln in o.lines],
             timeline=[EventOut.of(e) for e in sorted(o.events, key=lambda e: (e.created_at, e.id))],
             purchase_orders=purchase_orders or [],
+            refunds=refunds or [],
         )
 
 
