@@ -48,6 +48,7 @@ APP_TASKS = {
     "tracking.digest",
     "outbound.deliver",
     "refunds.issue",
+    "refunds.refresh",
 }
 #: Periodic tasks, with their period in seconds (the scheduler enqueues them).
 PERIODIC = {

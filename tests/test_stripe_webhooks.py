@@ -9,6 +9,7 @@ import copy
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,9 +17,13 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 
-from app.db import Database
+from app.db import Database, utcnow
 from app.events.models import LifecycleEvent
 from app.exceptions.models import ExceptionCase
+from app.jobs.task import StaleWindow, TaskContext
+from app.refunds import service
+from app.refunds.tasks import refresh
+from app.security import SecretBox
 from app.settings import Settings
 from app.webhooks.models import WebhookDelivery
 from dropship.asgi import create_app
@@ -237,6 +242,60 @@ class TestApplying:
         assert r.json() == {"status": "processed"}
         got = await client.get(f"/api/v1/refunds/{refund['id']}", headers=merchant.headers)
         assert got.json()["status"] == "succeeded"
+
+    async def test_charge_refunded_without_its_refunds_asks_stripe(
+        self,
+        client: Client,
+        merchant: MerchantHandle,
+        account: str,
+        sim: StripeSim,
+        db: Database,
+    ) -> None:
+        refund = await pending_refund(client, merchant, sim, account)
+        sim.set_refund_status(refund["stripe_refund_id"], "succeeded")
+        charge = copy.deepcopy(st.fixtures()["charge"])
+        charge.pop("refunds", None)  # not expanded: Stripe's default since 2022-11-15
+        charge.update(payment_intent=sim.refunds[refund["stripe_refund_id"]]["payment_intent"])
+        r = await post(client, sim.event("charge.refunded", charge))
+        assert r.json() == {"status": "processed"}
+        await st.settled(client, merchant, refund["id"])
+        assert [o for _, _, o in await deliveries(db)] == [
+            "asking Stripe about 1 pending refund(s)"
+        ]
+        assert [(q.method, q.path) for q in sim.requests][-1] == (
+            "GET",
+            f"/v1/refunds/{refund['stripe_refund_id']}",
+        )
+
+    async def test_a_pending_refund_no_webhook_moved_is_asked_about_by_the_sweeper(
+        self,
+        client: Client,
+        merchant: MerchantHandle,
+        account: str,
+        sim: StripeSim,
+        db: Database,
+        settings: Settings,
+    ) -> None:
+        refund = await pending_refund(client, merchant, sim, account)
+        sim.set_refund_status(
+            refund["stripe_refund_id"], "failed", "charge_for_pending_refund_disputed"
+        )
+        window = StaleWindow(now=utcnow(), cutoff=utcnow() + timedelta(seconds=1), limit=10)
+        async with db.sessionmaker() as session:
+            assert await service.unsettled(session, window) == [uuid.UUID(refund["id"])]
+        ctx = TaskContext(
+            settings=st.stripe_settings(settings),
+            db=db,
+            box=SecretBox(settings.resolved_secret_key()),
+        )
+        await refresh(ctx, refund["id"])
+        got = await client.get(f"/api/v1/refunds/{refund['id']}", headers=merchant.headers)
+        assert (got.json()["status"], got.json()["failure_reason"]) == (
+            "failed",
+            "charge_for_pending_refund_disputed",
+        )
+        async with db.sessionmaker() as session:
+            assert await service.unsettled(session, window) == []
 
     async def test_metadata_finds_a_refund_whose_answer_was_lost(
         self,

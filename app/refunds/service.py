@@ -721,6 +721,90 @@ async def unsent(session: AsyncSession, window: StaleWindow) -> Sequence[uuid.UU
     )
 
 
+# -- refreshing from Stripe -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefreshTarget:
+    stripe_refund_id: str
+    credentials: Credentials
+
+
+#: Refunds Stripe is still working on: asked again when no webhook moved them for this long.
+_UNSETTLED = (RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION)
+
+
+async def claim_refresh(
+    session: AsyncSession, settings: Settings, box: SecretBox, refund_id: uuid.UUID
+) -> RefreshTarget | None:
+    """A refund still pending at Stripe, to ask about (its ``updated_at`` touched, so the
+    sweeper asks again only after ``stale_after``); None if settled or unreachable."""
+    refund = await _locked(session, refund_id)
+    if refund is None or refund.status not in _UNSETTLED or refund.stripe_refund_id is None:
+        return None
+    refund.updated_at = utcnow()
+    conn = await connection_of(session, refund.merchant_id)
+    if conn is None:
+        return None
+    try:
+        credentials = credentials_of(settings, box, conn)
+    except (PermanentConnectorError, ValueError):
+        return None
+    await session.flush()
+    return RefreshTarget(refund.stripe_refund_id, credentials)
+
+
+async def refreshed(session: AsyncSession, refund_id: uuid.UUID, answer: RefundDTO) -> None:
+    refund = await _locked(session, refund_id)
+    if refund is not None and refund.stripe_refund_id == answer.id:
+        await apply_state(session, refund, answer.status, failure_reason=answer.failure_reason)
+
+
+async def unsettled(session: AsyncSession, window: StaleWindow) -> Sequence[uuid.UUID]:
+    """Refunds pending at Stripe that no webhook moved for a while (the ``refunds.refresh``
+    task's stale work: a poll in case Stripe's webhooks do not reach us)."""
+    return await window.ids(
+        session,
+        select(Refund.id).where(
+            Refund.status.in_(_UNSETTLED),
+            Refund.stripe_refund_id.is_not(None),
+            Refund.updated_at < window.cutoff,
+        ),
+    )
+
+
+async def _refresh_payment(
+    session: AsyncSession, charge: dict[str, Any], account: str | None
+) -> tuple[uuid.UUID | None, str]:
+    """``charge.refunded`` without its refunds (Stripe no longer lists them by default): ask
+    Stripe about our refunds of that payment that it is still working on."""
+    references = [r for r in (charge.get("id"), charge.get("payment_intent")) if isinstance(r, str)]
+    if not references:
+        return None, "ignored: charge.refunded names no payment"
+    rows = (
+        await session.scalars(
+            select(Refund)
+            .where(Refund.payment_reference.in_(references), Refund.status.in_(_UNSETTLED))
+            .order_by(Refund.created_at)
+        )
+    ).all()
+    from app.refunds.tasks import refresh  # a cycle, see create_refund
+
+    merchant: uuid.UUID | None = None
+    asked = 0
+    for refund in rows:
+        conn = await connection_of(session, refund.merchant_id)
+        expected = conn.account_id if conn is not None and conn.mode == StripeMode.ACCOUNT else None
+        if account != expected:
+            continue
+        merchant = merchant or refund.merchant_id
+        await enqueue(session, refresh, refund.id)
+        asked += 1
+    if not asked:
+        return None, "ignored: no refund of ours is pending on that payment"
+    return merchant, f"asking Stripe about {asked} pending refund(s)"
+
+
 # -- policy ----------------------------------------------------------------------------------------
 
 
@@ -863,7 +947,7 @@ async def apply_event(session: AsyncSession, event: dict[str, Any]) -> tuple[uui
         )
         objects = [r for r in listed or [] if isinstance(r, dict)]
         if not objects:
-            return None, "ignored: charge.refunded lists no refunds"
+            return await _refresh_payment(session, obj, account)
     else:
         return None, f"ignored: {type_} is not handled"
     merchant: uuid.UUID | None = None

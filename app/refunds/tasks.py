@@ -8,6 +8,9 @@
   backoff, or the sweeper for a lost job) sends the same key and Stripe answers with the refund
   it already made. Unreachable Stripe retries with backoff up to ``MAX_ATTEMPTS``, then a person
   is asked (exceptions queue) and the refund is not sent again by itself.
+- ``refunds.refresh``: ask Stripe about a refund it is still working on (``pending``,
+  ``requires_action``): on a ``charge.refunded`` that does not list its refunds, and from the
+  sweeper when no webhook moved it for ``stale_after`` (a poll in case webhooks are lost).
 - Policy refunds: on ``order.cancelled`` and ``return.received`` (not an exchange), when the
   merchant's ``refunds.on_cancel`` / ``on_return`` is ``auto``, one refund per cancellation or
   return (unique key), in the event's reaction; the job above sends it.
@@ -75,6 +78,26 @@ async def issue(ctx: TaskContext, refund_id: str) -> None:
         status=answer.status,
         replayed=answer.replayed,
     )
+
+
+@task("refunds.refresh", stale=service.unsettled)
+async def refresh(ctx: TaskContext, refund_id: str) -> None:
+    """Ask Stripe where a pending refund stands (``charge.refunded`` without its refunds, or no
+    webhook for a while) and move it forward."""
+    rid = uuid.UUID(refund_id)
+    async with ctx.db.transaction() as session:
+        target = await service.claim_refresh(session, ctx.settings, ctx.box, rid)
+    if target is None:
+        return
+    try:
+        async with StripePayments(target.credentials, ctx.settings.stripe_api_base) as stripe:
+            answer = await stripe.retrieve_refund(target.stripe_refund_id)
+    except (RetryableConnectorError, PermanentConnectorError) as exc:
+        # Nothing is lost: the sweeper asks again after ``stale_after``.
+        log.warning("refund.refresh_failed", refund_id=refund_id, error=exc.message)
+        return
+    async with ctx.db.transaction() as session:
+        await service.refreshed(session, rid, answer)
 
 
 def _lines(data: dict[str, Any], id_field: str) -> list[service.LineRequest]:
