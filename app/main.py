@@ -32,6 +32,11 @@ from app.orders.controllers import OrderController
 from app.outbound.controllers import WebhookEndpointController
 from app.purchasing.controllers import PurchaseOrderController
 from app.purchasing.supplier_api import SupplierApiController
+from app.refunds.controllers import (
+    OrderRefundController,
+    RefundController,
+    StripeWebhookController,
+)
 from app.returns.controllers import ReturnController
 from app.returns.supplier_api import SupplierReturnController
 from app.routing.controllers import RerouteController, RoutingController
@@ -78,7 +83,10 @@ def create_app(
             ready,
             ShopifyWebhookController,
             AfterShipWebhookController,
+            StripeWebhookController,
             OrderController,
+            OrderRefundController,
+            RefundController,
             ExceptionController,
             RerouteController,
             CancellationController,

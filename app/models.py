@@ -21,6 +21,7 @@ from app.purchasing.models import (
     ShipmentLine,
     TrackingEvent,
 )
+from app.refunds.models import Refund, StripeConnection
 from app.returns.models import Return, ReturnLine
 from app.routing.models import LineExclusion, RoutingRule
 from app.suppliers.models import Supplier, SupplierProduct
@@ -51,6 +52,7 @@ __all__ = [
     "PurchaseOrder",
     "PurchaseOrderCancellation",
     "PurchaseOrderLine",
+    "Refund",
     "Return",
     "ReturnLine",
     "RoutingRule",
@@ -59,6 +61,7 @@ __all__ = [
     "ShopifyFulfillment",
     "ShopifyFulfillmentEvent",
     "ShopifySyncStop",
+    "StripeConnection",
     "Supplier",
     "SupplierCredit",
     "SupplierProduct",

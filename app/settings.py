@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     shopify_admin_url: str = "https://{shop}/admin/api/{version}"
 
     stripe_api_base: str | None = None
+    #: The platform's key: calls for merchants connected by account id (``Stripe-Account``).
+    stripe_secret_key: str | None = Field(default=None, repr=False)
+    #: Verifies ``Stripe-Signature``; a comma-separated list holds the old and the new secret
+    #: during a rotation.
     stripe_webhook_secret: str | None = Field(default=None, repr=False)
 
     smtp_url: str | None = None
@@ -89,6 +93,7 @@ class Settings(BaseSettings):
         "shopify_api_secret",
         "shopify_old_api_secret",
         "stripe_webhook_secret",
+        "stripe_secret_key",
         "aftership_api_key",
         "aftership_webhook_secret",
         mode="before",

@@ -255,9 +255,18 @@ def test_settings_never_show_url_passwords() -> None:
         secret_key="secret-key-4",
         shopify_api_secret="shopify-secret-5",
         stripe_webhook_secret="whsec-6",
+        stripe_secret_key="sk_live_platform-9",
     )
     for shown in (repr(s), str(s)):
-        for secret in ("pg-pass-1", "redis-pass-2", "smtp-pass-3", "secret-key-4", "secret-5"):
+        for secret in (
+            "pg-pass-1",
+            "redis-pass-2",
+            "smtp-pass-3",
+            "secret-key-4",
+            "secret-5",
+            "whsec-6",
+            "platform-9",
+        ):
             assert secret not in shown
         assert "postgresql+asyncpg://dropship:***@db:5432/dropship" in shown
         assert "redis://:***@cache:6379/0" in shown

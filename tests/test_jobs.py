@@ -51,6 +51,8 @@ APP_TASKS = {
     "outbound.deliver",
     "returns.authorize",
     "returns.check_stalled",
+    "refunds.issue",
+    "refunds.refresh",
 }
 #: Periodic tasks, with their period in seconds (the scheduler enqueues them).
 PERIODIC = {

@@ -63,6 +63,7 @@ def test_stored_values_round_trip() -> None:
             "stall_after_days": 14,
         },
         "cancellation": {"customer_can_cancel": True},
+        "refunds": {"on_cancel": "auto", "on_return": "auto", "restocking_fee": None},
         "routable_financial_statuses": ["paid"],
     }
     assert parse(stored) == chosen

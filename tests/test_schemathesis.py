@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from app.db import Database
 from app.idempotency.middleware import MAX_KEY_LENGTH
 from app.settings import Settings
 from dropship.asgi import create_app
+from dropship.simulators import StripeSim
 from tests.conftest import SHOPIFY_SECRET, MerchantHandle, make_merchant
 from tests.support.routing import SHOP, create_supplier, import_catalog, send_order, wait_pos
 from tests.support.shopify import order_payload, sign
@@ -45,10 +47,24 @@ def backend() -> str:
 
 
 @pytest.fixture
-def settings(settings: Settings) -> Settings:
+def stripe_api() -> Iterator[StripeSim]:
+    with StripeSim(platform_key="sk_test_schemathesis0000").serving() as sim:
+        yield sim
+
+
+@pytest.fixture
+def settings(settings: Settings, stripe_api: StripeSim) -> Settings:
     """Every optional inbound channel configured, as a deployment that uses it would be (an
     unconfigured one answers 503, which the fuzzer rightly counts as a server error)."""
-    return settings.model_copy(update={"aftership_webhook_secret": "schemathesis-aftership"})
+    return settings.model_copy(
+        update={
+            "aftership_webhook_secret": "schemathesis-aftership",
+            # Stripe is the local simulator: a fuzzed key of the right shape is refused (422).
+            "stripe_api_base": stripe_api.api_base,
+            "stripe_secret_key": "sk_test_schemathesis0000",
+            "stripe_webhook_secret": "whsec_schemathesis",
+        }
+    )
 
 
 @pytest.fixture

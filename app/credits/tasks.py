@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from app.credits import service
 from app.db import DbSession
-from app.events.models import LifecycleEvent
+from app.events.models import EventType, LifecycleEvent
 from app.jobs.task import TaskContext, subscribe
 
 
-@subscribe("return.received")
+@subscribe(EventType.RETURN_RECEIVED)
 async def credit_returned_lines(
     ctx: TaskContext, session: DbSession, event: LifecycleEvent
 ) -> None:

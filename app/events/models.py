@@ -40,6 +40,9 @@ class EventType:
     RETURN_RECEIVED = "return.received"
     #: A purchase order that could not be cancelled: it shipped (its lines become a return).
     PURCHASE_ORDER_CANCEL_REFUSED = "purchase_order.cancel_refused"
+    #: Money went back to the customer (Stripe says so), or could not.
+    REFUND_SUCCEEDED = "refund.succeeded"
+    REFUND_FAILED = "refund.failed"
 
     ALL = (
         ORDER_CREATED,
@@ -61,6 +64,8 @@ class EventType:
         RETURN_REJECTED,
         RETURN_RECEIVED,
         PURCHASE_ORDER_CANCEL_REFUSED,
+        REFUND_SUCCEEDED,
+        REFUND_FAILED,
     )
 
 

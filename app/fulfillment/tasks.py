@@ -350,7 +350,7 @@ async def tracking_changed(session: DbSession, shipment_id: uuid.UUID) -> None:
     await enqueue(session, update_tracking, shipment_id)
 
 
-@subscribe("refund.succeeded")
+@subscribe(EventType.REFUND_SUCCEEDED)
 async def on_refund_succeeded(ctx: TaskContext, session: DbSession, event: LifecycleEvent) -> None:
     row_id = await refunds.track_refund(session, event)
     if row_id is not None:

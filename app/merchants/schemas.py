@@ -12,6 +12,7 @@ from app.merchants.settings import (
     CancellationSettings,
     MerchantSettings,
     NotificationSettings,
+    RefundSettings,
     ReturnSettings,
     RoutingSettings,
     ShopifySettings,
@@ -44,6 +45,7 @@ class SettingsIn(Input, kw_only=True):
     shopify: ShopifySettings | None = None
     returns: ReturnSettings | None = None
     cancellation: CancellationSettings | None = None
+    refunds: RefundSettings | None = None
     # A list, not a tuple: Litestar documents ``tuple[str, ...]`` as ``oneOf: [string, {}]``.
     routable_financial_statuses: (
         Annotated[list[ShortText], Meta(min_length=1, max_length=limits.MAX_LIST)] | None
@@ -78,8 +80,28 @@ class NotificationsOut(msgspec.Struct, kw_only=True):
     alert_recipients: list[str]
 
 
+class StripeConnectionOut(msgspec.Struct, kw_only=True):
+    """The Stripe connection as you may see it: never the key, only its last four characters
+    (``mode`` ``key``) or the connected account (``mode`` ``account``)."""
+
+    connected: bool
+    mode: str | None = None
+    account_id: str | None = None
+    key_last4: str | None = None
+
+
+class StripeConnectionIn(Input, kw_only=True):
+    """Exactly one: ``secret_key`` (your restricted key, ``rk_…``, with the Refunds write
+    permission) or ``account_id`` (a connected account, ``acct_…``, reached with the platform's
+    key)."""
+
+    secret_key: Annotated[str, Meta(min_length=1, max_length=255)] | None = None
+    account_id: Annotated[str, Meta(min_length=1, max_length=255)] | None = None
+
+
 class SettingsOut(msgspec.Struct, kw_only=True):
-    """Every section of the merchant's settings, defaults filled in."""
+    """Every section of the merchant's settings, defaults filled in; ``stripe`` shows the
+    connection (``PUT /api/v1/settings/stripe`` sets it)."""
 
     routing: RoutingSettings
     branding: BrandingSettings
@@ -88,11 +110,17 @@ class SettingsOut(msgspec.Struct, kw_only=True):
     shopify: ShopifySettings
     returns: ReturnSettings
     cancellation: CancellationSettings
+    refunds: RefundSettings
     routable_financial_statuses: list[str]
+    stripe: StripeConnectionOut = msgspec.field(
+        default_factory=lambda: StripeConnectionOut(connected=False)
+    )
 
     @classmethod
-    def of(cls, s: MerchantSettings) -> SettingsOut:
+    def of(cls, s: MerchantSettings, stripe: StripeConnectionOut | None = None) -> SettingsOut:
         return cls(
+            refunds=s.refunds,
+            stripe=stripe or StripeConnectionOut(connected=False),
             routing=s.routing,
             branding=s.branding,
             notifications=msgspec.convert(msgspec.to_builtins(s.notifications), NotificationsOut),

@@ -165,6 +165,26 @@ class CancellationSettings(Input, kw_only=True):
     customer_can_cancel: bool = True
 
 
+class RefundSettings(Input, kw_only=True):
+    """Refunds the service makes by itself through Stripe: ``on_cancel`` (the cancelled lines
+    and shipping when nothing shipped) and ``on_return`` (the returned lines, once received),
+    each ``auto`` or ``manual`` (you refund through the API). ``restocking_fee``: kept from
+    return refunds, a fraction of the lines' amount (0.10 = 10 %)."""
+
+    on_cancel: Annotated[str, Meta(description="auto or manual")] = "auto"
+    on_return: Annotated[str, Meta(description="auto or manual")] = "auto"
+    restocking_fee: Annotated[Decimal, Meta(description="from 0 to 1 (0.10 = 10 %)")] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("on_cancel", "on_return"):
+            if getattr(self, name) not in ("auto", "manual"):
+                raise ValueError(f"{name}: auto or manual")
+        fee = self.restocking_fee
+        if fee is not None and (not fee.is_finite() or not 0 <= fee <= 1):
+            raise ValueError("restocking_fee: between 0 and 1 (0.10 = 10 %)")
+
+
 class MerchantSettings(msgspec.Struct, kw_only=True):
     routing: RoutingSettings = msgspec.field(default_factory=RoutingSettings)
     branding: BrandingSettings = msgspec.field(default_factory=BrandingSettings)
@@ -173,6 +193,7 @@ class MerchantSettings(msgspec.Struct, kw_only=True):
     shopify: ShopifySettings = msgspec.field(default_factory=ShopifySettings)
     returns: ReturnSettings = msgspec.field(default_factory=ReturnSettings)
     cancellation: CancellationSettings = msgspec.field(default_factory=CancellationSettings)
+    refunds: RefundSettings = msgspec.field(default_factory=RefundSettings)
     #: Orders in another financial status wait for payment (``validation_failed``).
     routable_financial_statuses: Annotated[
         tuple[str, ...], Meta(min_length=1, max_length=limits.MAX_LIST)

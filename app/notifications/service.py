@@ -68,7 +68,7 @@ EVENT_KINDS = {
     EventType.SHIPMENT_EXCEPTION: "delayed",
     EventType.ORDER_CANCELLED: "cancelled",
     # Published by the refunds and returns domains (their data: see their services).
-    "refund.succeeded": "refund_issued",
+    EventType.REFUND_SUCCEEDED: "refund_issued",
     EventType.RETURN_REQUESTED: "return_requested",
     EventType.RETURN_APPROVED: "return_approved",
     EventType.RETURN_REJECTED: "return_rejected",

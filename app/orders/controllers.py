@@ -28,6 +28,7 @@ from app.orders.schemas import (
     ImportReport,
     OrderDetail,
     OrderIn,
+    OrderRefund,
     OrderSummary,
 )
 from app.purchasing.schemas import OrderPurchaseOrder
@@ -116,7 +117,12 @@ class OrderController(Controller):
         view = await service.order_view(db_session, merchant.id, order_id)
         if view is None:
             raise NotFoundException(f"order {order_id} not found")
-        return OrderDetail.of(view.order, services.settings.public_url, _purchase_orders_out(view))
+        return OrderDetail.of(
+            view.order,
+            services.settings.public_url,
+            _purchase_orders_out(view),
+            [OrderRefund.of(r) for r in view.refunds],
+        )
 
     @post(
         "/",

@@ -81,6 +81,18 @@ class OrderIn(Input):
     shipping_method: OptionalText = None
     financial_status: Annotated[str, Meta(min_length=1, max_length=32)] = "paid"
     note: LongText | None = None
+    #: The Stripe payment of an order paid outside Shopify: refunds go to it.
+    stripe_payment_reference: (
+        Annotated[
+            str,
+            Meta(
+                max_length=255,
+                pattern=r"^(pi|ch|py)_[A-Za-z0-9]{8,}$",
+                description="the Stripe PaymentIntent (pi_…) or charge (ch_…, py_…) paid",
+            ),
+        ]
+        | None
+    ) = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -124,6 +136,7 @@ class OrderIn(Input):
             shipping_method=self.shipping_method,
             note=self.note,
             external_ref=self.reference,
+            stripe_payment_reference=self.stripe_payment_reference,
         )
 
 
@@ -198,6 +211,34 @@ class OrderSummary(msgspec.Struct):
         )
 
 
+class OrderRefund(msgspec.Struct, kw_only=True):
+    """A refund of the order (``GET /api/v1/refunds/{id}`` has all of it)."""
+
+    id: uuid.UUID
+    amount: Decimal
+    currency: str
+    status: str
+    origin: str
+    reason: str | None
+    stripe_refund_id: str | None
+    failure_reason: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, r: Any) -> OrderRefund:
+        return cls(
+            id=r.id,
+            amount=wire_amount(r.amount, r.currency),
+            currency=r.currency,
+            status=r.status,
+            origin=r.origin,
+            reason=r.reason,
+            stripe_refund_id=r.stripe_refund_id,
+            failure_reason=r.failure_reason,
+            created_at=r.created_at,
+        )
+
+
 class OrderDetail(msgspec.Struct):
     id: uuid.UUID
     name: str
@@ -230,10 +271,16 @@ class OrderDetail(msgspec.Struct):
     timeline: list[EventOut]
     #: Where each line went: purchase orders with their shipments, oldest first.
     purchase_orders: list[OrderPurchaseOrder] = msgspec.field(default_factory=list)
+    #: Its refunds through Stripe, oldest first.
+    refunds: list[OrderRefund] = msgspec.field(default_factory=list)
 
     @classmethod
     def of(
-        cls, o: Order, public_url: str, purchase_orders: list[OrderPurchaseOrder] | None = None
+        cls,
+        o: Order,
+        public_url: str,
+        purchase_orders: list[OrderPurchaseOrder] | None = None,
+        refunds: list[OrderRefund] | None = None,
     ) -> OrderDetail:
         return cls(
             id=o.id,
@@ -266,6 +313,7 @@ class OrderDetail(msgspec.Struct):
             lines=[LineOut.of(ln, o.currency) for ln in o.lines],
             timeline=[EventOut.of(e) for e in sorted(o.events, key=lambda e: (e.created_at, e.id))],
             purchase_orders=purchase_orders or [],
+            refunds=refunds or [],
         )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +35,7 @@ from app.orders.models import (
     OrderStatus,
 )
 from app.purchasing.models import PurchaseOrder, Shipment
+from app.refunds.models import Refund
 from app.security import new_public_token
 from app.timeline.service import record, set_status
 
@@ -393,6 +394,7 @@ class OrderView:
     order: Order
     purchase_orders: list[PurchaseOrder]
     shipments: dict[uuid.UUID, list[Shipment]]
+    refunds: list[Refund] = field(default_factory=list)
 
 
 async def order_view(
@@ -417,7 +419,12 @@ async def order_view(
             .order_by(Shipment.shipped_at, Shipment.id)
         ):
             shipments.setdefault(sh.purchase_order_id, []).append(sh)
-    return OrderView(order, pos, shipments)
+    refunds = list(
+        await session.scalars(
+            select(Refund).where(Refund.order_id == order.id).order_by(Refund.created_at, Refund.id)
+        )
+    )
+    return OrderView(order, pos, shipments, refunds)
 
 
 async def unvalidated(session: AsyncSession, window: StaleWindow) -> Sequence[uuid.UUID]:
