@@ -28,10 +28,12 @@ from app.exceptions.models import ExceptionCase
 from app.jobs.task import TaskContext
 from app.orders.models import Order, OrderLine
 from app.purchasing.models import PurchaseOrder
+from app.purchasing.tasks import place
 from app.settings import Settings
 from app.suppliers.models import SupplierProduct
 from tests.conftest import MerchantHandle, make_merchant
 from tests.support.order_flow import accepted, add_catalog, order_id_of
+from tests.support.orders import order_body
 from tests.support.portal import Client, bearer, line, offer, portal_supplier, routed_order
 from tests.support.routing import create_supplier
 from tests.support.shopify import order_payload
@@ -415,6 +417,100 @@ class TestFaults:
                 c.kind for c in await session.scalars(select(ExceptionCase)) if not c.resolved_at
             ]
         assert open_cases == []
+
+
+class TestPlacementInFlight:
+    async def test_no_answer_while_placing_then_the_placed_order_is_cancelled_there(
+        self,
+        client: Client,
+        db: Database,
+        shop: MerchantHandle,
+        settings: Settings,
+    ) -> None:
+        """The first placement call times out at the gateway (503, retry in an hour): the
+        supplier may have the order. The cancellation waits for the placement; the merchant
+        cannot record an answer meanwhile; once placed, the job cancels it at the supplier."""
+        placing, cancelling = SupplierSim(), CancellingSupplier()
+        calls: list[int] = []
+
+        def place_once_late(request: httpx.Request) -> httpx.Response:
+            calls.append(1)
+            if len(calls) == 1:
+                return httpx.Response(503, json={"error": "busy"}, headers={"Retry-After": "3600"})
+            return placing.place(request)
+
+        with respx.mock(assert_all_called=False) as mock:
+            mock.post(f"{BASE_URL}/orders").mock(side_effect=place_once_late)
+            mock.post(url__regex=rf"{BASE_URL}/orders/[^/]+/cancel").mock(
+                side_effect=cancelling.cancel
+            )
+            await rest_supplier(client, shop)
+            r = await client.post(
+                "/api/v1/orders",
+                json=order_body("IF-1", lines=[line("RED", 2)]),
+                headers=shop.headers,
+            )
+            assert r.status_code == 201, r.text
+            order_id = r.json()["id"]
+
+            async def backing_off() -> PurchaseOrder | None:
+                async with db.sessionmaker() as session:
+                    po = await session.scalar(
+                        select(PurchaseOrder).where(PurchaseOrder.order_id == uuid.UUID(order_id))
+                    )
+                    ok = po is not None and po.attempts == 1 and po.next_attempt_at is not None
+                    return po if ok else None
+
+            po = await eventually(backing_off, timeout=20)
+            assert po.status == "pending"
+            assert await stock(db, "RED") == 8
+
+            assert (await cancel(client, shop, order_id)).status_code == 202
+
+            async def waited() -> PurchaseOrderCancellation | None:
+                row = await po_row(db, str(po.id))
+                return row if row.next_attempt_at is not None else None
+
+            row = await eventually(waited, timeout=20)
+            assert (row.status, row.attempts) == ("requested", 0)  # not asked: nothing placed
+            assert cancelling.requests == []
+            assert await stock(db, "RED") == 8
+
+            url = f"/api/v1/purchase-orders/{po.id}/cancellation"
+            for answer in ({"accepted": True}, {"accepted": False, "reason": "shipped"}):
+                r = await client.post(url, json=answer, headers=shop.headers)
+                assert r.status_code == 409, r.text
+                assert r.json()["detail"] == (
+                    f"purchase order {po.number}: placement in flight: answer once it is placed"
+                )
+            assert (await po_row(db, str(po.id))).status == "requested"
+            assert await stock(db, "RED") == 8
+            assert await events(db, "order.cancelled") == []
+
+            # The hour passes: the placement goes through, then the cancellation's next look.
+            ctx = ctx_of(settings, db, client)
+            async with db.transaction() as session:
+                found = await session.get(PurchaseOrder, po.id)
+                assert found is not None
+                found.next_attempt_at = None
+            await place(ctx, str(po.id))
+            async with db.sessionmaker() as session:
+                placed = await session.get(PurchaseOrder, po.id)
+                assert placed is not None
+                assert (placed.status, placed.supplier_reference) == ("accepted", "SUP-1000")
+            async with db.transaction() as session:
+                waiting = await session.get(PurchaseOrderCancellation, row.id)
+                assert waiting is not None
+                waiting.next_attempt_at = None
+            await cancel_at_supplier(ctx, str(row.id))
+
+            assert [req.url.path for req in cancelling.requests] == ["/api/orders/SUP-1000/cancel"]
+            assert (await po_row(db, str(po.id))).status == "cancelled"
+            await wait_order(client, shop, order_id, "cancelled")
+            assert await stock(db, "RED") == 10
+            [event] = await events(db, "order.cancelled")
+            red = (await line_ids(db, order_id))["RED"]
+            assert event.data["lines"] == [{"line_id": red, "quantity": 2}]
 
 
 class TestPortal:

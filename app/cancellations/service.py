@@ -275,7 +275,7 @@ async def start(session: AsyncSession, order: Order, *, reason: str, origin: str
         await session.flush()
         if po.status in _SENT:
             await _refuse(session, row, po, order, "already shipped", shipped_only=True)
-        elif po.status == POStatus.PENDING and po.attempts == 0:
+        elif po.status == POStatus.PENDING and not _placement_in_flight(po):
             # Never handed over (its placement, under this lock, will find it cancelled).
             await _cancelled(session, row, po, order, "cancelled before it was placed")
         else:
@@ -285,6 +285,12 @@ async def start(session: AsyncSession, order: Order, *, reason: str, origin: str
 
 
 # --------------------------------------------------------------------------- resolving
+
+
+def _placement_in_flight(po: PurchaseOrder) -> bool:
+    """Pending but possibly at its supplier already: a placement call was made (or is under
+    way) whose answer we do not have, or it is backing off before the next one."""
+    return po.status == POStatus.PENDING and (po.attempts > 0 or po.next_attempt_at is not None)
 
 
 def _line_ref(ln: PurchaseOrderLine, quantity: int) -> dict[str, Any]:
@@ -569,7 +575,7 @@ async def claim(session: AsyncSession, box: SecretBox, row_id: uuid.UUID) -> Cla
     if row.next_attempt_at is not None and row.next_attempt_at > now + timedelta(seconds=1):
         return None
     if po.status == POStatus.PENDING:
-        if po.attempts == 0 and po.next_attempt_at is None:
+        if not _placement_in_flight(po):
             await _cancelled(session, row, po, order, "cancelled before it was placed")
             await maybe_complete(session, order)
             return None
@@ -717,6 +723,11 @@ async def _answer(
         if row.status == wanted:
             return row  # the same answer again
         raise Conflict(f"the cancellation of {po.number} is {row.status} already")
+    if _placement_in_flight(po):
+        # The supplier may be taking the order right now: a "cancelled" recorded here would
+        # be dropped by the placement's answer, leaving a live order at the supplier (and a
+        # "refused" has nothing placed to refuse). The job asks once the placement settles.
+        raise Conflict(f"purchase order {po.number}: placement in flight: answer once it is placed")
     order = await purchasing.order_of(session, po)
     if accepted:
         if po.status in _SENT:
