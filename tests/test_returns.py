@@ -810,6 +810,68 @@ class TestCancellationAndStalls:
             "return.approved",
         ]
 
+    async def test_a_refusal_before_any_shipment_is_recorded_still_opens_the_return(
+        self,
+        client: Client,
+        shop: MerchantHandle,
+        alpha: dict[str, Any],
+        db: Database,
+    ) -> None:
+        """The supplier refuses the cancellation (it shipped) before reporting the shipment:
+        every refused unit comes back (else the customer would keep it, neither refunded nor
+        returned); the shipment reported later adds nothing returnable."""
+        order_id, [po] = await routed_order(client, shop, "R-12", [line("RED", 2), line("BLUE", 1)])
+        r = await client.post(
+            f"/api/v1/orders/{order_id}/cancel", json={"reason": "too late"}, headers=shop.headers
+        )
+        assert r.status_code == 202, r.text
+
+        async def awaiting() -> bool:
+            r = await client.get(f"/api/v1/orders/{order_id}/cancellation", headers=shop.headers)
+            return bool(r.json()["purchase_orders"][0]["status"] == "awaiting_supplier")
+
+        await eventually(awaiting, timeout=20)
+        r = await client.post(
+            f"/supplier/v1/orders/{po['id']}/cancellation",
+            json={"accepted": False, "reason": "left the warehouse this morning"},
+            headers=bearer(alpha["api_key"]),
+        )
+        assert r.status_code == 200, r.text
+
+        async def opened() -> list[dict[str, Any]] | None:
+            r = await client.get(
+                "/api/v1/returns", params={"order_id": order_id}, headers=shop.headers
+            )
+            return r.json()["items"] or None
+
+        [ret] = await eventually(opened, timeout=20)
+        assert (ret["origin"], ret["status"], ret["reason"], ret["purchase_order_id"]) == (
+            "cancellation",
+            "approved",
+            "left the warehouse this morning",
+            po["id"],
+        )
+        assert sorted((x["sku"], x["quantity"]) for x in ret["lines"]) == [("BLUE", 1), ("RED", 2)]
+        detail = await order(client, shop, order_id)
+        assert detail["status"] == "cancelled"
+        # Nothing was cancelled before shipping (no refund for it): all of it is the return.
+        cancelled = await event_data(db, f"order.cancelled:{order_id}")
+        assert (cancelled["lines"], cancelled["shipping"]) == ([], False)
+
+        # The shipment is reported afterwards: nothing more can be returned than what was.
+        await ship(client, alpha, po["id"])
+        more = await request(
+            client,
+            shop,
+            order_id,
+            {"lines": [{"line_id": line_id(detail, "RED"), "quantity": 1}], "reason": "x"},
+            status=409,
+        )
+        assert (
+            more["detail"]
+            == "lines[0].quantity: 1 > 0 returnable (shipped, not already being returned)"
+        )
+
     async def test_a_stalled_return_opens_one_case_resolved_when_received(
         self,
         client: Client,

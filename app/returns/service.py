@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -269,12 +269,15 @@ async def open_for_cancellation(
     ):
         return None
     wanted: dict[uuid.UUID, int] = {}
-    only: set[uuid.UUID] = set()
+    # The supplier says these shipped: they count as shipped even before the shipment is
+    # reported (else the customer would get them, and neither a refund nor a return).
+    claimed: dict[uuid.UUID, int] = {}
     for ln in lines:
         line_id = uuid.UUID(str(ln["order_line_id"]))
         wanted[line_id] = wanted.get(line_id, 0) + int(ln["quantity"])
         if ln.get("purchase_order_line_id"):
-            only.add(uuid.UUID(str(ln["purchase_order_line_id"])))
+            pl_id = uuid.UUID(str(ln["purchase_order_line_id"]))
+            claimed[pl_id] = claimed.get(pl_id, 0) + int(ln["quantity"])
     merchant = await session.get(Merchant, merchant_id)
     settings = settings_of(merchant).returns
     created = await _create(
@@ -288,9 +291,10 @@ async def open_for_cancellation(
         exchange=None,
         source_key=key,
         only_po=po_id,
-        only_po_lines=only or None,
+        only_po_lines=set(claimed) or None,
         approve=True,
         clamp=True,
+        claimed=claimed,
     )
     return created[0] if created else None
 
@@ -356,15 +360,24 @@ async def _exchange_sku(
 
 
 async def _returnable(
-    session: AsyncSession, order: Order
+    session: AsyncSession, order: Order, claimed: Mapping[uuid.UUID, int] | None = None
 ) -> list[tuple[PurchaseOrderLine, PurchaseOrder, int]]:
     """Each purchase-order line of the order that shipped, with how many may still come back
-    (shipped minus the quantities of its returns that are not rejected)."""
+    (shipped minus the quantities of its returns that are not rejected). ``claimed``: what the
+    supplier says it shipped of these lines (refusing a cancellation) though no shipment is
+    recorded yet; that counts as shipped."""
+    claimed = claimed or {}
+    shipped: Any = PurchaseOrderLine.quantity_shipped > 0
+    if claimed:
+        shipped = or_(shipped, PurchaseOrderLine.id.in_(list(claimed)))
     rows = (
         await session.execute(
             select(PurchaseOrderLine, PurchaseOrder)
             .join(PurchaseOrder, PurchaseOrder.id == PurchaseOrderLine.purchase_order_id)
-            .where(PurchaseOrder.order_id == order.id, PurchaseOrderLine.quantity_shipped > 0)
+            .where(
+                PurchaseOrder.order_id == order.id,
+                shipped,
+            )
             .order_by(PurchaseOrder.created_at, PurchaseOrder.id, PurchaseOrderLine.position)
         )
     ).all()
@@ -380,7 +393,15 @@ async def _returnable(
         .tuples()
         .all()
     )
-    return [(pl, po, pl.quantity_shipped - int(taken.get(pl.id) or 0)) for pl, po in rows]
+    return [
+        (
+            pl,
+            po,
+            max(pl.quantity_shipped, min(claimed.get(pl.id, 0), pl.quantity))
+            - int(taken.get(pl.id) or 0),
+        )
+        for pl, po in rows
+    ]
 
 
 async def _create(
@@ -398,13 +419,14 @@ async def _create(
     only_po_lines: set[uuid.UUID] | None = None,
     approve: bool | None = None,
     clamp: bool = False,
+    claimed: Mapping[uuid.UUID, int] | None = None,
 ) -> list[Return]:
     """Allocate the wanted quantities over the shipped purchase-order lines (the order is
     locked by the caller), one return per purchase order. ``clamp``: take what is left instead
     of refusing more than that (a cancellation's lines, some already returned)."""
     available = [
         x
-        for x in await _returnable(session, order)
+        for x in await _returnable(session, order, claimed)
         if (only_po is None or x[1].id == only_po)
         and (only_po_lines is None or x[0].id in only_po_lines)
     ]
