@@ -6,6 +6,7 @@ the timeline and published once."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -524,6 +525,34 @@ class TestQuantitiesAndInput:
             [(alpha["supplier"]["id"], ["RED"]), (beta["supplier"]["id"], ["ONLYBETA"])]
         )
         assert sorted(r["number"][-2:] for r in created["returns"]) == ["-1", "-2"]
+
+    async def test_a_long_order_name_gives_numbers_within_the_column_distinct_per_order(
+        self, client: Client, shop: MerchantHandle, alpha: dict[str, Any]
+    ) -> None:
+        """Order references of 64 characters sharing their first 63: the RMA numbers (and the
+        purchase orders' numbers) stay within their columns (64) and differ, per order and per
+        return."""
+        stem = "LONG-" + "x" * 58
+        numbers, pos = [], []
+        for ref in (stem + "A", stem + "B"):
+            assert len(ref) == 64
+            order_id, detail, po = await shipped_order(client, shop, alpha, ref, [line("RED", 2)])
+            pos.append(po["number"])
+            for _ in range(1 if ref.endswith("B") else 2):
+                body = {"lines": [{"line_id": line_id(detail, "RED"), "quantity": 1}]}
+                made = await request(client, shop, order_id, {**body, "reason": "too long"})
+                [ret] = made["returns"]
+                numbers.append(ret["number"])
+        digest_a = hashlib.sha256((stem + "A").encode()).hexdigest()[:8]
+        digest_b = hashlib.sha256((stem + "B").encode()).hexdigest()[:8]
+        assert numbers == [
+            f"R-{stem[:51]}~{digest_a}-1",
+            f"R-{stem[:51]}~{digest_a}-2",
+            f"R-{stem[:51]}~{digest_b}-1",
+        ]
+        assert [len(n) for n in numbers] == [64, 64, 64]
+        # Their purchase orders' numbers too (``purchase_orders.number`` is 64 as well).
+        assert pos == [f"{stem[:53]}~{digest_a}-1", f"{stem[:53]}~{digest_b}-1"]
 
 
 class TestTrackingPage:

@@ -231,6 +231,22 @@ def _ship_to(order: Order) -> dict[str, Any]:
     return out
 
 
+#: The length of the ``number`` columns built from an order's name (purchase orders, returns).
+NUMBER_LENGTH = 64
+
+
+def bounded_number(prefix: str, order_name: str, n: int) -> str:
+    """``<prefix><order name>-<n>`` within ``NUMBER_LENGTH``: a longer name is cut and tagged
+    with a digest of the whole name, so two long names sharing a beginning still differ."""
+    name = order_name.lstrip("#")
+    suffix = f"-{n}"
+    if len(prefix) + len(name) + len(suffix) <= NUMBER_LENGTH:
+        return f"{prefix}{name}{suffix}"
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    keep = NUMBER_LENGTH - len(prefix) - len("~") - len(digest) - len(suffix)
+    return f"{prefix}{name[:keep]}~{digest}{suffix}"
+
+
 async def create_from_plan(
     session: AsyncSession, order: Order, decided: RoutingPlan
 ) -> list[PurchaseOrder]:
@@ -279,7 +295,7 @@ async def create_from_plan(
             merchant_id=order.merchant_id,
             order_id=order.id,
             supplier_id=supplier_id,
-            number=f"{order.name.lstrip('#')}-{existing + n}",
+            number=bounded_number("", order.name, existing + n),
             status=POStatus.PENDING,
             idempotency_key=f"dropship-po-{po_id}",
             currency=first.currency,

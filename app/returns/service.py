@@ -404,6 +404,21 @@ async def _returnable(
     ]
 
 
+async def _free_number(session: AsyncSession, order: Order, n: int) -> str:
+    """The order's ``n``-th RMA number, or the next free one: numbers are unique per merchant
+    and two order names can still meet ("#1001" and "1001"; a digest collision)."""
+    while True:
+        number = purchasing.bounded_number("R-", order.name, n)
+        taken = await session.scalar(
+            select(Return.id).where(
+                Return.merchant_id == order.merchant_id, Return.number == number
+            )
+        )
+        if taken is None:
+            return number
+        n += 1
+
+
 async def _create(
     session: AsyncSession,
     order: Order,
@@ -474,7 +489,7 @@ async def _create(
             order_id=order.id,
             purchase_order_id=po.id,
             supplier_id=po.supplier_id,
-            number=f"R-{order.name.lstrip('#')}-{existing + n}",
+            number=await _free_number(session, order, existing + n),
             status=ReturnStatus.REQUESTED,
             origin=origin,
             reason=reason,
