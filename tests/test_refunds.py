@@ -378,6 +378,52 @@ class TestCurrencies:
         assert sorted(dict(p.form)["amount"] for p in sim.refund_requests()) == ["1200", "2000"]
         assert {r["currency"] for r in sim.refunds.values()} == {"jpy"}
 
+    async def test_rupiah_and_forint_go_to_stripe_in_hundredths(
+        self, client: Client, merchant: MerchantHandle, account: str, sim: StripeSim
+    ) -> None:
+        order = await st.paid_order(
+            client,
+            merchant,
+            sim,
+            account,
+            currency="IDR",
+            lines=[{"sku": "SKU-RED", "quantity": 1, "price": "150000", "title": "Mug"}],
+            shipping_price="0",
+            tax="0",
+        )
+        made = await st.refund(client, merchant, order["id"], amount="15000")
+        assert (made["amount"], made["amount_minor"]) == ("15000", 1500000)
+        await st.settled(client, merchant, made["id"])
+        assert [dict(p.form)["amount"] for p in sim.refund_requests()] == ["1500000"]
+        assert sim.payments[order["stripe_payment_reference"]].refunded() == 1500000
+
+    async def test_a_fraction_of_a_unit_stripe_cannot_take_is_a_400(
+        self, client: Client, merchant: MerchantHandle, account: str, sim: StripeSim, db: Database
+    ) -> None:
+        order = await st.paid_order(
+            client,
+            merchant,
+            sim,
+            account,
+            currency="TWD",
+            lines=[{"sku": "SKU-RED", "quantity": 1, "price": "300.00", "title": "Mug"}],
+            shipping_price="0",
+            tax="0",
+        )
+        r = await client.post(
+            f"/api/v1/orders/{order['id']}/refunds",
+            json={"amount": "10.50"},
+            headers=merchant.headers,
+        )
+        assert (r.status_code, r.json()["extra"]) == (400, {"field": "amount"}), r.text
+        assert r.json()["detail"] == (
+            "amount: TWD amounts have 0 decimal place(s) at most, got 10.50 (what Stripe takes)"
+        )
+        made = await st.refund(client, merchant, order["id"], amount="10")
+        assert made["amount_minor"] == 1000
+        await st.settled(client, merchant, made["id"])
+        assert [dict(p.form)["amount"] for p in sim.refund_requests()] == ["1000"]
+
 
 class TestStripeSaysNo:
     async def test_more_than_stripe_holds_is_refused_into_the_exceptions_queue(

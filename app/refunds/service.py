@@ -65,6 +65,8 @@ from connectors.stripe_payments import (
     StripeAuthError,
     StripePayments,
     refund_of,
+    stripe_places,
+    to_stripe_amount,
     verify_webhook,
 )
 
@@ -244,12 +246,19 @@ class LineRequest:
 
 
 def to_minor(amount: Decimal, currency: str) -> int:
-    """``12.30`` USD -> 1230; ``2000`` JPY -> 2000."""
-    return int(amount.scaleb(minor_units(currency)).to_integral_value(ROUND_HALF_UP))
+    """In Stripe's integer units (its own exponents, not CLDR's): ``12.30`` USD -> 1230;
+    ``2000`` JPY -> 2000; ``15000`` IDR -> 1500000."""
+    return to_stripe_amount(amount, currency)
+
+
+def places_of(currency: str) -> int:
+    """Decimals a refund amount may have: the currency's (CLDR) and no more than Stripe takes
+    (KWD 2, HUF / ISK / TWD whole units)."""
+    return min(minor_units(currency), stripe_places(currency))
 
 
 def _round(amount: Decimal, currency: str) -> Decimal:
-    return amount.quantize(Decimal(1).scaleb(-minor_units(currency)), ROUND_HALF_UP)
+    return amount.quantize(Decimal(1).scaleb(-places_of(currency)), ROUND_HALF_UP)
 
 
 def _net(line: OrderLine, quantity: int) -> Decimal:
@@ -341,10 +350,11 @@ async def create_refund(
             raise InvalidInput("give an amount, or lines and shipping, not both", field="amount")
         if amount <= 0:
             raise InvalidInput("must be more than 0", field="amount")
-        places = minor_units(currency)
+        places = places_of(currency)
         if amount != amount.quantize(Decimal(1).scaleb(-places)):
             raise InvalidInput(
-                f"{currency} amounts have {places} decimal place(s) at most, got {amount}",
+                f"{currency} amounts have {places} decimal place(s) at most, got {amount}"
+                + (" (what Stripe takes)" if places < minor_units(currency) else ""),
                 field="amount",
             )
         total = amount
@@ -366,6 +376,10 @@ async def create_refund(
         total = remaining
     if total <= 0:
         raise Conflict("nothing left to refund on this order", field="amount", remaining="0")
+    try:
+        amount_minor = to_minor(total, currency)
+    except ValueError as exc:  # what is left is a fraction Stripe cannot take (HUF, TWD)
+        raise Conflict(f"{exc}: refund that part another way", field="amount") from exc
     refund = Refund(
         id=uuid7(),
         merchant_id=merchant_id,
@@ -373,7 +387,7 @@ async def create_refund(
         key=key,
         amount=total,
         currency=currency,
-        amount_minor=to_minor(total, currency),
+        amount_minor=amount_minor,
         lines=lines_out,
         shipping=shipping,
         reason=reason,
