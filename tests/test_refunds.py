@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import dramatiq
 import pytest
 from litestar import Litestar
 from sqlalchemy import select, update
@@ -80,6 +81,10 @@ async def timeline(client: Client, merchant: MerchantHandle, order_id: str) -> l
 async def cases(db: Database, kind: str) -> list[ExceptionCase]:
     async with db.sessionmaker() as session:
         return list(await session.scalars(select(ExceptionCase).where(ExceptionCase.kind == kind)))
+
+
+async def _any(items: list[Any]) -> bool:
+    return bool(items)
 
 
 class TestNeverMoreThanCaptured:
@@ -340,6 +345,82 @@ class TestExactlyOnceAtStripe:
             next(iter(sim.refunds)),
             2,
         )
+
+    async def test_a_refund_stripe_may_have_made_is_never_failed(
+        self,
+        client: Client,
+        merchant: MerchantHandle,
+        account: str,
+        sim: StripeSim,
+        db: Database,
+        stripe_settings: Settings,
+    ) -> None:
+        order = await st.paid_order(client, merchant, sim, account)
+        with losing_jobs(client.app.state.workers.broker, "refunds.issue") as lost:
+            made = await st.refund(client, merchant, order["id"], amount="12.30")
+            await eventually(lambda: _any(lost))
+        ctx = ctx_of(stripe_settings, db)
+        sim.fail_next("timeout")  # Stripe makes the refund; its answer never arrives
+        with pytest.raises(dramatiq.Retry):
+            await issue(ctx, made["id"])
+        assert len(sim.refunds) == 1
+        r = await client.delete("/api/v1/settings/stripe", headers=merchant.headers)
+        assert r.status_code == 204
+        async with db.transaction() as session:
+            await session.execute(update(Refund).values(next_attempt_at=None))
+        await issue(ctx, made["id"])  # the retry: no credentials any more
+
+        [row] = await st.refund_rows(db)
+        assert (row.status, row.attempts, row.given_up_at is not None) == ("requested", 2, True)
+        assert row.failure_reason == "Stripe was disconnected before the refund was sent"
+        assert await cases(db, "refund_failed") == []
+        [case] = await cases(db, "refund_unsent")
+        assert case.data == {"refund_id": made["id"]}
+        assert await published(db, "refund.failed") == []
+        assert await timeline(client, merchant, order["id"]) == [
+            "refund.requested",
+            "refund.retry",
+            "refund.given_up",
+        ]
+        await issue(ctx, made["id"])  # given up: nothing more
+        assert len(sim.refund_requests()) == 1
+        # Still counted: the whole amount again is more than what is left.
+        await st.connect(client, merchant, sim)
+        r = await client.post(
+            f"/api/v1/orders/{order['id']}/refunds",
+            json={"amount": "33.59"},
+            headers=merchant.headers,
+        )
+        assert (r.status_code, r.json()["extra"]) == (
+            409,
+            {"field": "amount", "remaining": "21.29"},
+        ), r.text
+
+    async def test_a_permanent_error_on_a_retry_gives_up_too(
+        self,
+        client: Client,
+        merchant: MerchantHandle,
+        account: str,
+        sim: StripeSim,
+        db: Database,
+        stripe_settings: Settings,
+    ) -> None:
+        order = await st.paid_order(client, merchant, sim, account)
+        with losing_jobs(client.app.state.workers.broker, "refunds.issue") as lost:
+            made = await st.refund(client, merchant, order["id"], amount="5.00")
+            await eventually(lambda: _any(lost))
+        ctx = ctx_of(stripe_settings, db)
+        sim.fail_next("timeout_before")
+        with pytest.raises(dramatiq.Retry):
+            await issue(ctx, made["id"])
+        sim.keys.clear()  # the key was revoked meanwhile: a 401, permanent
+        async with db.transaction() as session:
+            await session.execute(update(Refund).values(next_attempt_at=None))
+        await issue(ctx, made["id"])
+        [row] = await st.refund_rows(db)
+        assert (row.status, row.given_up_at is not None) == ("requested", True)
+        assert await cases(db, "refund_failed") == []
+        assert len(await cases(db, "refund_unsent")) == 1
 
 
 class TestCurrencies:

@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.db import Database, utcnow
 from app.events.models import LifecycleEvent
 from app.exceptions.models import ExceptionCase
 from app.jobs.task import StaleWindow, TaskContext
 from app.refunds import service
+from app.refunds.models import Refund
 from app.refunds.tasks import refresh
 from app.security import SecretBox
 from app.settings import Settings
@@ -317,6 +318,43 @@ class TestApplying:
         assert r.json() == {"status": "processed"}
         got = await st.settled(client, merchant, made["id"])
         assert got["stripe_refund_id"] == "re_3MadeElsewhere0000000000"
+
+    async def test_a_refund_failed_here_before_stripe_answered_moves_on(
+        self,
+        client: Client,
+        merchant: MerchantHandle,
+        account: str,
+        sim: StripeSim,
+        db: Database,
+    ) -> None:
+        """We were wrong (an older run marked it failed): Stripe's event wins."""
+        order = await st.paid_order(client, merchant, sim, account)
+        sim.next_statuses = ["pending"]
+        made = await st.refund(client, merchant, order["id"], amount="4.00")
+        pending = await st.settled(client, merchant, made["id"], "pending")
+        async with db.transaction() as session:
+            await session.execute(
+                update(Refund).values(status="failed", stripe_refund_id=None, failure_reason="x")
+            )
+        obj = refund_object(
+            pending["stripe_refund_id"],
+            "succeeded",
+            metadata={"dropship_refund_id": made["id"], "dropship_order_id": order["id"]},
+        )
+        r = await post(client, sim.event("refund.updated", obj))
+        assert r.json() == {"status": "processed"}
+        got = await client.get(f"/api/v1/refunds/{made['id']}", headers=merchant.headers)
+        assert (got.json()["status"], got.json()["stripe_refund_id"]) == (
+            "succeeded",
+            pending["stripe_refund_id"],
+        )
+        # Once Stripe's id is known, failed is final again (no going back from Stripe's word).
+        async with db.transaction() as session:
+            await session.execute(update(Refund).values(status="failed"))
+        again = refund_object(pending["stripe_refund_id"], "succeeded")
+        await post(client, sim.event("refund.updated", again))
+        got = await client.get(f"/api/v1/refunds/{made['id']}", headers=merchant.headers)
+        assert got.json()["status"] == "failed"
 
 
 class TestIgnored:

@@ -565,24 +565,7 @@ async def retry_later(
     order = await _order(session, refund)
     refund.failure_reason = error
     if attempt >= MAX_ATTEMPTS:
-        refund.given_up_at = utcnow()
-        refund.next_attempt_at = None
-        open_exception(
-            session,
-            order,
-            "refund_unsent",
-            f"the refund of {refund.amount} {refund.currency} could not be sent to Stripe after "
-            f"{attempt} attempts ({error}). Stripe may have made it: check the payment in "
-            "Stripe before refunding again.",
-            refund_id=str(refund.id),
-        )
-        record(
-            session,
-            order,
-            "refund.given_up",
-            f"refund of {refund.amount} {refund.currency}: gave up after {attempt} attempts",
-            refund_id=str(refund.id),
-        )
+        _give_up(session, order, refund, attempt, error)
         return None
     delay = retry_delay_ms(attempt, retry_after)
     refund.next_attempt_at = utcnow() + timedelta(milliseconds=delay)
@@ -598,12 +581,42 @@ async def retry_later(
     return delay
 
 
-async def refused(session: AsyncSession, refund_id: uuid.UUID, reason: str) -> None:
-    """Stripe (or our set-up) refused the refund for good."""
+def _give_up(session: AsyncSession, order: Order, refund: Refund, attempt: int, error: str) -> None:
+    """Not sent again by itself, and still counted by the cap: Stripe may have made it."""
+    refund.given_up_at = utcnow()
+    refund.next_attempt_at = None
+    open_exception(
+        session,
+        order,
+        "refund_unsent",
+        f"the refund of {refund.amount} {refund.currency} could not be sent to Stripe after "
+        f"{attempt} attempts ({error}). Stripe may have made it: check the payment in "
+        "Stripe before refunding again.",
+        refund_id=str(refund.id),
+    )
+    record(
+        session,
+        order,
+        "refund.given_up",
+        f"refund of {refund.amount} {refund.currency}: gave up after {attempt} attempts",
+        refund_id=str(refund.id),
+    )
+
+
+async def refused(session: AsyncSession, refund_id: uuid.UUID, reason: str, attempt: int) -> None:
+    """Stripe (or our set-up) refused the refund for good. After an attempt that went
+    unanswered (``attempt`` > 1: a timeout, a 5xx, a lost job or a crash before the answer was
+    recorded) Stripe may hold the refund already, so it is given up, not ``failed``: its amount
+    stays counted until a person (or Stripe's webhook) settles it."""
     refund = await _locked(session, refund_id)
-    if refund is None or refund.status != RefundStatus.REQUESTED:
+    if refund is None or refund.status != RefundStatus.REQUESTED or refund.given_up_at:
         return
     refund.next_attempt_at = None
+    if attempt > 1:
+        refund.failure_reason = reason
+        _give_up(session, await _order(session, refund), refund, attempt, reason)
+        await session.flush()
+        return
     await apply_state(session, refund, RefundStatus.FAILED, failure_reason=reason)
 
 
@@ -641,6 +654,15 @@ _NEXT = {
         RefundStatus.CANCELED,
     },
 }
+#: What Stripe may say of a refund we marked ``failed`` before Stripe ever answered for it.
+_REOPEN = {
+    RefundStatus.FAILED: {
+        RefundStatus.PENDING,
+        RefundStatus.REQUIRES_ACTION,
+        RefundStatus.SUCCEEDED,
+        RefundStatus.CANCELED,
+    }
+}
 
 
 async def apply_state(
@@ -649,10 +671,13 @@ async def apply_state(
     status: str,
     *,
     failure_reason: str | None = None,
+    reopen: bool = False,
 ) -> bool:
     """Move the (locked) refund to Stripe's ``status`` if that is forward; on the timeline, and
-    ``refund.succeeded`` / ``refund.failed`` (with an exceptions-queue case) published once."""
-    if status not in _NEXT.get(refund.status, set()):
+    ``refund.succeeded`` / ``refund.failed`` (with an exceptions-queue case) published once.
+    ``reopen``: a refund we marked ``failed`` without Stripe's answer, that Stripe reports."""
+    allowed = _REOPEN if reopen and refund.status == RefundStatus.FAILED else _NEXT
+    if status not in allowed.get(refund.status, set()):
         return False
     order = await _order(session, refund)
     before = refund.status
@@ -997,11 +1022,15 @@ async def _apply_refund_object(
     expected = conn.account_id if conn is not None and conn.mode == StripeMode.ACCOUNT else None
     if account != expected:
         return None, f"ignored: {obj.id} came for account {account}, not the merchant's"
+    # Failed here without Stripe's id: we thought Stripe never made it, and were wrong.
+    wrong = refund.status == RefundStatus.FAILED and refund.stripe_refund_id is None
     if refund.stripe_refund_id is None:
         refund.stripe_refund_id = obj.id
     if status not in RefundStatus.ALL or status == RefundStatus.REQUESTED:
         return refund.merchant_id, f"ignored: status {status!r}"
-    moved = await apply_state(session, refund, status, failure_reason=obj.failure_reason)
+    moved = await apply_state(
+        session, refund, status, failure_reason=obj.failure_reason, reopen=wrong
+    )
     if moved and refund.next_attempt_at is not None:
         refund.next_attempt_at = None
     return refund.merchant_id, (
