@@ -638,7 +638,9 @@ async def _order(session: AsyncSession, refund: Refund) -> Order:
     return order
 
 
-#: Where a state may go next: forward only, never out of a terminal state, never back to ours.
+#: Where a state may go next: forward only, never back to ours. ``succeeded`` is not final at
+#: Stripe: a refund can fail after it succeeded (the customer's bank returns it), which Stripe
+#: documents; only Stripe's word (webhook, refresh, answer) moves a refund, so that is allowed.
 _NEXT = {
     RefundStatus.REQUESTED: set(RefundStatus.ALL) - {RefundStatus.REQUESTED},
     RefundStatus.PENDING: {
@@ -653,6 +655,7 @@ _NEXT = {
         RefundStatus.FAILED,
         RefundStatus.CANCELED,
     },
+    RefundStatus.SUCCEEDED: {RefundStatus.FAILED},
 }
 #: What Stripe may say of a refund we marked ``failed`` before Stripe ever answered for it.
 _REOPEN = {
