@@ -32,10 +32,12 @@ from app.security import SecretBox
 from app.settings import Settings
 from dropship.asgi import create_app
 from dropship.simulators import StripeSim
-from tests.conftest import MerchantHandle
+from tests.conftest import MerchantHandle, make_merchant
 from tests.support import stripe as st
 from tests.support.broker import losing_jobs
+from tests.support.order_flow import accepted, order_id_of
 from tests.support.orders import Client
+from tests.support.shopify import order_payload
 from tests.support.wait import eventually
 
 
@@ -608,7 +610,12 @@ class TestRefusedBeforeStripe:
 
 class TestPolicyRefunds:
     async def _cancelled(
-        self, db: Database, order_id: str, lines: list[dict[str, Any]], shipping: bool
+        self,
+        db: Database,
+        order_id: str,
+        lines: list[dict[str, Any]],
+        shipping: bool,
+        origin: str = "customer",
     ) -> LifecycleEvent:
         async with db.transaction() as session:
             order = await session.get(Order, uuid.UUID(order_id))
@@ -619,7 +626,7 @@ class TestPolicyRefunds:
                 "order.cancelled",
                 key=f"order.cancelled:{order_id}",
                 reason="customer changed their mind",
-                origin="customer",
+                origin=origin,
                 lines=lines,
                 shipping=shipping,
             )
@@ -660,6 +667,76 @@ class TestPolicyRefunds:
             await refund_cancellation(ctx_of(stripe_settings, db), session, event)
         assert len(await st.refund_rows(db)) == 1
         assert len(sim.refund_requests()) == 1
+
+    @pytest.mark.parametrize("paid", ["refunded", "partially_refunded", "voided"])
+    async def test_a_shopify_cancellation_shopify_refunded_is_not_refunded_again(
+        self,
+        client: Client,
+        merchant: MerchantHandle,
+        account: str,
+        sim: StripeSim,
+        db: Database,
+        stripe_settings: Settings,
+        paid: str,
+    ) -> None:
+        order = await st.paid_order(client, merchant, sim, account)
+        async with db.transaction() as session:
+            await session.execute(update(Order).values(financial_status=paid))
+        lines = [{"line_id": ln["id"], "quantity": ln["quantity"]} for ln in order["lines"]]
+        event = await self._cancelled(db, order["id"], lines, shipping=True, origin="shopify")
+        async with db.transaction() as session:
+            await refund_cancellation(ctx_of(stripe_settings, db), session, event)
+
+        async def skipped() -> list[dict[str, Any]]:
+            r = await client.get(f"/api/v1/orders/{order['id']}", headers=merchant.headers)
+            return [e for e in r.json()["timeline"] if e["type"] == "refund.policy_skipped"]
+
+        [note] = await eventually(skipped)
+        assert note["message"] == (
+            f"no automatic refund: Shopify refunded it already (payment {paid})"
+        )
+        assert await st.refund_rows(db) == []
+        assert sim.refund_requests() == []
+
+    async def test_shopifys_cancel_webhook_records_its_payment_state_for_the_policy(
+        self,
+        client: Client,
+        db: Database,
+        sim: StripeSim,
+    ) -> None:
+        shop = await make_merchant(db, "acme-store.myshopify.com")
+        account = await st.connect(client, shop, sim)
+        await accepted(client, "orders/create", order_payload(), shop=shop.shop)
+        order_id = await order_id_of(db)
+        async with db.transaction() as session:
+            await session.execute(
+                update(Order).values(stripe_payment_reference="pi_3ShopifyCancel0001")
+            )
+        sim.add_payment("pi_3ShopifyCancel0001", 40994, "usd", scope=account)
+        await accepted(
+            client,
+            "orders/cancelled",
+            order_payload(
+                updated_at="2008-01-10T11:05:00-05:00",
+                cancelled_at="2008-01-10T11:05:00-05:00",
+                financial_status="refunded",
+            ),
+            shop=shop.shop,
+        )
+
+        async def skipped() -> list[str]:
+            r = await client.get(f"/api/v1/orders/{order_id}", headers=shop.headers)
+            got = r.json()
+            notes = [e["message"] for e in got["timeline"] if e["type"] == "refund.policy_skipped"]
+            return notes if got["status"] == "cancelled" else []
+
+        assert await eventually(skipped) == [
+            "no automatic refund: Shopify refunded it already (payment refunded)"
+        ]
+        r = await client.get(f"/api/v1/orders/{order_id}", headers=shop.headers)
+        assert r.json()["financial_status"] == "refunded"
+        assert await st.refund_rows(db) == []
+        assert sim.refund_requests() == []
 
     async def test_a_manual_policy_refunds_nothing(
         self,

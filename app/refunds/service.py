@@ -849,6 +849,9 @@ async def _refresh_payment(
 
 # -- policy ----------------------------------------------------------------------------------------
 
+#: Shopify's ``financial_status`` once the payment went back (or was never captured).
+SHOPIFY_REFUNDED = frozenset({"refunded", "partially_refunded", "voided"})
+
 
 async def policy_refund(
     session: AsyncSession,
@@ -861,10 +864,13 @@ async def policy_refund(
     lines: Sequence[LineRequest],
     shipping: bool,
     reason: str | None,
+    event_origin: str | None = None,
 ) -> Refund | None:
     """The refund the merchant's policy makes (``refunds.on_cancel`` / ``on_return`` is
     ``auto``), once per ``key``; None when the policy is manual or there is nothing to refund
-    through Stripe (no Stripe payment, no connection, nothing left)."""
+    through Stripe (no Stripe payment, no connection, nothing left, or a cancellation made in
+    Shopify that Shopify refunded itself: ``event_origin`` ``shopify`` and the order's
+    ``financial_status`` refunded or voided; our rows do not know of that refund)."""
     merchant = await session.get(Merchant, merchant_id)
     policy = settings_of(merchant).refunds
     if getattr(policy, setting) != "auto":
@@ -873,6 +879,16 @@ async def policy_refund(
     if order is None or order.merchant_id != merchant_id:
         return None
     if not PAYMENT_REFERENCE.fullmatch((order.stripe_payment_reference or "").strip()):
+        return None
+    if event_origin == "shopify" and order.financial_status in SHOPIFY_REFUNDED:
+        record(
+            session,
+            order,
+            "refund.policy_skipped",
+            f"no automatic refund: Shopify refunded it already (payment {order.financial_status})",
+            key=key,
+        )
+        await session.flush()
         return None
     if await connection_of(session, merchant_id) is None:
         log.info("refunds.policy_skipped", order_id=str(order_id), why="no Stripe connection")

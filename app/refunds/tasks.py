@@ -126,6 +126,7 @@ async def refund_cancellation(ctx: TaskContext, session: DbSession, event: Lifec
         lines=_lines(data, "line_id"),
         shipping=bool(data.get("shipping")),
         reason=str(data.get("reason") or "order cancelled")[:255],
+        event_origin=str(data.get("origin") or "") or None,
     )
 
 
