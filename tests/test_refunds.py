@@ -200,6 +200,30 @@ class TestNeverMoreThanCaptured:
         await st.settled(client, merchant, rest["id"])
         assert sim.payments[order["stripe_payment_reference"]].refunded() == 3359
 
+    async def test_a_line_refunded_unit_by_unit_sums_to_its_value(
+        self, client: Client, merchant: MerchantHandle, account: str, sim: StripeSim
+    ) -> None:
+        order = await st.paid_order(
+            client,
+            merchant,
+            sim,
+            account,
+            lines=[{"sku": "SKU-RED", "quantity": 3, "price": "1.00", "title": "Mug"}],
+            shipping_price="0",
+            tax="0.20",
+        )
+        assert order["total_price"] == "3.20"
+        line = order["lines"][0]["id"]
+        made = [
+            await st.refund(client, merchant, order["id"], lines=[{"line_id": line, "quantity": 1}])
+            for _ in range(3)
+        ]
+        # 3.20 / 3 a unit: worth 1.07, 2.13, 3.20 after each refund, each rounded once.
+        assert [m["amount"] for m in made] == ["1.07", "1.06", "1.07"]
+        for m in made:
+            await st.settled(client, merchant, m["id"])
+        assert sim.payments[order["stripe_payment_reference"]].refunded() == 320
+
     async def test_two_concurrent_full_refunds_make_one_stripe_refund(
         self,
         client: Client,

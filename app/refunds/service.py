@@ -13,8 +13,10 @@ two concurrent requests for the whole amount make one refund and one 409.
 discounted amount, where the goods total is ``total_price - total_shipping``: that share carries
 the line's part of tax (whether the store's prices include tax or not) and of order-level
 discounts, and all lines plus shipping is exactly ``total_price``. Shipping is
-``total_shipping``, once. Rounded once, half up, to the currency's minor units (yen: whole
-units); sent to Stripe in minor units.
+``total_shipping``, once. Priced cumulatively per line (what the line's refunded units are
+worth after this refund, rounded, minus what they were worth before, rounded), half up, to the
+currency's minor units (yen: whole units; no more than Stripe takes), so a line refunded unit
+by unit sums to its whole value; sent to Stripe in Stripe's own units (``to_stripe_amount``).
 """
 
 from __future__ import annotations
@@ -446,9 +448,16 @@ async def _lines_total(
                 field=f"lines[{i}].quantity",
             )
         wanted[line.id] = total_q
-    goods = lines_amount(order, order_lines, wanted)
+    # Priced cumulatively per line: value(done + q) - value(done), each rounded once, so a
+    # line refunded unit by unit sums to exactly the line's whole value (1.07 + 1.06 + 1.07).
+    currency = order.currency
+    goods = Decimal(0)
+    for line_id, q in wanted.items():
+        before = done.get(str(line_id), 0)
+        goods += _round(lines_amount(order, order_lines, {line_id: before + q}), currency)
+        goods -= _round(lines_amount(order, order_lines, {line_id: before}), currency)
     if fee:
-        goods -= goods * fee
+        goods -= goods * fee  # rounded once, with the total
     total = goods
     if shipping:
         if any(r.shipping for r in previous):
