@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import stripe
@@ -34,6 +35,69 @@ ACCOUNT_ID = re.compile(r"^acct_[A-Za-z0-9]{8,64}$")
 #: What a refund can be created on: a PaymentIntent, a charge, or a payment (``py_``, a charge
 #: on a connected account).
 PAYMENT_REFERENCE = re.compile(r"^(pi|ch|py)_[A-Za-z0-9]{8,}$")
+
+
+#: Stripe's own exponents (https://docs.stripe.com/currencies), not CLDR's: Stripe counts COP,
+#: IDR, ISK, HUF... in hundredths although CLDR shows them without decimals.
+ZERO_DECIMAL = frozenset(
+    [
+        "BIF",
+        "CLP",
+        "DJF",
+        "GNF",
+        "JPY",
+        "KMF",
+        "KRW",
+        "MGA",
+        "PYG",
+        "RWF",
+        "UGX",
+        "VND",
+        "VUV",
+        "XAF",
+        "XOF",
+        "XPF",
+    ]
+)
+#: Three-decimal currencies: the last digit must be 0 (amounts in hundredths of a unit).
+THREE_DECIMAL = frozenset(["BHD", "JOD", "KWD", "OMR", "TND"])
+#: Counted in hundredths but only whole units may be sent (the last two digits 00).
+WHOLE_UNITS = frozenset(["HUF", "ISK", "TWD"])
+
+
+def stripe_exponent(currency: str) -> int:
+    """Digits of a unit in Stripe's integer amounts: JPY 0, KWD 3, USD / IDR / HUF 2."""
+    code = currency.upper()
+    if code in ZERO_DECIMAL:
+        return 0
+    return 3 if code in THREE_DECIMAL else 2
+
+
+def stripe_places(currency: str) -> int:
+    """The decimals an amount may carry to be sent to Stripe (JPY, HUF 0; KWD, USD 2)."""
+    code = currency.upper()
+    return 0 if code in ZERO_DECIMAL or code in WHOLE_UNITS else 2
+
+
+def to_stripe_amount(amount: Decimal, currency: str) -> int:
+    """``12.30`` USD -> 1230, ``2000`` JPY -> 2000, ``15000`` IDR -> 1500000, ``1.235`` KWD ->
+    1240 (rounded to hundredths first: Stripe requires the last digit 0). ValueError for what
+    Stripe cannot take: a fraction of a zero-decimal unit, or of a HUF / ISK / TWD."""
+    code = currency.upper()
+    if code in THREE_DECIMAL:
+        amount = amount.quantize(Decimal("0.01"), ROUND_HALF_UP)
+    places = stripe_places(code)
+    if amount != amount.quantize(Decimal(1).scaleb(-places)):
+        raise ValueError(
+            f"Stripe takes {code} amounts with {places} decimal place(s) at most, got {amount}"
+        )
+    return int(amount.scaleb(stripe_exponent(code)).to_integral_value(ROUND_HALF_UP))
+
+
+def from_stripe_amount(amount: int, currency: str) -> Decimal:
+    """Stripe's integer amount as a Decimal of units: 1230 USD -> ``12.30``, 2000 JPY ->
+    ``2000``, 1240 KWD -> ``1.240``."""
+    return Decimal(amount).scaleb(-stripe_exponent(currency))
 
 
 class StripeAuthError(PermanentConnectorError):

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import dramatiq
 import pytest
 from litestar import Litestar
 from sqlalchemy import select, update
@@ -31,10 +32,12 @@ from app.security import SecretBox
 from app.settings import Settings
 from dropship.asgi import create_app
 from dropship.simulators import StripeSim
-from tests.conftest import MerchantHandle
+from tests.conftest import MerchantHandle, make_merchant
 from tests.support import stripe as st
 from tests.support.broker import losing_jobs
+from tests.support.order_flow import accepted, order_id_of
 from tests.support.orders import Client
+from tests.support.shopify import order_payload
 from tests.support.wait import eventually
 
 
@@ -80,6 +83,10 @@ async def timeline(client: Client, merchant: MerchantHandle, order_id: str) -> l
 async def cases(db: Database, kind: str) -> list[ExceptionCase]:
     async with db.sessionmaker() as session:
         return list(await session.scalars(select(ExceptionCase).where(ExceptionCase.kind == kind)))
+
+
+async def _any(items: list[Any]) -> bool:
+    return bool(items)
 
 
 class TestNeverMoreThanCaptured:
@@ -192,6 +199,30 @@ class TestNeverMoreThanCaptured:
             assert (r.status_code, r.json()["extra"]["field"]) == (409, field), r.text
         await st.settled(client, merchant, rest["id"])
         assert sim.payments[order["stripe_payment_reference"]].refunded() == 3359
+
+    async def test_a_line_refunded_unit_by_unit_sums_to_its_value(
+        self, client: Client, merchant: MerchantHandle, account: str, sim: StripeSim
+    ) -> None:
+        order = await st.paid_order(
+            client,
+            merchant,
+            sim,
+            account,
+            lines=[{"sku": "SKU-RED", "quantity": 3, "price": "1.00", "title": "Mug"}],
+            shipping_price="0",
+            tax="0.20",
+        )
+        assert order["total_price"] == "3.20"
+        line = order["lines"][0]["id"]
+        made = [
+            await st.refund(client, merchant, order["id"], lines=[{"line_id": line, "quantity": 1}])
+            for _ in range(3)
+        ]
+        # 3.20 / 3 a unit: worth 1.07, 2.13, 3.20 after each refund, each rounded once.
+        assert [m["amount"] for m in made] == ["1.07", "1.06", "1.07"]
+        for m in made:
+            await st.settled(client, merchant, m["id"])
+        assert sim.payments[order["stripe_payment_reference"]].refunded() == 320
 
     async def test_two_concurrent_full_refunds_make_one_stripe_refund(
         self,
@@ -341,6 +372,82 @@ class TestExactlyOnceAtStripe:
             2,
         )
 
+    async def test_a_refund_stripe_may_have_made_is_never_failed(
+        self,
+        client: Client,
+        merchant: MerchantHandle,
+        account: str,
+        sim: StripeSim,
+        db: Database,
+        stripe_settings: Settings,
+    ) -> None:
+        order = await st.paid_order(client, merchant, sim, account)
+        with losing_jobs(client.app.state.workers.broker, "refunds.issue") as lost:
+            made = await st.refund(client, merchant, order["id"], amount="12.30")
+            await eventually(lambda: _any(lost))
+        ctx = ctx_of(stripe_settings, db)
+        sim.fail_next("timeout")  # Stripe makes the refund; its answer never arrives
+        with pytest.raises(dramatiq.Retry):
+            await issue(ctx, made["id"])
+        assert len(sim.refunds) == 1
+        r = await client.delete("/api/v1/settings/stripe", headers=merchant.headers)
+        assert r.status_code == 204
+        async with db.transaction() as session:
+            await session.execute(update(Refund).values(next_attempt_at=None))
+        await issue(ctx, made["id"])  # the retry: no credentials any more
+
+        [row] = await st.refund_rows(db)
+        assert (row.status, row.attempts, row.given_up_at is not None) == ("requested", 2, True)
+        assert row.failure_reason == "Stripe was disconnected before the refund was sent"
+        assert await cases(db, "refund_failed") == []
+        [case] = await cases(db, "refund_unsent")
+        assert case.data == {"refund_id": made["id"]}
+        assert await published(db, "refund.failed") == []
+        assert await timeline(client, merchant, order["id"]) == [
+            "refund.requested",
+            "refund.retry",
+            "refund.given_up",
+        ]
+        await issue(ctx, made["id"])  # given up: nothing more
+        assert len(sim.refund_requests()) == 1
+        # Still counted: the whole amount again is more than what is left.
+        await st.connect(client, merchant, sim)
+        r = await client.post(
+            f"/api/v1/orders/{order['id']}/refunds",
+            json={"amount": "33.59"},
+            headers=merchant.headers,
+        )
+        assert (r.status_code, r.json()["extra"]) == (
+            409,
+            {"field": "amount", "remaining": "21.29"},
+        ), r.text
+
+    async def test_a_permanent_error_on_a_retry_gives_up_too(
+        self,
+        client: Client,
+        merchant: MerchantHandle,
+        account: str,
+        sim: StripeSim,
+        db: Database,
+        stripe_settings: Settings,
+    ) -> None:
+        order = await st.paid_order(client, merchant, sim, account)
+        with losing_jobs(client.app.state.workers.broker, "refunds.issue") as lost:
+            made = await st.refund(client, merchant, order["id"], amount="5.00")
+            await eventually(lambda: _any(lost))
+        ctx = ctx_of(stripe_settings, db)
+        sim.fail_next("timeout_before")
+        with pytest.raises(dramatiq.Retry):
+            await issue(ctx, made["id"])
+        sim.keys.clear()  # the key was revoked meanwhile: a 401, permanent
+        async with db.transaction() as session:
+            await session.execute(update(Refund).values(next_attempt_at=None))
+        await issue(ctx, made["id"])
+        [row] = await st.refund_rows(db)
+        assert (row.status, row.given_up_at is not None) == ("requested", True)
+        assert await cases(db, "refund_failed") == []
+        assert len(await cases(db, "refund_unsent")) == 1
+
 
 class TestCurrencies:
     async def test_yen_are_whole_units(
@@ -377,6 +484,52 @@ class TestCurrencies:
         await st.settled(client, merchant, made["id"])
         assert sorted(dict(p.form)["amount"] for p in sim.refund_requests()) == ["1200", "2000"]
         assert {r["currency"] for r in sim.refunds.values()} == {"jpy"}
+
+    async def test_rupiah_and_forint_go_to_stripe_in_hundredths(
+        self, client: Client, merchant: MerchantHandle, account: str, sim: StripeSim
+    ) -> None:
+        order = await st.paid_order(
+            client,
+            merchant,
+            sim,
+            account,
+            currency="IDR",
+            lines=[{"sku": "SKU-RED", "quantity": 1, "price": "150000", "title": "Mug"}],
+            shipping_price="0",
+            tax="0",
+        )
+        made = await st.refund(client, merchant, order["id"], amount="15000")
+        assert (made["amount"], made["amount_minor"]) == ("15000", 1500000)
+        await st.settled(client, merchant, made["id"])
+        assert [dict(p.form)["amount"] for p in sim.refund_requests()] == ["1500000"]
+        assert sim.payments[order["stripe_payment_reference"]].refunded() == 1500000
+
+    async def test_a_fraction_of_a_unit_stripe_cannot_take_is_a_400(
+        self, client: Client, merchant: MerchantHandle, account: str, sim: StripeSim, db: Database
+    ) -> None:
+        order = await st.paid_order(
+            client,
+            merchant,
+            sim,
+            account,
+            currency="TWD",
+            lines=[{"sku": "SKU-RED", "quantity": 1, "price": "300.00", "title": "Mug"}],
+            shipping_price="0",
+            tax="0",
+        )
+        r = await client.post(
+            f"/api/v1/orders/{order['id']}/refunds",
+            json={"amount": "10.50"},
+            headers=merchant.headers,
+        )
+        assert (r.status_code, r.json()["extra"]) == (400, {"field": "amount"}), r.text
+        assert r.json()["detail"] == (
+            "amount: TWD amounts have 0 decimal place(s) at most, got 10.50 (what Stripe takes)"
+        )
+        made = await st.refund(client, merchant, order["id"], amount="10")
+        assert made["amount_minor"] == 1000
+        await st.settled(client, merchant, made["id"])
+        assert [dict(p.form)["amount"] for p in sim.refund_requests()] == ["1000"]
 
 
 class TestStripeSaysNo:
@@ -481,7 +634,12 @@ class TestRefusedBeforeStripe:
 
 class TestPolicyRefunds:
     async def _cancelled(
-        self, db: Database, order_id: str, lines: list[dict[str, Any]], shipping: bool
+        self,
+        db: Database,
+        order_id: str,
+        lines: list[dict[str, Any]],
+        shipping: bool,
+        origin: str = "customer",
     ) -> LifecycleEvent:
         async with db.transaction() as session:
             order = await session.get(Order, uuid.UUID(order_id))
@@ -492,7 +650,7 @@ class TestPolicyRefunds:
                 "order.cancelled",
                 key=f"order.cancelled:{order_id}",
                 reason="customer changed their mind",
-                origin="customer",
+                origin=origin,
                 lines=lines,
                 shipping=shipping,
             )
@@ -533,6 +691,76 @@ class TestPolicyRefunds:
             await refund_cancellation(ctx_of(stripe_settings, db), session, event)
         assert len(await st.refund_rows(db)) == 1
         assert len(sim.refund_requests()) == 1
+
+    @pytest.mark.parametrize("paid", ["refunded", "partially_refunded", "voided"])
+    async def test_a_shopify_cancellation_shopify_refunded_is_not_refunded_again(
+        self,
+        client: Client,
+        merchant: MerchantHandle,
+        account: str,
+        sim: StripeSim,
+        db: Database,
+        stripe_settings: Settings,
+        paid: str,
+    ) -> None:
+        order = await st.paid_order(client, merchant, sim, account)
+        async with db.transaction() as session:
+            await session.execute(update(Order).values(financial_status=paid))
+        lines = [{"line_id": ln["id"], "quantity": ln["quantity"]} for ln in order["lines"]]
+        event = await self._cancelled(db, order["id"], lines, shipping=True, origin="shopify")
+        async with db.transaction() as session:
+            await refund_cancellation(ctx_of(stripe_settings, db), session, event)
+
+        async def skipped() -> list[dict[str, Any]]:
+            r = await client.get(f"/api/v1/orders/{order['id']}", headers=merchant.headers)
+            return [e for e in r.json()["timeline"] if e["type"] == "refund.policy_skipped"]
+
+        [note] = await eventually(skipped)
+        assert note["message"] == (
+            f"no automatic refund: Shopify refunded it already (payment {paid})"
+        )
+        assert await st.refund_rows(db) == []
+        assert sim.refund_requests() == []
+
+    async def test_shopifys_cancel_webhook_records_its_payment_state_for_the_policy(
+        self,
+        client: Client,
+        db: Database,
+        sim: StripeSim,
+    ) -> None:
+        shop = await make_merchant(db, "acme-store.myshopify.com")
+        account = await st.connect(client, shop, sim)
+        await accepted(client, "orders/create", order_payload(), shop=shop.shop)
+        order_id = await order_id_of(db)
+        async with db.transaction() as session:
+            await session.execute(
+                update(Order).values(stripe_payment_reference="pi_3ShopifyCancel0001")
+            )
+        sim.add_payment("pi_3ShopifyCancel0001", 40994, "usd", scope=account)
+        await accepted(
+            client,
+            "orders/cancelled",
+            order_payload(
+                updated_at="2008-01-10T11:05:00-05:00",
+                cancelled_at="2008-01-10T11:05:00-05:00",
+                financial_status="refunded",
+            ),
+            shop=shop.shop,
+        )
+
+        async def skipped() -> list[str]:
+            r = await client.get(f"/api/v1/orders/{order_id}", headers=shop.headers)
+            got = r.json()
+            notes = [e["message"] for e in got["timeline"] if e["type"] == "refund.policy_skipped"]
+            return notes if got["status"] == "cancelled" else []
+
+        assert await eventually(skipped) == [
+            "no automatic refund: Shopify refunded it already (payment refunded)"
+        ]
+        r = await client.get(f"/api/v1/orders/{order_id}", headers=shop.headers)
+        assert r.json()["financial_status"] == "refunded"
+        assert await st.refund_rows(db) == []
+        assert sim.refund_requests() == []
 
     async def test_a_manual_policy_refunds_nothing(
         self,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -19,8 +20,10 @@ from connectors.stripe_payments import (
     RefundDTO,
     StripeAuthError,
     StripePayments,
+    from_stripe_amount,
     idempotency_key,
     refund_target,
+    to_stripe_amount,
     verify_webhook,
 )
 from dropship.simulators import StripeSim, stripe_signature
@@ -265,3 +268,32 @@ class TestWebhookSignature:
         two = now + "," + stripe_signature(body, "whsec_other").split(",")[1]
         assert verify_webhook(body, two, ["whsec_new"])
         assert not verify_webhook(body + b" ", now, ["whsec_new"])
+
+
+class TestStripeAmounts:
+    """Stripe's exponents, not CLDR's (which shows IDR and HUF without decimals)."""
+
+    @pytest.mark.parametrize(
+        ("amount", "currency", "minor", "back"),
+        [
+            ("2000", "JPY", 2000, "2000"),
+            ("12.30", "USD", 1230, "12.30"),
+            ("15000", "IDR", 1500000, "15000.00"),
+            ("15000.50", "idr", 1500050, "15000.50"),
+            ("3500", "HUF", 350000, "3500.00"),
+            ("1.230", "KWD", 1230, "1.230"),
+            ("1.235", "KWD", 1240, "1.240"),  # hundredths first: the last digit is 0
+        ],
+    )
+    def test_to_and_from_stripes_integers(
+        self, amount: str, currency: str, minor: int, back: str
+    ) -> None:
+        assert to_stripe_amount(Decimal(amount), currency) == minor
+        assert str(from_stripe_amount(minor, currency)) == back
+
+    @pytest.mark.parametrize(
+        ("amount", "currency"), [("3500.50", "HUF"), ("12.5", "JPY"), ("1.5", "ISK")]
+    )
+    def test_what_stripe_cannot_take_is_refused(self, amount: str, currency: str) -> None:
+        with pytest.raises(ValueError, match=f"Stripe takes {currency} amounts with 0 decimal"):
+            to_stripe_amount(Decimal(amount), currency)

@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.db import Database, utcnow
 from app.events.models import LifecycleEvent
 from app.exceptions.models import ExceptionCase
 from app.jobs.task import StaleWindow, TaskContext
 from app.refunds import service
+from app.refunds.models import Refund
 from app.refunds.tasks import refresh
 from app.security import SecretBox
 from app.settings import Settings
@@ -175,14 +176,72 @@ class TestApplying:
         rid = refund["stripe_refund_id"]
         await post(client, sim.event("refund.updated", refund_object(rid, "succeeded")))
         late = await post(client, sim.event("refund.updated", refund_object(rid, "pending")))
-        failed = await post(client, sim.event("refund.failed", refund_object(rid, "failed")))
-        assert [late.json(), failed.json()] == [{"status": "processed"}] * 2
+        canceled = await post(client, sim.event("refund.updated", refund_object(rid, "canceled")))
+        assert [late.json(), canceled.json()] == [{"status": "processed"}] * 2
         r = await client.get(f"/api/v1/refunds/{refund['id']}", headers=merchant.headers)
         assert r.json()["status"] == "succeeded"
         assert [o for _, _, o in await deliveries(db)][1:] == [
             f"refund {refund['id']} stays succeeded"
         ] * 2
         assert await count(db, ExceptionCase, ExceptionCase.kind == "refund_failed") == 0
+
+    async def test_a_succeeded_refund_stripe_then_fails_is_failed_once(
+        self,
+        client: Client,
+        merchant: MerchantHandle,
+        account: str,
+        sim: StripeSim,
+        db: Database,
+    ) -> None:
+        """Stripe documents it: a refund can fail after it succeeded (the bank sent it back)."""
+        order = await st.paid_order(client, merchant, sim, account)
+        made = await st.refund(client, merchant, order["id"], amount="33.59")
+        done = await st.settled(client, merchant, made["id"])
+        rid = done["stripe_refund_id"]
+        sim.set_refund_status(rid, "failed", "lost_or_stolen_card")
+        obj = refund_object(rid, "failed", failure_reason="lost_or_stolen_card")
+        first = await post(client, sim.event("refund.failed", obj))
+        again = await post(client, sim.event("refund.updated", obj))  # Stripe sends both
+        back = await post(client, sim.event("refund.updated", refund_object(rid, "succeeded")))
+        assert [x.json() for x in (first, again, back)] == [{"status": "processed"}] * 3
+        assert [o for _, _, o in await deliveries(db)] == [
+            f"refund {made['id']} failed",
+            f"refund {made['id']} stays failed",
+            f"refund {made['id']} stays failed",
+        ]
+        got = await client.get(f"/api/v1/refunds/{made['id']}", headers=merchant.headers)
+        assert (got.json()["status"], got.json()["failure_reason"]) == (
+            "failed",
+            "lost_or_stolen_card",
+        )
+        async with db.sessionmaker() as session:
+            [case] = (
+                await session.scalars(
+                    select(ExceptionCase).where(ExceptionCase.kind == "refund_failed")
+                )
+            ).all()
+            events = (
+                await session.scalars(
+                    select(LifecycleEvent)
+                    .where(LifecycleEvent.type.in_(("refund.succeeded", "refund.failed")))
+                    .order_by(LifecycleEvent.created_at)
+                )
+            ).all()
+        assert case.data == {"refund_id": made["id"], "failure_reason": "lost_or_stolen_card"}
+        assert [
+            (e.type, e.data["failure_reason"] if e.type == "refund.failed" else None)
+            for e in events
+        ] == [
+            ("refund.succeeded", None),
+            ("refund.failed", "lost_or_stolen_card"),
+        ]
+        r = await client.get(f"/api/v1/orders/{order['id']}", headers=merchant.headers)
+        assert [e["type"] for e in r.json()["timeline"] if e["type"].startswith("refund.")][
+            -2:
+        ] == ["refund.succeeded", "refund.failed"]
+        # No longer counted: the whole amount can be refunded again.
+        again_made = await st.refund(client, merchant, order["id"], amount="33.59")
+        await st.settled(client, merchant, again_made["id"])
 
     async def test_refund_failed_opens_an_exception_with_stripes_reason(
         self,
@@ -317,6 +376,43 @@ class TestApplying:
         assert r.json() == {"status": "processed"}
         got = await st.settled(client, merchant, made["id"])
         assert got["stripe_refund_id"] == "re_3MadeElsewhere0000000000"
+
+    async def test_a_refund_failed_here_before_stripe_answered_moves_on(
+        self,
+        client: Client,
+        merchant: MerchantHandle,
+        account: str,
+        sim: StripeSim,
+        db: Database,
+    ) -> None:
+        """We were wrong (an older run marked it failed): Stripe's event wins."""
+        order = await st.paid_order(client, merchant, sim, account)
+        sim.next_statuses = ["pending"]
+        made = await st.refund(client, merchant, order["id"], amount="4.00")
+        pending = await st.settled(client, merchant, made["id"], "pending")
+        async with db.transaction() as session:
+            await session.execute(
+                update(Refund).values(status="failed", stripe_refund_id=None, failure_reason="x")
+            )
+        obj = refund_object(
+            pending["stripe_refund_id"],
+            "succeeded",
+            metadata={"dropship_refund_id": made["id"], "dropship_order_id": order["id"]},
+        )
+        r = await post(client, sim.event("refund.updated", obj))
+        assert r.json() == {"status": "processed"}
+        got = await client.get(f"/api/v1/refunds/{made['id']}", headers=merchant.headers)
+        assert (got.json()["status"], got.json()["stripe_refund_id"]) == (
+            "succeeded",
+            pending["stripe_refund_id"],
+        )
+        # Once Stripe's id is known, failed is final again (no going back from Stripe's word).
+        async with db.transaction() as session:
+            await session.execute(update(Refund).values(status="failed"))
+        again = refund_object(pending["stripe_refund_id"], "succeeded")
+        await post(client, sim.event("refund.updated", again))
+        got = await client.get(f"/api/v1/refunds/{made['id']}", headers=merchant.headers)
+        assert got.json()["status"] == "failed"
 
 
 class TestIgnored:

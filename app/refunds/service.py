@@ -13,8 +13,10 @@ two concurrent requests for the whole amount make one refund and one 409.
 discounted amount, where the goods total is ``total_price - total_shipping``: that share carries
 the line's part of tax (whether the store's prices include tax or not) and of order-level
 discounts, and all lines plus shipping is exactly ``total_price``. Shipping is
-``total_shipping``, once. Rounded once, half up, to the currency's minor units (yen: whole
-units); sent to Stripe in minor units.
+``total_shipping``, once. Priced cumulatively per line (what the line's refunded units are
+worth after this refund, rounded, minus what they were worth before, rounded), half up, to the
+currency's minor units (yen: whole units; no more than Stripe takes), so a line refunded unit
+by unit sums to its whole value; sent to Stripe in Stripe's own units (``to_stripe_amount``).
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ from connectors.stripe_payments import (
     StripeAuthError,
     StripePayments,
     refund_of,
+    stripe_places,
+    to_stripe_amount,
     verify_webhook,
 )
 
@@ -244,12 +248,19 @@ class LineRequest:
 
 
 def to_minor(amount: Decimal, currency: str) -> int:
-    """``12.30`` USD -> 1230; ``2000`` JPY -> 2000."""
-    return int(amount.scaleb(minor_units(currency)).to_integral_value(ROUND_HALF_UP))
+    """In Stripe's integer units (its own exponents, not CLDR's): ``12.30`` USD -> 1230;
+    ``2000`` JPY -> 2000; ``15000`` IDR -> 1500000."""
+    return to_stripe_amount(amount, currency)
+
+
+def places_of(currency: str) -> int:
+    """Decimals a refund amount may have: the currency's (CLDR) and no more than Stripe takes
+    (KWD 2, HUF / ISK / TWD whole units)."""
+    return min(minor_units(currency), stripe_places(currency))
 
 
 def _round(amount: Decimal, currency: str) -> Decimal:
-    return amount.quantize(Decimal(1).scaleb(-minor_units(currency)), ROUND_HALF_UP)
+    return amount.quantize(Decimal(1).scaleb(-places_of(currency)), ROUND_HALF_UP)
 
 
 def _net(line: OrderLine, quantity: int) -> Decimal:
@@ -341,10 +352,11 @@ async def create_refund(
             raise InvalidInput("give an amount, or lines and shipping, not both", field="amount")
         if amount <= 0:
             raise InvalidInput("must be more than 0", field="amount")
-        places = minor_units(currency)
+        places = places_of(currency)
         if amount != amount.quantize(Decimal(1).scaleb(-places)):
             raise InvalidInput(
-                f"{currency} amounts have {places} decimal place(s) at most, got {amount}",
+                f"{currency} amounts have {places} decimal place(s) at most, got {amount}"
+                + (" (what Stripe takes)" if places < minor_units(currency) else ""),
                 field="amount",
             )
         total = amount
@@ -366,6 +378,10 @@ async def create_refund(
         total = remaining
     if total <= 0:
         raise Conflict("nothing left to refund on this order", field="amount", remaining="0")
+    try:
+        amount_minor = to_minor(total, currency)
+    except ValueError as exc:  # what is left is a fraction Stripe cannot take (HUF, TWD)
+        raise Conflict(f"{exc}: refund that part another way", field="amount") from exc
     refund = Refund(
         id=uuid7(),
         merchant_id=merchant_id,
@@ -373,7 +389,7 @@ async def create_refund(
         key=key,
         amount=total,
         currency=currency,
-        amount_minor=to_minor(total, currency),
+        amount_minor=amount_minor,
         lines=lines_out,
         shipping=shipping,
         reason=reason,
@@ -432,9 +448,16 @@ async def _lines_total(
                 field=f"lines[{i}].quantity",
             )
         wanted[line.id] = total_q
-    goods = lines_amount(order, order_lines, wanted)
+    # Priced cumulatively per line: value(done + q) - value(done), each rounded once, so a
+    # line refunded unit by unit sums to exactly the line's whole value (1.07 + 1.06 + 1.07).
+    currency = order.currency
+    goods = Decimal(0)
+    for line_id, q in wanted.items():
+        before = done.get(str(line_id), 0)
+        goods += _round(lines_amount(order, order_lines, {line_id: before + q}), currency)
+        goods -= _round(lines_amount(order, order_lines, {line_id: before}), currency)
     if fee:
-        goods -= goods * fee
+        goods -= goods * fee  # rounded once, with the total
     total = goods
     if shipping:
         if any(r.shipping for r in previous):
@@ -551,24 +574,7 @@ async def retry_later(
     order = await _order(session, refund)
     refund.failure_reason = error
     if attempt >= MAX_ATTEMPTS:
-        refund.given_up_at = utcnow()
-        refund.next_attempt_at = None
-        open_exception(
-            session,
-            order,
-            "refund_unsent",
-            f"the refund of {refund.amount} {refund.currency} could not be sent to Stripe after "
-            f"{attempt} attempts ({error}). Stripe may have made it: check the payment in "
-            "Stripe before refunding again.",
-            refund_id=str(refund.id),
-        )
-        record(
-            session,
-            order,
-            "refund.given_up",
-            f"refund of {refund.amount} {refund.currency}: gave up after {attempt} attempts",
-            refund_id=str(refund.id),
-        )
+        _give_up(session, order, refund, attempt, error)
         return None
     delay = retry_delay_ms(attempt, retry_after)
     refund.next_attempt_at = utcnow() + timedelta(milliseconds=delay)
@@ -584,12 +590,42 @@ async def retry_later(
     return delay
 
 
-async def refused(session: AsyncSession, refund_id: uuid.UUID, reason: str) -> None:
-    """Stripe (or our set-up) refused the refund for good."""
+def _give_up(session: AsyncSession, order: Order, refund: Refund, attempt: int, error: str) -> None:
+    """Not sent again by itself, and still counted by the cap: Stripe may have made it."""
+    refund.given_up_at = utcnow()
+    refund.next_attempt_at = None
+    open_exception(
+        session,
+        order,
+        "refund_unsent",
+        f"the refund of {refund.amount} {refund.currency} could not be sent to Stripe after "
+        f"{attempt} attempts ({error}). Stripe may have made it: check the payment in "
+        "Stripe before refunding again.",
+        refund_id=str(refund.id),
+    )
+    record(
+        session,
+        order,
+        "refund.given_up",
+        f"refund of {refund.amount} {refund.currency}: gave up after {attempt} attempts",
+        refund_id=str(refund.id),
+    )
+
+
+async def refused(session: AsyncSession, refund_id: uuid.UUID, reason: str, attempt: int) -> None:
+    """Stripe (or our set-up) refused the refund for good. After an attempt that went
+    unanswered (``attempt`` > 1: a timeout, a 5xx, a lost job or a crash before the answer was
+    recorded) Stripe may hold the refund already, so it is given up, not ``failed``: its amount
+    stays counted until a person (or Stripe's webhook) settles it."""
     refund = await _locked(session, refund_id)
-    if refund is None or refund.status != RefundStatus.REQUESTED:
+    if refund is None or refund.status != RefundStatus.REQUESTED or refund.given_up_at:
         return
     refund.next_attempt_at = None
+    if attempt > 1:
+        refund.failure_reason = reason
+        _give_up(session, await _order(session, refund), refund, attempt, reason)
+        await session.flush()
+        return
     await apply_state(session, refund, RefundStatus.FAILED, failure_reason=reason)
 
 
@@ -611,7 +647,9 @@ async def _order(session: AsyncSession, refund: Refund) -> Order:
     return order
 
 
-#: Where a state may go next: forward only, never out of a terminal state, never back to ours.
+#: Where a state may go next: forward only, never back to ours. ``succeeded`` is not final at
+#: Stripe: a refund can fail after it succeeded (the customer's bank returns it), which Stripe
+#: documents; only Stripe's word (webhook, refresh, answer) moves a refund, so that is allowed.
 _NEXT = {
     RefundStatus.REQUESTED: set(RefundStatus.ALL) - {RefundStatus.REQUESTED},
     RefundStatus.PENDING: {
@@ -626,6 +664,16 @@ _NEXT = {
         RefundStatus.FAILED,
         RefundStatus.CANCELED,
     },
+    RefundStatus.SUCCEEDED: {RefundStatus.FAILED},
+}
+#: What Stripe may say of a refund we marked ``failed`` before Stripe ever answered for it.
+_REOPEN = {
+    RefundStatus.FAILED: {
+        RefundStatus.PENDING,
+        RefundStatus.REQUIRES_ACTION,
+        RefundStatus.SUCCEEDED,
+        RefundStatus.CANCELED,
+    }
 }
 
 
@@ -635,10 +683,13 @@ async def apply_state(
     status: str,
     *,
     failure_reason: str | None = None,
+    reopen: bool = False,
 ) -> bool:
     """Move the (locked) refund to Stripe's ``status`` if that is forward; on the timeline, and
-    ``refund.succeeded`` / ``refund.failed`` (with an exceptions-queue case) published once."""
-    if status not in _NEXT.get(refund.status, set()):
+    ``refund.succeeded`` / ``refund.failed`` (with an exceptions-queue case) published once.
+    ``reopen``: a refund we marked ``failed`` without Stripe's answer, that Stripe reports."""
+    allowed = _REOPEN if reopen and refund.status == RefundStatus.FAILED else _NEXT
+    if status not in allowed.get(refund.status, set()):
         return False
     order = await _order(session, refund)
     before = refund.status
@@ -807,6 +858,9 @@ async def _refresh_payment(
 
 # -- policy ----------------------------------------------------------------------------------------
 
+#: Shopify's ``financial_status`` once the payment went back (or was never captured).
+SHOPIFY_REFUNDED = frozenset({"refunded", "partially_refunded", "voided"})
+
 
 async def policy_refund(
     session: AsyncSession,
@@ -819,10 +873,13 @@ async def policy_refund(
     lines: Sequence[LineRequest],
     shipping: bool,
     reason: str | None,
+    event_origin: str | None = None,
 ) -> Refund | None:
     """The refund the merchant's policy makes (``refunds.on_cancel`` / ``on_return`` is
     ``auto``), once per ``key``; None when the policy is manual or there is nothing to refund
-    through Stripe (no Stripe payment, no connection, nothing left)."""
+    through Stripe (no Stripe payment, no connection, nothing left, or a cancellation made in
+    Shopify that Shopify refunded itself: ``event_origin`` ``shopify`` and the order's
+    ``financial_status`` refunded or voided; our rows do not know of that refund)."""
     merchant = await session.get(Merchant, merchant_id)
     policy = settings_of(merchant).refunds
     if getattr(policy, setting) != "auto":
@@ -831,6 +888,16 @@ async def policy_refund(
     if order is None or order.merchant_id != merchant_id:
         return None
     if not PAYMENT_REFERENCE.fullmatch((order.stripe_payment_reference or "").strip()):
+        return None
+    if event_origin == "shopify" and order.financial_status in SHOPIFY_REFUNDED:
+        record(
+            session,
+            order,
+            "refund.policy_skipped",
+            f"no automatic refund: Shopify refunded it already (payment {order.financial_status})",
+            key=key,
+        )
+        await session.flush()
         return None
     if await connection_of(session, merchant_id) is None:
         log.info("refunds.policy_skipped", order_id=str(order_id), why="no Stripe connection")
@@ -983,11 +1050,15 @@ async def _apply_refund_object(
     expected = conn.account_id if conn is not None and conn.mode == StripeMode.ACCOUNT else None
     if account != expected:
         return None, f"ignored: {obj.id} came for account {account}, not the merchant's"
+    # Failed here without Stripe's id: we thought Stripe never made it, and were wrong.
+    wrong = refund.status == RefundStatus.FAILED and refund.stripe_refund_id is None
     if refund.stripe_refund_id is None:
         refund.stripe_refund_id = obj.id
     if status not in RefundStatus.ALL or status == RefundStatus.REQUESTED:
         return refund.merchant_id, f"ignored: status {status!r}"
-    moved = await apply_state(session, refund, status, failure_reason=obj.failure_reason)
+    moved = await apply_state(
+        session, refund, status, failure_reason=obj.failure_reason, reopen=wrong
+    )
     if moved and refund.next_attempt_at is not None:
         refund.next_attempt_at = None
     return refund.merchant_id, (

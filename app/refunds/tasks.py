@@ -44,7 +44,9 @@ async def issue(ctx: TaskContext, refund_id: str) -> None:
         return
     if claim.credentials is None:
         async with ctx.db.transaction() as session:
-            await service.refused(session, rid, claim.problem or "Stripe is not connected")
+            await service.refused(
+                session, rid, claim.problem or "Stripe is not connected", claim.attempt
+            )
         return
     try:
         async with StripePayments(claim.credentials, ctx.settings.stripe_api_base) as stripe:
@@ -66,7 +68,7 @@ async def issue(ctx: TaskContext, refund_id: str) -> None:
         return
     except PermanentConnectorError as exc:
         async with ctx.db.transaction() as session:
-            await service.refused(session, rid, exc.message)
+            await service.refused(session, rid, exc.message, claim.attempt)
         log.warning("refund.refused", refund_id=refund_id, error=exc.message)
         return
     async with ctx.db.transaction() as session:
@@ -124,6 +126,7 @@ async def refund_cancellation(ctx: TaskContext, session: DbSession, event: Lifec
         lines=_lines(data, "line_id"),
         shipping=bool(data.get("shipping")),
         reason=str(data.get("reason") or "order cancelled")[:255],
+        event_origin=str(data.get("origin") or "") or None,
     )
 
 

@@ -175,6 +175,14 @@ async def _handle(session: DbSession, merchant: Merchant | None, topic: str, pay
             existing = intake.order
         # A cancellation is final in Shopify, so even a replay older than the data we hold
         # stands; it just never moves ``source_updated_at`` backwards.
+        # The payload's payment state, unless older than ours (Shopify may have refunded or
+        # voided it as it cancelled): the refund policy reads it to refund nothing twice.
+        if draft.financial_status and (
+            draft.source_updated_at is None
+            or existing.source_updated_at is None
+            or draft.source_updated_at >= existing.source_updated_at
+        ):
+            existing.financial_status = draft.financial_status
         if draft.source_updated_at is not None and (
             existing.source_updated_at is None
             or draft.source_updated_at > existing.source_updated_at

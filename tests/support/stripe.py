@@ -14,10 +14,10 @@ from typing import Any
 import respx
 from sqlalchemy import select
 
-from app.codes import minor_units
 from app.db import Database
 from app.refunds.models import Refund
 from app.settings import Settings
+from connectors.stripe_payments import to_stripe_amount
 from dropship.simulators import StripeSim, stripe_signature
 from tests.conftest import MerchantHandle
 from tests.support.orders import Client, order_body
@@ -96,9 +96,7 @@ async def paid_order(
     if account is not None:
         total = Decimal(order["total_price"]) if captured is None else captured
         currency = order["currency"]
-        sim.add_payment(
-            pi, int(total.scaleb(minor_units(currency))), currency.lower(), scope=account
-        )
+        sim.add_payment(pi, to_stripe_amount(total, currency), currency.lower(), scope=account)
     return order
 
 
