@@ -142,7 +142,7 @@ async def wait_order(
         body = r.json()
         return body if body["status"] == status else None
 
-    return dict(await eventually(probe, timeout=20))
+    return dict(await eventually(probe, timeout=45))
 
 
 def po_of(pos: list[dict[str, Any]], supplier: dict[str, Any]) -> dict[str, Any]:
@@ -277,7 +277,7 @@ async def wait_row(db: Database, po_id: str, status: str) -> PurchaseOrderCancel
         row = await po_row(db, po_id)
         return row if row.status == status else None
 
-    return await eventually(probe, timeout=20)
+    return await eventually(probe, timeout=45)
 
 
 class TestBeforeRouting:
@@ -461,7 +461,7 @@ class TestPlacementInFlight:
                     ok = po is not None and po.attempts == 1 and po.next_attempt_at is not None
                     return po if ok else None
 
-            po = await eventually(backing_off, timeout=20)
+            po = await eventually(backing_off, timeout=45)
             assert po.status == "pending"
             assert await stock(db, "RED") == 8
 
@@ -471,7 +471,7 @@ class TestPlacementInFlight:
                 row = await po_row(db, str(po.id))
                 return row if row.next_attempt_at is not None else None
 
-            row = await eventually(waited, timeout=20)
+            row = await eventually(waited, timeout=45)
             assert (row.status, row.attempts) == ("requested", 0)  # not asked: nothing placed
             assert cancelling.requests == []
             assert await stock(db, "RED") == 8
@@ -683,7 +683,7 @@ class TestShopifyAndConcurrency:
                 )
             return statuses == {"placed"}
 
-        await eventually(placed, timeout=20)
+        await eventually(placed, timeout=45)
         await accepted(
             client,
             "orders/cancelled",
@@ -697,7 +697,7 @@ class TestShopifyAndConcurrency:
             r = await client.get(f"/api/v1/orders/{order_id}/cancellation", headers=shop.headers)
             return r.json() if r.status_code == 200 else None
 
-        state = await eventually(requested, timeout=20)
+        state = await eventually(requested, timeout=45)
         assert (state["origin"], state["reason"]) == ("shopify", "cancelled in Shopify")
         # The merchant asks too, twice at once: one cancellation, its state answered.
         first, second = await asyncio.gather(

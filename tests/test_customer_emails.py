@@ -122,7 +122,7 @@ async def one_email(inbox: Inbox, to: str, start: str) -> EmailMessage:
         found = with_subject(inbox, to, start)
         return found[0] if len(found) == 1 else None
 
-    return await eventually(probe, timeout=20)
+    return await eventually(probe, timeout=45)
 
 
 async def emails(db: Database, **where: Any) -> list[OutgoingEmail]:
@@ -139,7 +139,7 @@ async def lifecycle_event(db: Database, key: str) -> LifecycleEvent:
             )
             return found
 
-    return await eventually(probe, timeout=20)
+    return await eventually(probe, timeout=45)
 
 
 def parts(msg: EmailMessage) -> tuple[str, str]:
@@ -228,7 +228,7 @@ class TestShippingEmails:
         await run_subscriber_again(mail_settings, db, client, event)
         # The same event reported again by the supplier changes nothing either.
         await tracking_event(client, alpha, shipment_id, "delivered", "2026-11-29T10:00:00Z")
-        await eventually(lambda: _all_sent(db), timeout=20)
+        await eventually(lambda: _all_sent(db), timeout=45)
 
         assert len(with_subject(inbox, CUSTOMER, "Your order")) == 2
         assert len(with_subject(inbox, CUSTOMER, f"Order {order['name']} confirmed")) == 1
@@ -276,7 +276,7 @@ class TestShippingEmails:
         await lifecycle_event(db, f"shipment.delayed:{shipment_id}")
         await tracking_event(client, alpha, shipment_id, "out_for_delivery", "2026-11-29T07:00:00Z")
         await one_email(inbox, CUSTOMER, f"Your order {name} is out for delivery")
-        await eventually(lambda: _all_sent(db), timeout=20)
+        await eventually(lambda: _all_sent(db), timeout=45)
         assert len(with_subject(inbox, CUSTOMER, f"Your order {name} is delayed")) == 1
         assert len(await emails(db, key=f"customer:delayed:{shipment_id}")) == 1
 
@@ -300,7 +300,7 @@ class TestShippingEmails:
             assert await service.notify(session, mail_settings, shipped) is None
         await tracking_event(client, alpha, shipment_id, "delivered", "2026-11-29T10:00:00Z")
         await one_email(inbox, CUSTOMER, f"Your order {name} has been delivered")
-        await eventually(lambda: _all_sent(db), timeout=20)
+        await eventually(lambda: _all_sent(db), timeout=45)
         assert [e.kind for e in await emails(db, order_id=uuid.UUID(order_id))] == ["delivered"]
         assert [m["Subject"] for m in inbox.to(CUSTOMER)] == [
             f"Your order {name} has been delivered"
@@ -321,7 +321,7 @@ class TestShippingEmails:
             rows = await emails(db, order_id=uuid.UUID(order_id))
             return rows[0] if rows and rows[0].status == EmailStatus.FAILED else None
 
-        email = await eventually(failed, timeout=20)
+        email = await eventually(failed, timeout=45)
         assert (email.kind, email.attempts) == ("order_confirmation", 1)
         assert inbox.to(CUSTOMER) == []
         timeline = (await order_view(client, shop, order_id))["timeline"]
@@ -411,7 +411,7 @@ class TestShopifyOrders:
         assert '<html lang="de">' in html
         assert msg["From"] == f'"{self.SHOP}" <orders@localhost>'
         assert msg["Reply-To"] is None
-        await eventually(lambda: _all_sent(db), timeout=20)
+        await eventually(lambda: _all_sent(db), timeout=45)
         # Shopify sent its own order confirmation: ours would be the second.
         assert [e.kind for e in await emails(db)] == ["cancelled"]
         async with db.sessionmaker() as session:

@@ -81,7 +81,7 @@ async def wait_email_status(db: Database, status: str) -> OutgoingEmail:
         rows = await stored_emails(db)
         return rows[0] if len(rows) == 1 and rows[0].status == status else None
 
-    return await eventually(probe, timeout=20)
+    return await eventually(probe, timeout=45)
 
 
 async def _some(items: list[Any]) -> bool:

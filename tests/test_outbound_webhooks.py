@@ -353,7 +353,7 @@ async def test_a_410_disables_the_endpoint_at_once(
         r = await client.get(f"{API}/{hook['endpoint']['id']}", headers=shop.headers)
         return dict(r.json()) if not r.json()["enabled"] else None
 
-    endpoint = await eventually(disabled, timeout=20)
+    endpoint = await eventually(disabled, timeout=45)
     assert endpoint["disabled_reason"] == "it answered 410 Gone"
     async with db.sessionmaker() as session:
         n = await session.scalar(

@@ -85,7 +85,7 @@ async def only(inbox: Inbox, start: str) -> EmailMessage:
         found = [m for m in inbox.to(CUSTOMER) if str(m["Subject"]).startswith(start)]
         return found[0] if len(found) == 1 else None
 
-    return await eventually(probe, timeout=20)
+    return await eventually(probe, timeout=45)
 
 
 def return_data(return_id: str, ids: dict[str, str], **extra: Any) -> dict[str, Any]:
@@ -180,7 +180,7 @@ class TestReturnEmails:
         # Each subscriber again (a redelivered job, a lost reaction, a direct call): no more.
         for event in (requested, approved):
             await run_subscriber_again(settings, db, client, event)
-        await eventually(lambda: _sent(db, 4), timeout=20)
+        await eventually(lambda: _sent(db, 4), timeout=45)
         assert len([s for s in subjects(inbox) if "RMA-1001-1" in s]) == 4
         keys = sorted([e.key for k in RETURN_KINDS for e in await emails_of(db, k)])
         assert keys == sorted(
@@ -209,7 +209,7 @@ class TestReturnEmails:
         )
         await emit(db, order, "return.approved", f"return.approved:{rid}", **return_data(rid, ids))
         await only(inbox, "Your return RMA-1001-1 for order")
-        await eventually(lambda: _sent(db, 2), timeout=20)  # confirmation + approved
+        await eventually(lambda: _sent(db, 2), timeout=45)  # confirmation + approved
         assert await emails_of(db, "return_requested") == []
 
 
@@ -286,7 +286,7 @@ class TestRefundEmails:
             shipping=False,
         )
         await run_subscriber_again(settings, db, client, event)
-        await eventually(lambda: _sent(db, 3), timeout=20)
+        await eventually(lambda: _sent(db, 3), timeout=45)
         refunds = [s for s in subjects(inbox) if s.startswith("We refunded")]
         assert len(refunds) == 2
         assert sorted(e.key for e in await emails_of(db, "refund_issued")) == sorted(
@@ -343,7 +343,7 @@ class TestCancelledEmail:
         assert "SKU-BLUE" not in text
         assert "2 &times; Red mug" in html
         await run_subscriber_again(settings, db, client, event)
-        await eventually(lambda: _sent(db, 2), timeout=20)
+        await eventually(lambda: _sent(db, 2), timeout=45)
         assert len(await emails_of(db, "cancelled")) == 1
 
     async def test_nothing_cancelled_sends_no_cancelled_email(
@@ -361,7 +361,7 @@ class TestCancelledEmail:
             shipping=False,
         )
         await only(inbox, f"Order {order.name} confirmed")
-        await eventually(lambda: _handled(db), timeout=20)
+        await eventually(lambda: _handled(db), timeout=45)
         assert await emails_of(db, "cancelled") == []
 
 

@@ -137,7 +137,7 @@ async def authorized(client: Client, shop: MerchantHandle, return_id: str) -> di
         ret = await get_return(client, shop, return_id)
         return ret if ret["authorized_at"] else None
 
-    return await eventually(probe, timeout=20)
+    return await eventually(probe, timeout=45)
 
 
 async def return_events(db: Database, return_id: str) -> list[tuple[str, str]]:
@@ -821,7 +821,7 @@ class TestCancellationAndStalls:
             items = r.json()["items"]
             return items if items and items[0]["authorized_at"] else None
 
-        [ret] = await eventually(probe, timeout=20)
+        [ret] = await eventually(probe, timeout=45)
         assert (ret["origin"], ret["status"], ret["reason"]) == (
             "cancellation",
             "approved",
@@ -859,7 +859,7 @@ class TestCancellationAndStalls:
             r = await client.get(f"/api/v1/orders/{order_id}/cancellation", headers=shop.headers)
             return bool(r.json()["purchase_orders"][0]["status"] == "awaiting_supplier")
 
-        await eventually(awaiting, timeout=20)
+        await eventually(awaiting, timeout=45)
         r = await client.post(
             f"/supplier/v1/orders/{po['id']}/cancellation",
             json={"accepted": False, "reason": "left the warehouse this morning"},
@@ -873,7 +873,7 @@ class TestCancellationAndStalls:
             )
             return r.json()["items"] or None
 
-        [ret] = await eventually(opened, timeout=20)
+        [ret] = await eventually(opened, timeout=45)
         assert (ret["origin"], ret["status"], ret["reason"], ret["purchase_order_id"]) == (
             "cancellation",
             "approved",
@@ -927,7 +927,7 @@ class TestCancellationAndStalls:
 
         # The supplier's authorization job holds the row while it runs (the check skips a
         # locked return until its next run): let it finish first.
-        await eventually(authorized, timeout=20)
+        await eventually(authorized, timeout=45)
         await check_stalled(ctx)  # approved just now: not stalled
         async with db.transaction() as session:
             await session.execute(

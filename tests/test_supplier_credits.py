@@ -86,7 +86,7 @@ async def test_credits_from_a_return_and_a_cancellation_listed_and_settled(
             ).all()
         return len(done) == 2 and all(done)
 
-    await eventually(both_handled, timeout=20)
+    await eventually(both_handled, timeout=45)
     body = await listing(client, shop)
     [credit] = body["items"]
     assert (credit["kind"], credit["amount"], credit["currency"], credit["status"]) == (
@@ -110,7 +110,7 @@ async def test_credits_from_a_return_and_a_cancellation_listed_and_settled(
         r = await client.get(f"/api/v1/orders/{order2}/cancellation", headers=shop.headers)
         return bool(r.json()["purchase_orders"][0]["status"] == "awaiting_supplier")
 
-    await eventually(awaiting, timeout=20)
+    await eventually(awaiting, timeout=45)
     r = await client.post(
         f"/supplier/v1/orders/{po2['id']}/cancellation",
         json={"accepted": True},

@@ -67,7 +67,7 @@ async def order_pos(
 
 
 async def wait_order_pos(
-    client: Client, shop: MerchantHandle, order_id: str, predicate: Any, wait: float = 20
+    client: Client, shop: MerchantHandle, order_id: str, predicate: Any, wait: float = 45
 ) -> list[dict[str, Any]]:
     async def probe() -> list[dict[str, Any]] | None:
         pos = await order_pos(client, shop, order_id)

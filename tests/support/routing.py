@@ -53,7 +53,7 @@ async def purchase_orders(
 
 
 async def wait_pos(
-    client: Client, shop: MerchantHandle, predicate: Any, wait: float = 20
+    client: Client, shop: MerchantHandle, predicate: Any, wait: float = 45
 ) -> list[dict[str, Any]]:
     async def probe() -> list[dict[str, Any]] | None:
         pos = await purchase_orders(client, shop)
