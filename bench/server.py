@@ -29,7 +29,8 @@ from sqlalchemy.exc import IntegrityError
 from app.merchants.service import normalize_shop_domain
 from app.services import Services
 from app.webhooks.models import WebhookDelivery
-from dropship.asgi import create_app
+from bench.baseline import Baseline, in_front
+from dropship.asgi import create_app, serving
 
 _PONG = b'{"ok":true}'
 _ACCEPTED = b'{"status":"accepted"}'
@@ -90,7 +91,12 @@ def create() -> Litestar | Any:
         from bench.lean import install
 
         return install(app)
-    return app
+    services: Services = app.state.services
+    settings = services.settings
+    baseline = Baseline(settings.database_url, settings.shopify_api_secret or "")
+    # Exactly what `dropship serve` serves (dropship.asgi.create: the webhook fast path in
+    # front of the app, the GIL switch interval), with the baseline in front of both.
+    return in_front(serving(app), baseline)
 
 
 def main() -> None:
