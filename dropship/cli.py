@@ -117,12 +117,26 @@ def serve(host: str, port: int, processes: int) -> None:
 
 
 @main.command()
-def worker() -> None:
+@click.option(
+    "--queues",
+    default=None,
+    help="Comma-separated queues to consume (e.g. placement), default every queue "
+    "(DROPSHIP_WORKER_QUEUES).",
+)
+def worker(queues: str | None) -> None:
     """Run Dramatiq workers, the outbox relay and the scheduler against DROPSHIP_REDIS_URL."""
+    from app.jobs.task import all_queues
     from app.logging import configure_logging
     from workers.runtime import run_worker
 
     settings = _settings()
+    if queues is not None:
+        settings = settings.model_copy(update={"worker_queues": queues})
+    unknown = (settings.consumed_queues() or set()) - set(all_queues())
+    if unknown:
+        raise click.ClickException(
+            f"unknown queue(s) {', '.join(sorted(unknown))}; one of {', '.join(all_queues())}"
+        )
     if settings.embedded_broker:
         raise click.ClickException(
             "DROPSHIP_REDIS_URL is not set: without Redis, `dropship serve` runs the workers itself"
@@ -131,7 +145,10 @@ def worker() -> None:
     _require_schema(settings)
     configure_logging(settings)
     broker = redact_url(settings.redis_url or "")
-    click.echo(f"dropship worker: {settings.worker_threads} threads, broker {broker}")
+    consumed = ",".join(sorted(settings.consumed_queues() or ())) or "all"
+    click.echo(
+        f"dropship worker: {settings.worker_threads} threads, queues {consumed}, broker {broker}"
+    )
     asyncio.run(run_worker(settings))
 
 

@@ -22,6 +22,7 @@ from app.jobs.errors import is_transient
 from app.jobs.task import Registry, Task, TaskContext, discover
 from app.security import SecretBox
 from app.settings import Settings
+from workers.metrics import JobMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -116,6 +117,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     broker.add_middleware(AsyncIO())
     broker.add_middleware(CurrentMessage())
     broker.add_middleware(_DisposeDatabase())
+    broker.add_middleware(JobMetrics())
     dramatiq.set_broker(broker)
     RUNTIME.configure(settings)
     declare: Any = dramatiq.actor
