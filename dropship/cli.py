@@ -99,6 +99,8 @@ def serve(host: str, port: int, processes: int) -> None:
         raise click.ClickException(
             "--workers > 1 needs DROPSHIP_REDIS_URL: the in-process broker lives in one process"
         )
+    if processes > 1:
+        _multiprocess_metrics(settings)
     mode = "in-process workers" if settings.embedded_broker else "workers via Redis"
     click.echo(f"dropship serving on http://{host}:{port} ({mode}; database {_redact(settings)})")
     uvicorn.run(
@@ -114,6 +116,21 @@ def serve(host: str, port: int, processes: int) -> None:
         proxy_headers=True,
         timeout_graceful_shutdown=20,
     )
+
+
+def _multiprocess_metrics(settings: Settings) -> None:
+    """Several server processes share one port, and a scrape reaches any one of them:
+    prometheus_client's multiprocess mode adds up every process's counters (each writes its
+    own file in this directory, emptied here, before the processes start)."""
+    import os
+    import shutil
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return  # the operator's own directory
+    directory = settings.var_dir / "prometheus"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory.resolve())
 
 
 @main.command()

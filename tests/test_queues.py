@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import threading
 import uuid
+from pathlib import Path
 from typing import Any
 
 import dramatiq
 import pytest
+from click.testing import CliRunner
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
@@ -21,6 +23,7 @@ from app.db import Database
 from app.jobs.outbox import enqueue
 from app.jobs.task import queue_for
 from app.settings import Settings
+from dropship.cli import main
 from workers.broker import build_broker, worker_tasks
 from workers.metrics import broker_depths
 from workers.relay import OutboxRelay
@@ -164,3 +167,32 @@ async def test_an_unknown_queue_is_refused_by_name(settings: Settings, db: Datab
     bad = settings.model_copy(update={"worker_queues": "placement,placements"})
     with pytest.raises(ValueError, match=r"unknown queue\(s\) placements; one of default, email"):
         WorkerRuntime(bad, db)
+
+
+def test_dropship_worker_queues_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import workers.runtime
+
+    ran: list[Settings] = []
+
+    async def run_worker(settings: Settings) -> None:  # which queues it was given is the point
+        ran.append(settings)
+
+    monkeypatch.setattr(workers.runtime, "run_worker", run_worker)
+    env = {
+        "DROPSHIP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+        "DROPSHIP_VAR_DIR": str(tmp_path / "var"),
+        "DROPSHIP_REDIS_URL": "redis://127.0.0.1:1/0",
+    }
+    assert CliRunner().invoke(main, ["migrate"], env=env).exit_code == 0
+    result = CliRunner().invoke(main, ["worker", "--queues", "placement,intake"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "queues intake,placement" in result.output
+    assert ran[0].consumed_queues() == {"placement", "intake"}
+    from_env = CliRunner().invoke(main, ["worker"], env={**env, "DROPSHIP_WORKER_QUEUES": "email"})
+    assert from_env.exit_code == 0, from_env.output
+    assert ran[1].consumed_queues() == {"email"}
+    assert "queues all" in CliRunner().invoke(main, ["worker"], env=env).output
+    refused = CliRunner().invoke(main, ["worker", "--queues", "placment"], env=env)
+    assert refused.exit_code != 0
+    assert "Error: unknown queue(s) placment; one of default, email, events" in refused.output
+    assert len(ran) == 3
