@@ -8,8 +8,9 @@ they are asserted as they are.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
 import httpx
@@ -20,13 +21,27 @@ from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.db import Database
+from app.jobs.task import TaskContext
+from app.mail.service import store_email
+from app.mail.tasks import send_email
+from app.security import SecretBox
 from app.settings import Settings
 from connectors.base import RetryableConnectorError
 from connectors.portal import PortalConnector
 from connectors.rest_json import RestJsonConnector
+from connectors.shopify_admin import (
+    BudgetExceeded,
+    MemoryCostStore,
+    ShopifyAdmin,
+    ShopifyAuthError,
+    admin_http_client,
+)
 from dropship.asgi import create_app
+from dropship.simulators import StripeSim
 from tests.conftest import SHOPIFY_SECRET, MerchantHandle
+from tests.support import stripe as st
 from tests.support.shopify import order_payload, webhook_headers
+from tests.support.shopify_admin import ShopifyAdminSim, throttled, unauthorized
 from tests.support.wait import eventually
 from tests.test_connector_rest_json import BASE, purchase_order
 from workers.broker import build_broker
@@ -213,3 +228,107 @@ async def test_a_metrics_token_is_asked_for_when_set(settings: Settings) -> None
 def test_metrics_is_not_in_the_openapi_document(api: Litestar) -> None:
     schema: Any = api.openapi_schema
     assert "/metrics" not in (schema.paths or {})
+
+
+async def test_shopify_calls_throttling_budget_waits_and_refusals_are_counted() -> None:
+    shop, version = "acme-store.myshopify.com", "2025-10"
+    endpoint = f"http://shopify.test/{shop}/admin/api/{version}/graphql.json"
+    order, line = "gid://shopify/Order/450789469", "gid://shopify/LineItem/466157049"
+    simulator = ShopifyAdminSim()
+    simulator.add_order(order, {line: 1})
+    api = ShopifyAdmin(
+        admin_http_client("http://shopify.test/{shop}/admin/api/{version}"),
+        shop,
+        "shpat_0123456789abcdef0123456789abcdef",
+        version,
+        MemoryCostStore(),
+    )
+    _, before = parse(_exposition())
+    with respx.mock(assert_all_called=False) as mock:
+        mock.post(endpoint).mock(side_effect=simulator.handle)
+        await api.fulfillment_orders(order)
+        simulator.overrides["OrderFulfillmentOrders"] = [lambda: throttled(530, 66, 50)]
+        with pytest.raises(RetryableConnectorError):
+            await api.fulfillment_orders(order)
+        with pytest.raises(BudgetExceeded):  # held back, not sent
+            await api.fulfillment_orders(order)
+        api.costs = MemoryCostStore()
+        simulator.overrides["OrderFulfillments"] = [unauthorized]
+        with pytest.raises(ShopifyAuthError):
+            await api.order_fulfillments(order)
+    _, after = parse(_exposition())
+
+    def added(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    calls = "dropship_shopify_calls_total"
+    assert added(calls, operation="OrderFulfillmentOrders", outcome="ok") == 1
+    assert added(calls, operation="OrderFulfillmentOrders", outcome="throttled") == 1
+    assert added(calls, operation="OrderFulfillments", outcome="refused") == 1
+    waits = "dropship_shopify_budget_waits_total"
+    assert added(waits, operation="OrderFulfillmentOrders") == 1
+    # No shop in any label.
+    assert shop not in _exposition()
+
+
+async def test_emails_are_counted_by_outcome(
+    settings: Settings, db: Database, merchant: MerchantHandle
+) -> None:
+    ctx = TaskContext(settings=settings, db=db, box=SecretBox(settings.resolved_secret_key()))
+    ids = []
+    async with db.transaction() as session:
+        for key, to in (("good", "ada@example.com"), ("bad", "ada@example.com\r\nBcc: x@y")):
+            email_id = await store_email(
+                session,
+                merchant_id=cast(uuid.UUID, merchant.id),
+                key=key,
+                kind="probe",
+                to=to,
+                sender="orders@example.com",
+                content=("Hello", "Hello there", None),
+            )
+            ids.append(str(email_id))
+    _, before = parse(_exposition())
+    for email_id in ids:
+        await send_email(ctx, email_id)
+    _, after = parse(_exposition())
+    emails = "dropship_emails_total"
+    for outcome, n in (("sent", 1), ("failed", 1), ("retry", 0)):
+        assert value(after, emails, outcome=outcome) - value(before, emails, outcome=outcome) == n
+    await ctx.aclose()
+
+
+class TestRefunds:
+    @pytest.fixture
+    def sim(self) -> Iterator[StripeSim]:
+        yield from st.serve()
+
+    @pytest.fixture
+    def client_app(self, settings: Settings, sim: StripeSim) -> Litestar:
+        return create_app(st.stripe_settings(settings), run_workers=True, configure_logs=False)
+
+    @pytest.fixture
+    async def client(self, client_app: Litestar) -> AsyncIterator[Client]:
+        async with AsyncTestClient(client_app, timeout=30) as c:
+            yield c
+
+    async def test_a_refund_sent_is_counted(
+        self, client: Client, merchant: MerchantHandle, sim: StripeSim
+    ) -> None:
+        account = await st.connect(client, merchant, sim)
+        order = await st.paid_order(client, merchant, sim, account)
+        _, before = await scrape(client)
+        made = await st.refund(client, merchant, order["id"], amount="7.00")
+        await st.settled(client, merchant, made["id"])
+        _, after = await scrape(client)
+        refunds = "dropship_refunds_total"
+        for outcome, n in (("sent", 1), ("retry", 0), ("given_up", 0), ("refused", 0)):
+            assert (
+                value(after, refunds, outcome=outcome) - value(before, refunds, outcome=outcome)
+                == n
+            ), outcome
+        ok = {"task": "refunds.issue", "outcome": "ok"}
+        assert (
+            value(after, "dropship_jobs_total", **ok) - value(before, "dropship_jobs_total", **ok)
+            == 1
+        )

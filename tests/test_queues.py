@@ -147,6 +147,27 @@ async def test_the_relay_sends_each_job_to_its_tasks_queue(
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
+async def test_jobs_left_on_the_old_default_queue_still_run(settings: Settings) -> None:
+    """Queued before an upgrade to queues per kind: a worker consumes "default" too and runs
+    each message by its actor's name."""
+    broker = build_broker(settings)
+    ran = threading.Event()
+    probe: Any = dramatiq.actor(
+        lambda: ran.set(), actor_name="probe.old", queue_name="intake", broker=broker
+    )
+    try:
+        assert "default" in broker.get_declared_queues()
+        broker.enqueue(probe.message().copy(queue_name="default"))
+        worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=100)
+        worker.start()
+        try:
+            assert ran.wait(timeout=60)
+        finally:
+            worker.stop()
+    finally:
+        broker.close()
+
+
 async def test_a_worker_can_be_dedicated_to_some_queues(settings: Settings, db: Database) -> None:
     dedicated = settings.model_copy(update={"worker_queues": " placement, intake ,"})
     runtime = WorkerRuntime(dedicated, db)

@@ -33,7 +33,8 @@ EMAILS = Counter(
 REFUNDS = Counter(
     "dropship_refunds",
     "Refunds sent to Stripe, by outcome (sent: Stripe answered; retry: Stripe unreachable, "
-    "tried again later; given_up: retries exhausted, in the exceptions queue; refused: Stripe "
-    "or the connection refused it).",
+    "tried again later; refused: Stripe or the connection refused it; given_up: not sent "
+    "again by itself, in the exceptions queue: retries exhausted, or refused after an attempt "
+    "Stripe may have made).",
     ["outcome"],
 )
