@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from typing import Any, cast
 
 import dramatiq
@@ -19,8 +20,12 @@ import respx
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select, update
 
-from app.db import Database
+from app.db import Database, utcnow
+from app.exceptions.models import ExceptionCase
+from app.jobs.models import OutboxMessage
+from app.jobs.outbox import enqueue
 from app.jobs.task import TaskContext
 from app.mail.service import store_email
 from app.mail.tasks import send_email
@@ -44,7 +49,7 @@ from tests.support.shopify import order_payload, webhook_headers
 from tests.support.shopify_admin import ShopifyAdminSim, throttled, unauthorized
 from tests.support.wait import eventually
 from tests.test_connector_rest_json import BASE, purchase_order
-from workers.broker import build_broker
+from workers.broker import build_broker, worker_tasks
 from workers.metrics import depth_reader
 from workers.relay import OutboxRelay
 
@@ -332,3 +337,34 @@ class TestRefunds:
             value(after, "dropship_jobs_total", **ok) - value(before, "dropship_jobs_total", **ok)
             == 1
         )
+
+
+async def test_the_gauges_are_read_from_the_database_when_scraped(
+    client: Client, db: Database, merchant: MerchantHandle
+) -> None:
+    now = utcnow()
+    async with db.transaction() as session:
+        await enqueue(session, worker_tasks().tasks["email.send"], str(uuid.uuid4()))
+        await enqueue(session, worker_tasks().tasks["email.send"], str(uuid.uuid4()))
+        await session.execute(
+            update(OutboxMessage)
+            .where(
+                OutboxMessage.id
+                == select(OutboxMessage.id).order_by(OutboxMessage.id).limit(1).scalar_subquery()
+            )
+            .values(available_at=now - timedelta(seconds=120))
+        )
+        for kind, resolved in (("probe_a", None), ("probe_a", None), ("probe_b", now)):
+            session.add(
+                ExceptionCase(
+                    merchant_id=merchant.id, kind=kind, reason="probe", resolved_at=resolved
+                )
+            )
+    _, samples = await scrape(client)
+    assert value(samples, "dropship_outbox_depth") == 2
+    age = value(samples, "dropship_outbox_oldest_age_seconds")
+    assert 120 <= age < 120 + 600  # the scrape came after; a slow box is not a failure
+    opened = {
+        labels: n for (name, labels), n in samples.items() if name == "dropship_exceptions_open"
+    }
+    assert opened == {(("kind", "probe_a"),): 2}
