@@ -64,7 +64,8 @@ def in_process_workers(settings: Settings) -> Lifespan:
         from workers.runtime import WorkerRuntime
 
         services: Services = app.state.services
-        runtime = WorkerRuntime(settings, services.db)
+        # The only workers there are: every queue, whatever DROPSHIP_WORKER_QUEUES says.
+        runtime = WorkerRuntime(settings.model_copy(update={"worker_queues": None}), services.db)
         await runtime.start()
         app.state.workers = runtime
         app.state.queue_depths = depth_reader(runtime.broker, None)

@@ -217,3 +217,17 @@ def test_dropship_worker_queues_option(tmp_path: Path, monkeypatch: pytest.Monke
     assert refused.exit_code != 0
     assert "Error: unknown queue(s) placment; one of default, email, events" in refused.output
     assert len(ran) == 3
+
+
+async def test_in_process_workers_consume_every_queue(settings: Settings) -> None:
+    from litestar.testing import AsyncTestClient
+
+    from dropship.asgi import create_app
+
+    app = create_app(
+        settings.model_copy(update={"worker_queues": "placement"}),
+        run_workers=True,
+        configure_logs=False,
+    )
+    async with AsyncTestClient(app, timeout=30):
+        assert app.state.workers.worker.consumer_whitelist is None

@@ -30,17 +30,17 @@ log = structlog.get_logger(__name__)
 
 class WorkerRuntime:
     def __init__(self, settings: Settings, db: Database, broker: dramatiq.Broker | None = None):
-        self.settings = settings
-        self.db = db
-        self.broker = broker or build_broker(settings)
-        self.relay = OutboxRelay(db, self.broker, interval=settings.relay_interval)
-        self.scheduler = Scheduler(db, worker_tasks().periodic())
         self.queues = settings.consumed_queues()
         unknown = (self.queues or set()) - set(all_queues())
         if unknown:
             raise ValueError(
                 f"unknown queue(s) {', '.join(sorted(unknown))}; one of {', '.join(all_queues())}"
             )
+        self.settings = settings
+        self.db = db
+        self.broker = broker or build_broker(settings)
+        self.relay = OutboxRelay(db, self.broker, interval=settings.relay_interval)
+        self.scheduler = Scheduler(db, worker_tasks().periodic())
         # Every actor is declared whatever this process consumes: the relay sends them all.
         self.worker = dramatiq.Worker(
             self.broker,
