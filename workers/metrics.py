@@ -42,18 +42,19 @@ class JobMetrics(dramatiq.Middleware):
     """Count and time every job (per task: the registry bounds the labels)."""
 
     def __init__(self) -> None:
-        self._started: dict[str, float] = {}
+        # By delivery, not by message id: a job the relay sent twice keeps its outbox id.
+        self._started: dict[int, float] = {}
         self._lock = threading.Lock()
 
     def before_process_message(self, broker: Any, message: Any) -> None:
         with self._lock:
-            self._started[message.message_id] = time.perf_counter()
+            self._started[id(message)] = time.perf_counter()
 
     def after_process_message(
         self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
     ) -> None:
         with self._lock:
-            started = self._started.pop(message.message_id, None)
+            started = self._started.pop(id(message), None)
         if started is not None:
             JOB_SECONDS.labels(message.actor_name).observe(time.perf_counter() - started)
         if exception is None:
@@ -66,7 +67,7 @@ class JobMetrics(dramatiq.Middleware):
 
     def after_skip_message(self, broker: Any, message: Any) -> None:
         with self._lock:
-            self._started.pop(message.message_id, None)
+            self._started.pop(id(message), None)
         JOBS.labels(message.actor_name, "skipped").inc()
 
     def after_nack(self, broker: Any, message: Any) -> None:
