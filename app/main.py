@@ -26,6 +26,7 @@ from app.health.controllers import live, ready
 from app.idempotency.middleware import idempotency_middleware
 from app.logging import configure_logging, request_id_middleware, stamp_request_id
 from app.merchants.controllers import SettingsController
+from app.metrics.controllers import metrics
 from app.migrate import check_schema
 from app.notifications.controllers import NotificationTemplateController
 from app.orders.controllers import OrderController
@@ -103,6 +104,7 @@ def create_app(
             TrackingPageController,
             WebhookEndpointController,
             swagger_asset,
+            metrics,
         ],
         dependencies={
             "db_session": Provide(provide_session),
@@ -116,7 +118,7 @@ def create_app(
         request_max_body_size=limits.MAX_REQUEST_BODY,
         lifespan=[lifespan, *lifespans],
         # ``workers``: the in-process workers when a lifespan runs them (the health check says).
-        state=State({"services": services, "workers": None}),
+        state=State({"services": services, "workers": None, "queue_depths": None}),
         # Every error, ours and Litestar's, in one shape (see the module).
         exception_handlers=EXCEPTION_HANDLERS,
         # /schema is Swagger UI served from our own routes (works offline), see app.api.openapi.

@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     #: Work older than this with no progress is re-enqueued by the sweeper (seconds).
     stale_after: int = 300
     worker_threads: int = 8
+    #: The queues a worker process consumes, comma-separated (``placement,intake``); unset:
+    #: every queue. Dedicated processes per kind of work (``app.jobs.task.QUEUES``).
+    worker_queues: str | None = None
+    #: A port on which ``dropship worker`` serves its own Prometheus metrics; unset: none.
+    metrics_port: int | None = None
+    #: When set, ``GET /metrics`` asks for ``Authorization: Bearer <token>``.
+    metrics_token: str | None = Field(default=None, repr=False)
     #: Outbound webhooks may go to ``http://`` and loopback (a receiver on this machine, the
     #: tests); never to other private addresses.
     outbound_allow_http: bool = False
@@ -96,6 +103,9 @@ class Settings(BaseSettings):
         "stripe_secret_key",
         "aftership_api_key",
         "aftership_webhook_secret",
+        "worker_queues",
+        "metrics_token",
+        "metrics_port",
         mode="before",
     )
     @classmethod
@@ -116,6 +126,13 @@ class Settings(BaseSettings):
             if name in _URLS_WITH_PASSWORDS and isinstance(value, str):
                 value = redact_url(value)
             yield name, value
+
+    def consumed_queues(self) -> set[str] | None:
+        """The queues ``worker_queues`` names, or None for every queue."""
+        if self.worker_queues is None:
+            return None
+        names = {q.strip() for q in self.worker_queues.split(",") if q.strip()}
+        return names or None
 
     @property
     def is_sqlite(self) -> bool:

@@ -15,8 +15,10 @@ supplier understands, so a retry after a crash never creates a second order.
 
 from __future__ import annotations
 
+import functools
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,6 +27,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from connectors.metrics import PLACEMENT_SECONDS, PLACEMENTS
 from connectors.tracking import TrackingUpdateDTO
 
 
@@ -168,6 +171,32 @@ class TrackingRefDTO:
     supplier_reference: str | None = None
 
 
+def _measured(
+    place: Callable[[Any, PurchaseOrderDTO], Awaitable[PlacementResult]],
+) -> Callable[[Any, PurchaseOrderDTO], Awaitable[PlacementResult]]:
+    """``place_order`` counted in ``dropship_placements_total`` and timed."""
+
+    @functools.wraps(place)
+    async def place_order(self: Any, po: PurchaseOrderDTO) -> PlacementResult:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            result = await place(self, po)
+            outcome = "placed"
+            return result
+        except RetryableConnectorError:
+            outcome = "retryable"
+            raise
+        except PermanentConnectorError:
+            outcome = "refused"
+            raise
+        finally:
+            PLACEMENT_SECONDS.labels(self.kind).observe(time.perf_counter() - started)
+            PLACEMENTS.labels(self.kind, outcome).inc()
+
+    return place_order
+
+
 class Connector(ABC):
     """One supplier channel. Subclasses set ``kind`` and implement what their channel supports."""
 
@@ -181,6 +210,13 @@ class Connector(ABC):
     def __init__(self, config: Mapping[str, Any], http: httpx.AsyncClient) -> None:
         self.config = dict(config)
         self.http = http
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Every channel's placements are counted and timed the same way, whoever calls them.
+        own = cls.__dict__.get("place_order")
+        if own is not None and not getattr(own, "__isabstractmethod__", False):
+            cls.place_order = _measured(own)  # type: ignore[method-assign,assignment]
 
     @classmethod
     def validate_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:

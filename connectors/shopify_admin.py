@@ -34,6 +34,7 @@ import httpx
 from shopify_app.graphql.admin_graphql import admin_graphql_request_async
 
 from connectors.base import PermanentConnectorError, RetryableConnectorError
+from connectors.metrics import SHOPIFY_BUDGET_WAITS, SHOPIFY_CALLS
 
 DEFAULT_ADMIN_URL = "https://{shop}/admin/api/{version}"
 SHOP_SUFFIX = ".myshopify.com"
@@ -407,6 +408,7 @@ class ShopifyAdmin:
         if bucket is not None:
             wait = bucket.wait_for(expected_cost, now)
             if wait > 0:
+                SHOPIFY_BUDGET_WAITS.labels(operation).inc()
                 raise BudgetExceeded(
                     f"Shopify cost budget of {self.shop_domain} is spent "
                     f"({bucket.available_now(now):.0f} of {expected_cost:.0f} points)",
@@ -434,8 +436,11 @@ class ShopifyAdmin:
             if fresh is not None:
                 self.costs.put(self.shop_domain, fresh)
         if result.ok:
+            SHOPIFY_CALLS.labels(operation, "ok").inc()
             return Answer(result.data or {}, cost)
-        raise self._failure(operation, result.log.code, status_code, body, cost)
+        failure = self._failure(operation, result.log.code, status_code, body, cost)
+        SHOPIFY_CALLS.labels(operation, _outcome(failure, result.log.code, status_code)).inc()
+        raise failure
 
     def _note(
         self,
@@ -603,6 +608,21 @@ class ShopifyAdmin:
         if not created or not created.get("id"):
             raise PermanentConnectorError("Shopify recorded no refund and gave no reason")
         return dict(created)
+
+
+def _outcome(failure: Exception, code: str, status: int) -> str:
+    """The metric's name for a failed call (a few values, whatever Shopify answered)."""
+    if isinstance(failure, ShopifyAuthError):
+        return "refused"
+    if str(failure).startswith("Shopify throttled"):
+        return "throttled"
+    if code.startswith("rate_limited") or status == 429:
+        return "rate_limited"
+    if code == "network_error":
+        return "network_error"
+    if status >= 500:
+        return "server_error"
+    return "error"
 
 
 def throttle_wait(cost: Any) -> float:

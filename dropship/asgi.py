@@ -39,12 +39,18 @@ def create_app(
     The running workers are ``app.state.workers`` (a ``workers.runtime.WorkerRuntime``)."""
     settings = settings or Settings()
     with_workers = settings.embedded_broker if run_workers is None else run_workers
-    return create_api(
+    app = create_api(
         settings,
         lifespans=[in_process_workers(settings)] if with_workers else [],
         check_migrations=check_migrations,
         configure_logs=configure_logs,
     )
+    if not with_workers:
+        from workers.metrics import depth_reader
+
+        # Queue depths for /metrics straight from Redis (the workers run elsewhere).
+        app.state.queue_depths = depth_reader(None, settings.redis_url)
+    return app
 
 
 def in_process_workers(settings: Settings) -> Lifespan:
@@ -53,12 +59,16 @@ def in_process_workers(settings: Settings) -> Lifespan:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        from workers.runtime import WorkerRuntime  # only the processes that run workers load them
+        # Only the processes that run workers load them.
+        from workers.metrics import depth_reader
+        from workers.runtime import WorkerRuntime
 
         services: Services = app.state.services
-        runtime = WorkerRuntime(settings, services.db)
+        # The only workers there are: every queue, whatever DROPSHIP_WORKER_QUEUES says.
+        runtime = WorkerRuntime(settings.model_copy(update={"worker_queues": None}), services.db)
         await runtime.start()
         app.state.workers = runtime
+        app.state.queue_depths = depth_reader(runtime.broker, None)
         try:
             yield
         finally:

@@ -99,6 +99,8 @@ def serve(host: str, port: int, processes: int) -> None:
         raise click.ClickException(
             "--workers > 1 needs DROPSHIP_REDIS_URL: the in-process broker lives in one process"
         )
+    if processes > 1:
+        _multiprocess_metrics(settings)
     mode = "in-process workers" if settings.embedded_broker else "workers via Redis"
     click.echo(f"dropship serving on http://{host}:{port} ({mode}; database {_redact(settings)})")
     uvicorn.run(
@@ -116,13 +118,42 @@ def serve(host: str, port: int, processes: int) -> None:
     )
 
 
+def _multiprocess_metrics(settings: Settings) -> None:
+    """Several server processes share one port, and a scrape reaches any one of them:
+    prometheus_client's multiprocess mode adds up every process's counters (each writes its
+    own file in this directory, emptied here, before the processes start)."""
+    import os
+    import shutil
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return  # the operator's own directory
+    directory = settings.var_dir / "prometheus"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory.resolve())
+
+
 @main.command()
-def worker() -> None:
+@click.option(
+    "--queues",
+    default=None,
+    help="Comma-separated queues to consume (e.g. placement), default every queue "
+    "(DROPSHIP_WORKER_QUEUES).",
+)
+def worker(queues: str | None) -> None:
     """Run Dramatiq workers, the outbox relay and the scheduler against DROPSHIP_REDIS_URL."""
+    from app.jobs.task import all_queues
     from app.logging import configure_logging
     from workers.runtime import run_worker
 
     settings = _settings()
+    if queues is not None:
+        settings = settings.model_copy(update={"worker_queues": queues})
+    unknown = (settings.consumed_queues() or set()) - set(all_queues())
+    if unknown:
+        raise click.ClickException(
+            f"unknown queue(s) {', '.join(sorted(unknown))}; one of {', '.join(all_queues())}"
+        )
     if settings.embedded_broker:
         raise click.ClickException(
             "DROPSHIP_REDIS_URL is not set: without Redis, `dropship serve` runs the workers itself"
@@ -131,7 +162,10 @@ def worker() -> None:
     _require_schema(settings)
     configure_logging(settings)
     broker = redact_url(settings.redis_url or "")
-    click.echo(f"dropship worker: {settings.worker_threads} threads, broker {broker}")
+    consumed = ",".join(sorted(settings.consumed_queues() or ())) or "all"
+    click.echo(
+        f"dropship worker: {settings.worker_threads} threads, queues {consumed}, broker {broker}"
+    )
     asyncio.run(run_worker(settings))
 
 

@@ -19,10 +19,10 @@ from structlog.testing import capture_logs
 import app
 from app.db import Database, uuid7
 from app.jobs.models import OutboxMessage
-from app.jobs.task import Registry, StaleWindow, Task, TaskContext, discover
+from app.jobs.task import Registry, StaleWindow, Task, TaskContext, all_queues, discover
 from app.security import SecretBox
 from app.settings import Settings
-from workers.broker import worker_tasks
+from workers.broker import build_broker, worker_tasks
 from workers.maintenance import BATCH, sweep
 from workers.runtime import WorkerRuntime
 from workers.scheduler import Scheduler
@@ -53,6 +53,34 @@ APP_TASKS = {
     "returns.check_stalled",
     "refunds.issue",
     "refunds.refresh",
+}
+#: The queue of every task: one per kind of work, so that a flood of one cannot starve another.
+QUEUE_OF = {
+    "webhook.process": "intake",
+    "order.validate": "intake",
+    "order.route": "intake",
+    "purchase_order.place": "placement",
+    "purchase_order.cancel": "placement",
+    "returns.authorize": "placement",
+    "email.send": "email",
+    "events.dispatch": "events",
+    "events.handle": "events",
+    "outbound.deliver": "events",
+    "fulfillment.create": "shopify",
+    "fulfillment.event": "shopify",
+    "fulfillment.tracking": "shopify",
+    "fulfillment.refund": "shopify",
+    "aggregator.register": "tracking",
+    "aggregator.apply_push": "tracking",
+    "aggregator.poll": "tracking",
+    "tracking.poll": "tracking",
+    "tracking.poll_batch": "tracking",
+    "refunds.issue": "payments",
+    "refunds.refresh": "payments",
+    "tracking.check_overdue": "maintenance",
+    "tracking.digest": "maintenance",
+    "returns.check_stalled": "maintenance",
+    "maintenance.sweep": "maintenance",
 }
 #: Periodic tasks, with their period in seconds (the scheduler enqueues them).
 PERIODIC = {
@@ -110,6 +138,20 @@ def test_every_task_of_a_tasks_module_is_registered_and_callable_directly() -> N
         assert getattr(module, declared.fn.__name__) is declared  # the handle, not the function
     for name, purge in registry.purges.items():
         assert purge.__module__.endswith(".tasks"), name
+
+
+def test_every_task_is_on_the_queue_of_its_kind() -> None:
+    assert {t.name: t.queue for t in worker_tasks().tasks.values()} == QUEUE_OF
+    assert set(QUEUE_OF.values()) < set(all_queues())
+
+
+def test_every_actor_of_the_broker_is_on_its_tasks_queue(settings: Settings) -> None:
+    broker = build_broker(settings)
+    try:
+        assert {name: broker.get_actor(name).queue_name for name in QUEUE_OF} == QUEUE_OF
+        assert set(QUEUE_OF.values()) <= broker.get_declared_queues()
+    finally:
+        broker.close()
 
 
 def test_a_task_name_is_declared_once() -> None:

@@ -19,9 +19,10 @@ from dramatiq.middleware import AsyncIO, CurrentMessage
 
 from app.db import Database
 from app.jobs.errors import is_transient
-from app.jobs.task import Registry, Task, TaskContext, discover
+from app.jobs.task import DEFAULT_QUEUE, Registry, Task, TaskContext, discover
 from app.security import SecretBox
 from app.settings import Settings
+from workers.metrics import JobMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -116,8 +117,12 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     broker.add_middleware(AsyncIO())
     broker.add_middleware(CurrentMessage())
     broker.add_middleware(_DisposeDatabase())
+    broker.add_middleware(JobMetrics())
     dramatiq.set_broker(broker)
     RUNTIME.configure(settings)
+    # Jobs queued on "default" before the queues per kind (and their retries in default.DQ)
+    # are still consumed: a worker runs a message by its actor's name, whatever its queue.
+    broker.declare_queue(DEFAULT_QUEUE)
     declare: Any = dramatiq.actor
     for spec in worker_tasks().tasks.values():
         declare(

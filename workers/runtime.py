@@ -17,6 +17,7 @@ from dramatiq.brokers.stub import StubBroker
 
 from app.db import Database
 from app.jobs.outbox import enqueue, on_outbox_commit
+from app.jobs.task import all_queues
 from app.migrate import check_schema
 from app.settings import Settings
 from workers.broker import build_broker, worker_tasks
@@ -29,13 +30,23 @@ log = structlog.get_logger(__name__)
 
 class WorkerRuntime:
     def __init__(self, settings: Settings, db: Database, broker: dramatiq.Broker | None = None):
+        self.queues = settings.consumed_queues()
+        unknown = (self.queues or set()) - set(all_queues())
+        if unknown:
+            raise ValueError(
+                f"unknown queue(s) {', '.join(sorted(unknown))}; one of {', '.join(all_queues())}"
+            )
         self.settings = settings
         self.db = db
         self.broker = broker or build_broker(settings)
         self.relay = OutboxRelay(db, self.broker, interval=settings.relay_interval)
         self.scheduler = Scheduler(db, worker_tasks().periodic())
+        # Every actor is declared whatever this process consumes: the relay sends them all.
         self.worker = dramatiq.Worker(
-            self.broker, worker_threads=settings.worker_threads, worker_timeout=100
+            self.broker,
+            worker_threads=settings.worker_threads,
+            worker_timeout=100,
+            queues=self.queues,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._unhook: Callable[[], None] | None = None
@@ -63,6 +74,7 @@ class WorkerRuntime:
             "workers.started",
             broker=type(self.broker).__name__,
             threads=self.settings.worker_threads,
+            queues=sorted(self.queues) if self.queues else "all",
         )
 
     async def stop(self) -> None:
@@ -82,6 +94,12 @@ async def run_worker(settings: Settings) -> None:
     await check_schema(settings.database_url)
     db = Database(settings.database_url, pool_size=5)
     runtime = WorkerRuntime(settings, db)
+    if settings.metrics_port is not None:
+        # This process's own counters (jobs, placements, emails...): scrape every worker.
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port)
+        log.info("workers.metrics", port=settings.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

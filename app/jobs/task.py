@@ -160,6 +160,42 @@ class Subscriber:
         return "*" in self.types or type_ in self.types
 
 
+#: The queue of each kind of work, by the task name's domain (``"<domain>.<verb>"``; a full
+#: name overrides its domain). One queue per kind so a flood of one (a flash sale's intake)
+#: cannot starve another (tracking, emails, Shopify sync): a Dramatiq worker consumes every
+#: queue with its own bounded prefetch, and ``dropship worker --queues`` dedicates processes.
+QUEUES: dict[str, str] = {
+    "webhook": "intake",
+    "order": "intake",
+    "purchase_order": "placement",
+    "returns": "placement",  # a supplier call (return authorisation), as a placement is
+    "tracking": "tracking",
+    "aggregator": "tracking",
+    "email": "email",
+    "fulfillment": "shopify",
+    "refunds": "payments",
+    "events": "events",
+    "outbound": "events",
+    "maintenance": "maintenance",
+    # Hourly chores: no tight target, and never in the way of the work of their kind.
+    "tracking.check_overdue": "maintenance",
+    "tracking.digest": "maintenance",
+    "returns.check_stalled": "maintenance",
+}
+#: A task of a domain not in ``QUEUES`` (tests/test_jobs.py lists every task's queue).
+DEFAULT_QUEUE = "default"
+
+
+def queue_for(name: str) -> str:
+    """The queue of the task ``name``: its own entry in ``QUEUES``, else its domain's."""
+    return QUEUES.get(name) or QUEUES.get(name.split(".", 1)[0], DEFAULT_QUEUE)
+
+
+def all_queues() -> list[str]:
+    """Every queue a task can be on, sorted."""
+    return sorted({*QUEUES.values(), DEFAULT_QUEUE})
+
+
 @dataclass(frozen=True)
 class Task:
     """A declared task: what the broker needs to run it, and what the sweeper and the scheduler
@@ -190,14 +226,15 @@ class Registry:
         self,
         name: str,
         *,
-        queue: str = "default",
+        queue: str | None = None,
         max_retries: int = 12,
         time_limit_s: int = 600,
         every: int | None = None,
         stale: StaleQuery | None = None,
     ) -> Callable[[TaskFn], Task]:
         """Declare ``fn(ctx, *ids)`` as the task ``name`` (``"<domain>.<verb>"``), periodic if
-        ``every`` (seconds), re-enqueued by the sweeper for what ``stale`` finds."""
+        ``every`` (seconds), re-enqueued by the sweeper for what ``stale`` finds, on ``queue``
+        (default: its kind's, ``queue_for(name)``)."""
         if every is not None and every <= 0:
             raise ValueError(f"task {name!r}: every must be a positive number of seconds")
 
@@ -205,7 +242,9 @@ class Registry:
             known = self.tasks.get(name)
             if known is not None and known.fn is not fn:
                 raise RuntimeError(f"task {name!r} registered twice")
-            declared = Task(name, fn, queue, max_retries, time_limit_s * 1000, stale, every)
+            declared = Task(
+                name, fn, queue or queue_for(name), max_retries, time_limit_s * 1000, stale, every
+            )
             self.tasks[name] = declared
             return declared
 

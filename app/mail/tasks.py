@@ -26,6 +26,7 @@ from app.mail import service
 from app.mail.models import EmailStatus, OutgoingEmail
 from app.mail.sender import MailError, build_message
 from app.mail.service import load_for_sending
+from app.metrics import EMAILS
 from app.orders.service import order_by_id
 from app.timeline.service import record
 
@@ -55,6 +56,7 @@ async def _fail(session: DbSession, email: OutgoingEmail, reason: str) -> None:
         session, email, "email.failed", f"{email.kind} email to {email.to_address} failed: {reason}"
     )
     log.error("email.failed", email_id=str(email.id), error=reason)
+    EMAILS.labels("failed").inc()
 
 
 async def _note(session: DbSession, email: OutgoingEmail, type_: str, message: str) -> None:
@@ -108,6 +110,7 @@ async def send_email(ctx: TaskContext, email_id: str) -> None:
                 return
             # The sweeper leaves it alone until then, so retries never pile up.
             email.next_attempt_at = utcnow() + timedelta(milliseconds=delay)
+        EMAILS.labels("retry").inc()
         raise dramatiq.Retry(exc.message, delay=delay) from None
 
     # Sent: recording it must not fail into a second send. A transient database error is
@@ -121,6 +124,7 @@ async def send_email(ctx: TaskContext, email_id: str) -> None:
                 raise
             log.warning("email.mark_failed", email_id=email_id, error=repr(exc))
             await asyncio.sleep(0.2 * 2**retry)
+    EMAILS.labels("sent").inc()
     log.info("email.sent", email_id=email_id, via=ctx.mail.describe)
 
 

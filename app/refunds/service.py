@@ -45,6 +45,7 @@ from app.jobs.outbox import enqueue
 from app.jobs.task import StaleWindow
 from app.merchants.models import Merchant
 from app.merchants.settings import settings_of
+from app.metrics import REFUNDS
 from app.orders.models import Order, OrderLine
 from app.refunds.models import (
     Refund,
@@ -592,6 +593,7 @@ async def retry_later(
 
 def _give_up(session: AsyncSession, order: Order, refund: Refund, attempt: int, error: str) -> None:
     """Not sent again by itself, and still counted by the cap: Stripe may have made it."""
+    REFUNDS.labels("given_up").inc()
     refund.given_up_at = utcnow()
     refund.next_attempt_at = None
     open_exception(

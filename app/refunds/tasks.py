@@ -27,6 +27,7 @@ import structlog
 from app.db import DbSession
 from app.events.models import EventType, LifecycleEvent
 from app.jobs.task import TaskContext, subscribe, task
+from app.metrics import REFUNDS
 from app.refunds import service
 from app.refunds.models import RefundOrigin
 from connectors.base import PermanentConnectorError, RetryableConnectorError
@@ -47,6 +48,7 @@ async def issue(ctx: TaskContext, refund_id: str) -> None:
             await service.refused(
                 session, rid, claim.problem or "Stripe is not connected", claim.attempt
             )
+        REFUNDS.labels("refused").inc()
         return
     try:
         async with StripePayments(claim.credentials, ctx.settings.stripe_api_base) as stripe:
@@ -64,15 +66,18 @@ async def issue(ctx: TaskContext, refund_id: str) -> None:
             )
         log.warning("refund.retry", refund_id=refund_id, error=exc.message, delay_ms=delay)
         if delay is not None:
+            REFUNDS.labels("retry").inc()
             raise dramatiq.Retry(exc.message, delay=delay) from None
         return
     except PermanentConnectorError as exc:
         async with ctx.db.transaction() as session:
             await service.refused(session, rid, exc.message, claim.attempt)
+        REFUNDS.labels("refused").inc()
         log.warning("refund.refused", refund_id=refund_id, error=exc.message)
         return
     async with ctx.db.transaction() as session:
         await service.answered(session, rid, answer)
+    REFUNDS.labels("sent").inc()
     log.info(
         "refund.sent",
         refund_id=refund_id,

@@ -21,6 +21,8 @@ class TrackingPoll(Base):
     __table_args__ = (
         Index("ix_tracking_polls_supplier_due", "supplier_id", "next_poll_at"),
         Index("ix_tracking_polls_moved", "moved_at"),
+        # The oldest due check, for the tracking poll lag metric (one index lookup).
+        Index("ix_tracking_polls_next", "next_poll_at"),
     )
 
     shipment_id: Mapped[uuid.UUID] = mapped_column(

@@ -8,6 +8,7 @@ calls the same function, documents the endpoint in OpenAPI and serves the test c
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,6 +32,7 @@ from app.api.openapi import (
 )
 from app.logging import request_id_middleware
 from app.merchants.service import MerchantError, normalize_shop_domain
+from app.metrics import WEBHOOK_SECONDS, WEBHOOKS
 from app.services import Services
 from app.webhooks.ingest import IncomingWebhook, Overloaded
 from app.webhooks.topics import HANDLED_TOPICS, INACTIVE_SHOP_TOPICS
@@ -68,10 +70,47 @@ _TOO_LARGE = Reply(413, msgspec.json.encode(body_too_large(limits.MAX_WEBHOOK_BO
 _BODY = {"field": "body"}
 
 
+_OUTCOMES = {
+    _ACCEPTED: "accepted",
+    _DUPLICATE: "duplicate",
+    _IGNORED: "ignored",
+}
+_FAILURES = {400: "invalid", 401: "unauthorized", 404: "unknown_shop", 413: "too_large"}
+#: The metric's children by (topic, outcome), resolved once (no label lookup per request).
+_COUNTERS: dict[tuple[str, str], Any] = {}
+
+
+def _observe(reply: Reply, headers: Mapping[str, str], started: float) -> Reply:
+    """Count and time an answer. The topic is a label only if it is one we handle: the header
+    comes from anyone (even unverified), and labels must stay few."""
+    WEBHOOK_SECONDS.observe(time.perf_counter() - started)
+    topic = headers.get("x-shopify-topic") or ""
+    if topic not in HANDLED_TOPICS:
+        topic = "other"
+    if reply.status == 200:
+        outcome = _OUTCOMES.get(reply.body, "accepted")
+    else:
+        outcome = _FAILURES.get(reply.status, "unavailable")
+    key = (topic, outcome)
+    counter = _COUNTERS.get(key)
+    if counter is None:
+        counter = _COUNTERS[key] = WEBHOOKS.labels(topic, outcome)
+    counter.inc()
+    return reply
+
+
 async def receive_shopify(
     services: Services, headers: Mapping[str, str], path: str, raw: bytes
 ) -> Reply:
-    """Verify (HMAC via ``shopifyapp``), check, store durably, answer. ``headers`` lower-case."""
+    """Verify (HMAC via ``shopifyapp``), check, store durably, answer. ``headers`` lower-case.
+    Counted and timed in ``dropship_webhooks_total`` and ``dropship_webhook_duration_seconds``."""
+    started = time.perf_counter()
+    return _observe(await _receive_shopify(services, headers, path, raw), headers, started)
+
+
+async def _receive_shopify(
+    services: Services, headers: Mapping[str, str], path: str, raw: bytes
+) -> Reply:
     if services.shopify is None:
         return _error(503, "Shopify webhooks are not configured: set DROPSHIP_SHOPIFY_API_SECRET")
     try:
@@ -212,7 +251,7 @@ class ShopifyWebhookController(Controller):
         try:
             raw = await request.body()
         except RequestEntityTooLarge:
-            reply = _TOO_LARGE
+            reply = _observe(_TOO_LARGE, request.headers, time.perf_counter())
         else:
             reply = await receive_shopify(services, request.headers, request.scope["path"], raw)
         return Response(
@@ -259,13 +298,14 @@ def shopify_fast_path(app: ASGIApp, services: Services) -> ASGIApp:
         declared = _declared_length(scope)
         if declared is not None and declared > limits.MAX_WEBHOOK_BODY:
             reply = _TOO_LARGE  # answered without reading a byte of it
+            _observe(reply, {}, time.perf_counter())
         else:
             try:
                 raw = await _read_bounded(receive, limits.MAX_WEBHOOK_BODY)
             except ConnectionError:
                 return
             if raw is None:
-                reply = _TOO_LARGE
+                reply = _observe(_TOO_LARGE, {}, time.perf_counter())
             else:
                 headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
                 reply = await receive_shopify(services, headers, PATH, raw)
