@@ -51,9 +51,7 @@ class Server:
 
     def run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(
-            asyncio.start_server(self.handle, "127.0.0.1", 0)
-        )
+        server = self.loop.run_until_complete(asyncio.start_server(self.handle, "127.0.0.1", 0))
         self.port = server.sockets[0].getsockname()[1]
         self.ready.set()
         self.loop.run_forever()
