@@ -48,6 +48,7 @@ from tests.support import services as svc
 from tests.support.ledger import Ledger, Outside, check
 from tests.support.shopify import webhook_headers
 from tests.support.smtp import Inbox, smtp_inbox
+from tests.support.wait import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 SHOP = "fault-store.myshopify.com"
@@ -653,3 +654,102 @@ def outside_world(
         inbox_cm as inbox,
     ):
         yield supplier, shopify, stripe, inbox
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, MB (0 once it is gone)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# -------------------------------------------------------------------------------- faults
+# Each waits for the state in which the fault bites, breaks the component, and repairs it.
+
+
+async def _at_least(world: World, what: str, n: int) -> bool:
+    try:
+        return (await world.counts())[what] >= n
+    except Exception:  # the database may be restarting
+        return False
+
+
+async def redis_killed(world: World, redis: svc.Redis) -> None:
+    """Redis SIGKILLed once orders are being processed (no persistence: every queued job is
+    gone), restarted once work piles up in the outbox that the relay cannot hand over."""
+    await eventually(lambda: _at_least(world, "orders", 10), timeout=90, interval=0.1)
+    redis.stop()
+    try:
+        await eventually(lambda: _at_least(world, "outbox", 5), timeout=60, interval=0.1)
+    finally:
+        redis.start()
+
+
+async def worker_killed(world: World) -> None:
+    """The supplier makes the orders and holds its answers; once two placements wait there, a
+    worker is SIGKILLed (no cleanup, no commit) and a new one started."""
+    await eventually(lambda: _at_least(world, "pos_placed", 8), timeout=90, interval=0.2)
+    sim = world.supplier.sim
+    sim.hold.set()
+    try:
+        await eventually(lambda: _true(sim.holding >= 2), timeout=60, interval=0.05)
+        await asyncio.to_thread(world.kill_worker, world.workers[0])
+    finally:
+        sim.hold.clear()
+    await world.worker_ready(world.start_worker())
+
+
+async def postgres_restarted(world: World, pg: svc.Postgres) -> None:
+    """``pg_ctl restart -m fast`` while purchase orders are being placed: every connection of
+    the API and the workers is cut."""
+    await eventually(lambda: _at_least(world, "pos_placed", 8), timeout=90, interval=0.2)
+    await asyncio.to_thread(
+        subprocess.run,
+        [
+            *pg.run_as,
+            str(pg.bindir / "pg_ctl"),
+            "-D",
+            str(pg.datadir),
+            "-l",
+            str(pg.datadir.parent / "log"),
+            "-m",
+            "fast",
+            "-w",
+            "restart",
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+async def supplier_failing(world: World, errors: int = 10, timeouts: int = 5) -> None:
+    """The REST supplier answers 500 (``errors`` times), then times out after making the order
+    (``timeouts`` times), then recovers."""
+    await eventually(lambda: _at_least(world, "pos_placed", 8), timeout=90, interval=0.2)
+    sim = world.supplier.sim
+    try:
+        sim.mode = "500"
+        seen = sim.errors
+        await eventually(lambda: _true(sim.errors >= seen + errors), timeout=90, interval=0.1)
+        sim.mode = "timeout"
+        seen = sim.errors
+        await eventually(lambda: _true(sim.errors >= seen + timeouts), timeout=90, interval=0.1)
+    finally:
+        sim.mode = None
+
+
+async def shopify_refusing(world: World, refusals: int = 20) -> None:
+    """Once parcels ship, Shopify answers 429 (Retry-After: 1) and 503 in turn to ``refusals``
+    calls, then recovers."""
+    await eventually(lambda: _at_least(world, "shipments", 5), timeout=120, interval=0.2)
+    world.shopify.outage = (429, 503)
+    try:
+        await eventually(lambda: _true(world.shopify.refused >= refusals), timeout=90, interval=0.1)
+    finally:
+        world.shopify.outage = ()
+
+
+async def _true(value: bool) -> bool:
+    return value
