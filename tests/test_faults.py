@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
+from sqlalchemy import text
 
 from app import migrate
+from app.db import Database
 from tests.support import faults
 from tests.support import services as svc
 from tests.support.faults import Sender, World, make_hooks, outside_world
@@ -67,7 +69,7 @@ async def world(
             redis_server.start()
 
 
-async def run(world: World, fault: Fault | None) -> None:
+async def run(world: World, fault: Fault | None) -> Sender:
     hooks = make_hooks(N_ORDERS, world.shopify, world.stripe, world.stripe_account)
     sender = Sender(world.base_url, RATE)
     bots = [
@@ -93,6 +95,7 @@ async def run(world: World, fault: Fault | None) -> None:
     assert ledger.counts["routable_lines"] == 3 * N_ORDERS
     assert ledger.counts["shipments"] == N_ORDERS  # the portal half ships; REST does not here
     assert ledger.counts["refunds"] == N_ORDERS // 10
+    return sender
 
 
 # --------------------------------------------------------------------------------- faults
@@ -111,7 +114,32 @@ async def test_postgres_restarted(world: World, pg_server: svc.Postgres) -> None
 
 
 async def test_supplier_500s_and_timeouts(world: World) -> None:
-    await run(world, lambda w, sender: faults.supplier_failing(w))
+    sender = await run(world, lambda w, sender: faults.supplier_failing(w))
+
+    # The ledger does see what is lost or doubled: spoil four things, get four findings.
+    key = next(iter(world.supplier.sim.per_key))
+    world.supplier.sim.per_key[key] += 1
+    store = world.shopify.fulfillment_ids()
+    world.shopify.fulfillment_ids = lambda: [*store, store[0]]  # type: ignore[method-assign]
+    db = Database(world.pg_url)
+    try:
+        async with db.transaction() as session:
+            await session.execute(
+                text(
+                    "UPDATE purchase_orders SET status = 'pending' WHERE id = "
+                    "(SELECT id FROM purchase_orders ORDER BY id LIMIT 1)"
+                )
+            )
+    finally:
+        await db.dispose()
+    spoiled = await world.ledger(set(sorted(sender.accepted)[1:]))
+    assert set(spoiled.problems) == {
+        "supplier_order_twice",
+        "fulfillment_twice_in_store",
+        "po_line_not_placed",
+        "delivery_not_accepted",
+    }, str(spoiled)
+    assert spoiled.problems["supplier_order_twice"] == ["1 in all", key]
 
 
 async def test_shopify_429_and_503(world: World) -> None:
