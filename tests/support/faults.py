@@ -688,17 +688,21 @@ async def redis_killed(world: World, redis: svc.Redis) -> None:
 
 
 async def worker_killed(world: World) -> None:
-    """The supplier makes the orders and holds its answers; once two placements wait there, a
-    worker is SIGKILLed (no cleanup, no commit) and a new one started."""
+    """The supplier makes the orders and holds its answers; once as many placements wait there
+    as there are workers, every worker is SIGKILLed (no cleanup, no commit), so whichever
+    holds them dies mid-placement, and as many new ones are started."""
     await eventually(lambda: _at_least(world, "pos_placed", 8), timeout=90, interval=0.2)
     sim = world.supplier.sim
+    n = len(world.workers)
     sim.hold.set()
     try:
-        await eventually(lambda: _true(sim.holding >= 2), timeout=60, interval=0.05)
-        await asyncio.to_thread(world.kill_worker, world.workers[0])
+        await eventually(lambda: _true(sim.holding >= n), timeout=60, interval=0.05)
+        for proc in list(world.workers):
+            await asyncio.to_thread(world.kill_worker, proc)
     finally:
         sim.hold.clear()
-    await world.worker_ready(world.start_worker())
+    for proc in [world.start_worker() for _ in range(n)]:
+        await world.worker_ready(proc)
 
 
 async def postgres_restarted(world: World, pg: svc.Postgres) -> None:
