@@ -71,6 +71,10 @@ class ShopifyAdminSim:
         self.orders: dict[str, _Order] = {}
         self._ids = itertools.count(1001)
         self._lock = threading.Lock()
+        #: While not empty, every request is refused with these HTTP statuses in turn (429
+        #: with ``Retry-After: 1``, 503...): an outage. ``refused`` counts those answers.
+        self.outage: tuple[int, ...] = ()
+        self.refused = 0
         sim = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -80,11 +84,17 @@ class ShopifyAdminSim:
                 if not self.headers.get("X-Shopify-Access-Token"):
                     self._send(401, {"errors": "[API] Invalid API key or access token"})
                     return
+                refusal = sim._refusal()
+                if refusal:
+                    self._send(refusal, {"errors": "Service temporarily unavailable"})
+                    return
                 self._send(200, sim.answer(body.get("query", ""), body.get("variables") or {}))
 
             def _send(self, status: int, payload: dict[str, Any]) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
+                if status == 429:
+                    self.send_header("Retry-After", "1")
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -108,6 +118,19 @@ class ShopifyAdminSim:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def _refusal(self) -> int:
+        with self._lock:
+            if not self.outage:
+                return 0
+            status = self.outage[self.refused % len(self.outage)]
+            self.refused += 1
+            return status
+
+    def fulfillment_ids(self) -> list[str]:
+        """Every fulfillment the store holds (a repeat would show twice)."""
+        with self._lock:
+            return [f["id"] for o in self.orders.values() for f in o.fulfillments]
 
     def add_order(self, order_id: int, lines: list[tuple[int, str | None, int]]) -> None:
         """An order of the store: ``(line item id, sku, quantity)`` per line, all in one
