@@ -243,7 +243,7 @@ def reset(pg: svc.Postgres, supplier_port: int) -> None:
     _http_json(supplier_port, "POST", "/reset")
 
 
-def statements(pg: svc.Postgres, orders: int, top: int = 15) -> dict[str, Any]:
+def statements(pg: svc.Postgres, orders: int, top: int = 40) -> dict[str, Any]:
     """What the database ran during the phase (pg_stat_statements, API and worker together):
     statements per order, and the statements called most."""
     where = (
@@ -264,6 +264,14 @@ def statements(pg: svc.Postgres, orders: int, top: int = 15) -> dict[str, Any]:
         f"ORDER BY s.calls DESC LIMIT {top}",
         DB_NAME,
     )
+    kinds: dict[str, float] = {}
+    for line in pg.psql(
+        "SELECT upper(split_part(ltrim(s.query), ' ', 1)), sum(s.calls) "
+        f"{where} GROUP BY 1 ORDER BY 2 DESC",
+        DB_NAME,
+    ).splitlines():
+        kind, n = line.split("|", 1)
+        kinds[kind or "?"] = round(float(n) / max(1, orders), 2)
     listed = []
     for line in rows.splitlines():
         n, t, q = line.split("|", 2)
@@ -273,6 +281,7 @@ def statements(pg: svc.Postgres, orders: int, top: int = 15) -> dict[str, Any]:
         "statements": int(calls),
         "statements_per_order": round(calls / max(1, orders), 1),
         "exec_ms_total": round(ms, 1),
+        "per_order_by_kind": kinds,
         "top_by_calls": listed,
     }
 
@@ -874,9 +883,11 @@ def print_report(runs: dict[str, Any], args: argparse.Namespace) -> None:
         st = r["db_statements"]
         print(
             f"  database: {st['statements']} statements ({st['statements_per_order']} per order, "
-            "API + worker); most called, per order:"
+            "API + worker); per order by kind: "
+            + ", ".join(f"{k} {v:g}" for k, v in st["per_order_by_kind"].items())
+            + "; most called, per order:"
         )
-        for q in st["top_by_calls"][:10]:
+        for q in st["top_by_calls"][:25]:
             print(f"    {q['per_order']:>6}  {q['query'][:100]}")
         print(f"  supplier: {_fmt(r['supplier'])}")
 
