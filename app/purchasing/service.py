@@ -248,20 +248,25 @@ def bounded_number(prefix: str, order_name: str, n: int) -> str:
 
 
 async def create_from_plan(
-    session: AsyncSession, order: Order, decided: RoutingPlan
+    session: AsyncSession, order: Order, decided: RoutingPlan, *, fresh: bool = False
 ) -> list[PurchaseOrder]:
     """One ``pending`` purchase order per supplier of the plan, with the stock it reserves.
 
     The caller enqueues their placement once its transaction holds them. Raises
-    ``StockConflict`` (retryable) when stock moved since the decision.
+    ``StockConflict`` (retryable) when stock moved since the decision. ``fresh``: the order
+    was created in this transaction (it has no purchase order yet).
     """
-    existing = int(
-        await session.scalar(
-            select(func.count())
-            .select_from(PurchaseOrder)
-            .where(PurchaseOrder.order_id == order.id)
+    existing = (
+        0
+        if fresh
+        else int(
+            await session.scalar(
+                select(func.count())
+                .select_from(PurchaseOrder)
+                .where(PurchaseOrder.order_id == order.id)
+            )
+            or 0
         )
-        or 0
     )
     created: list[PurchaseOrder] = []
     reservations: dict[tuple[uuid.UUID, str], int] = {}
@@ -303,8 +308,9 @@ async def create_from_plan(
             ship_to=_ship_to(order),
             shipping_method=order.shipping_method,
         )
+        # No flush per purchase order: the unit of work inserts them all, then all their lines
+        # (one statement per table).
         session.add(po)
-        await session.flush()
         session.add_all(po_lines)
         created.append(po)
         record(
