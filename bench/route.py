@@ -237,7 +237,18 @@ TRUNCATE = (
 def reset(pg: svc.Postgres, supplier_port: int) -> None:
     """Empty every order table (orders cascade to lines, events, purchase orders) and the
     supplier's counters; catalog, suppliers and merchant stay. Statement statistics restart."""
-    pg.psql(TRUNCATE, DB_NAME)
+    # The worker may still be running the warm-up's follow-up jobs (event dispatch), whose row
+    # locks can deadlock with TRUNCATE: wait for the outbox to empty, retry a few times.
+    for attempt in range(10):
+        try:
+            if attempt < 9 and pg.psql("SELECT count(*) FROM outbox", DB_NAME).strip() != "0":
+                raise subprocess.CalledProcessError(1, "outbox not empty")
+            pg.psql(TRUNCATE, DB_NAME)
+            break
+        except subprocess.CalledProcessError:
+            if attempt == 9:
+                raise
+            time.sleep(1)
     pg.psql("CHECKPOINT", DB_NAME)
     pg.psql("SELECT pg_stat_statements_reset()", DB_NAME)
     _http_json(supplier_port, "POST", "/reset")

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from app.api.pagination import Page, rows_page
 from app.carriers import best_match, normalise, tracking_url_for
@@ -64,14 +64,16 @@ async def load(
     """The purchase order with its lines. ``lock`` takes its row lock (PostgreSQL; SQLite's
     transactions begin IMMEDIATE, so writers are serialised already and the clause is left
     out by SQLAlchemy)."""
+    # Lines joined in: one statement, where a select-in load took two (the placement loads a
+    # purchase order twice per attempt). The lock stays on the purchase order's row.
     query = (
         select(PurchaseOrder)
         .where(PurchaseOrder.id == po_id)
-        .options(selectinload(PurchaseOrder.lines))
+        .options(joinedload(PurchaseOrder.lines))
     )
     if lock:
         query = query.with_for_update(of=PurchaseOrder)
-    po: PurchaseOrder | None = await session.scalar(query)
+    po: PurchaseOrder | None = (await session.execute(query)).unique().scalar_one_or_none()
     return po
 
 

@@ -153,6 +153,10 @@ async def place(ctx: TaskContext, po_id: str) -> None:
         po = await service.load(session, pid, lock=True)
         if po is None or po.status != POStatus.PENDING:
             return
+        # Held here (before any change, which its SELECT would flush on its own): the
+        # session's identity map keeps only referenced objects, and the transition and the
+        # notice both need the order (one SELECT, not two).
+        order = await service.order_of(session, po)
         po.supplier_reference = result.supplier_reference or po.supplier_reference
         po.last_error = None
         po.next_attempt_at = None
@@ -169,7 +173,6 @@ async def place(ctx: TaskContext, po_id: str) -> None:
             attempts=attempt,
         )
         if result.notify_supplier:
-            order = await service.order_of(session, po)
             try:
                 # A notice that cannot be written must not undo the placement it reports.
                 async with session.begin_nested():
