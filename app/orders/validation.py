@@ -132,7 +132,8 @@ async def validate(
         "; ".join(address) or ("shipping address complete" if ships else "nothing to ship"),
         ok=not address,
     )
-    skus = await unknown_skus(session, order)
+    with session.no_autoflush:  # reads the catalog only: the entries above go in one INSERT
+        skus = await unknown_skus(session, order)
     if not [ln for ln in order.lines if ln.quantity > 0]:
         skus.append("order has no lines to fulfil")
     record(

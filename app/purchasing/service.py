@@ -324,21 +324,23 @@ async def create_from_plan(
             purchase_order_id=str(po.id),
             supplier_id=str(supplier_id),
         )
-    await session.flush()
     # Reserve stock last and in key order: the hot rows of popular SKUs stay locked only for
-    # the end of the transaction, and concurrent routings lock them in the same order.
+    # the end of the transaction, and concurrent routings lock them in the same order. The
+    # purchase orders, their lines and timeline entries are flushed later, with what the
+    # caller adds (fewer INSERTs): the stock rows do not depend on them.
     for (supplier_id, sku), quantity in sorted(
         reservations.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])
     ):
-        reserved = await session.execute(
-            update(SupplierProduct)
-            .where(
-                SupplierProduct.supplier_id == supplier_id,
-                SupplierProduct.sku == sku,
-                SupplierProduct.stock >= quantity,
+        with session.no_autoflush:
+            reserved = await session.execute(
+                update(SupplierProduct)
+                .where(
+                    SupplierProduct.supplier_id == supplier_id,
+                    SupplierProduct.sku == sku,
+                    SupplierProduct.stock >= quantity,
+                )
+                .values(stock=SupplierProduct.stock - quantity)
             )
-            .values(stock=SupplierProduct.stock - quantity)
-        )
         if getattr(reserved, "rowcount", 1) != 1:
             raise StockConflict(f"stock of {sku} at {names[(supplier_id, sku)]} changed")
     return created
