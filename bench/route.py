@@ -237,13 +237,24 @@ TRUNCATE = (
 def reset(pg: svc.Postgres, supplier_port: int) -> None:
     """Empty every order table (orders cascade to lines, events, purchase orders) and the
     supplier's counters; catalog, suppliers and merchant stay. Statement statistics restart."""
-    pg.psql(TRUNCATE, DB_NAME)
+    # The worker may still be running the warm-up's follow-up jobs (event dispatch), whose row
+    # locks can deadlock with TRUNCATE: wait for the outbox to empty, retry a few times.
+    for attempt in range(10):
+        try:
+            if attempt < 9 and pg.psql("SELECT count(*) FROM outbox", DB_NAME).strip() != "0":
+                raise subprocess.CalledProcessError(1, "outbox not empty")
+            pg.psql(TRUNCATE, DB_NAME)
+            break
+        except subprocess.CalledProcessError:
+            if attempt == 9:
+                raise
+            time.sleep(1)
     pg.psql("CHECKPOINT", DB_NAME)
     pg.psql("SELECT pg_stat_statements_reset()", DB_NAME)
     _http_json(supplier_port, "POST", "/reset")
 
 
-def statements(pg: svc.Postgres, orders: int, top: int = 15) -> dict[str, Any]:
+def statements(pg: svc.Postgres, orders: int, top: int = 40) -> dict[str, Any]:
     """What the database ran during the phase (pg_stat_statements, API and worker together):
     statements per order, and the statements called most."""
     where = (
@@ -264,6 +275,14 @@ def statements(pg: svc.Postgres, orders: int, top: int = 15) -> dict[str, Any]:
         f"ORDER BY s.calls DESC LIMIT {top}",
         DB_NAME,
     )
+    kinds: dict[str, float] = {}
+    for line in pg.psql(
+        "SELECT upper(split_part(ltrim(s.query), ' ', 1)), sum(s.calls) "
+        f"{where} GROUP BY 1 ORDER BY 2 DESC",
+        DB_NAME,
+    ).splitlines():
+        kind, n = line.split("|", 1)
+        kinds[kind or "?"] = round(float(n) / max(1, orders), 2)
     listed = []
     for line in rows.splitlines():
         n, t, q = line.split("|", 2)
@@ -273,6 +292,7 @@ def statements(pg: svc.Postgres, orders: int, top: int = 15) -> dict[str, Any]:
         "statements": int(calls),
         "statements_per_order": round(calls / max(1, orders), 1),
         "exec_ms_total": round(ms, 1),
+        "per_order_by_kind": kinds,
         "top_by_calls": listed,
     }
 
@@ -874,9 +894,11 @@ def print_report(runs: dict[str, Any], args: argparse.Namespace) -> None:
         st = r["db_statements"]
         print(
             f"  database: {st['statements']} statements ({st['statements_per_order']} per order, "
-            "API + worker); most called, per order:"
+            "API + worker); per order by kind: "
+            + ", ".join(f"{k} {v:g}" for k, v in st["per_order_by_kind"].items())
+            + "; most called, per order:"
         )
-        for q in st["top_by_calls"][:10]:
+        for q in st["top_by_calls"][:25]:
             print(f"    {q['per_order']:>6}  {q['query'][:100]}")
         print(f"  supplier: {_fmt(r['supplier'])}")
 

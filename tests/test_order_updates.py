@@ -333,8 +333,10 @@ class TestUpdateRacingValidation:
         address is being applied: the fix must not be applied to the stale ``received`` view and
         leave the order stuck in ``needs_attention`` with a good address."""
         await add_catalog(db, merchant)
+        # Made by an orders/updated (the create never seen): it waits for its order.validate
+        # job (an orders/create is validated in its own webhook.process job).
         await process_delivery(
-            ctx, await store_delivery(db, merchant, with_address(at(0), zip=None))
+            ctx, await store_delivery(db, merchant, with_address(at(0), zip=None), UPDATED)
         )
         fix = await store_delivery(db, merchant, with_address(at(5), zip="40202"), UPDATED)
 

@@ -841,10 +841,10 @@ class TestStockMovedUnderTheDecision:
 
         original = purchasing.create_from_plan
 
-        async def racing(session: Any, order: Any, decided: Any) -> Any:
+        async def racing(session: Any, order: Any, decided: Any, **kw: Any) -> Any:
             # Another order takes every unit after the decision was made.
             await session.execute(update(SupplierProduct).values(stock=0))
-            return await original(session, order, decided)
+            return await original(session, order, decided, **kw)
 
         monkeypatch.setattr(purchasing, "create_from_plan", racing)
 

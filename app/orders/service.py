@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.api.pagination import Page, rows_page
-from app.db import utcnow
+from app.db import utcnow, uuid7
 from app.events.models import EventType
 from app.events.service import publish
 from app.exceptions.service import open_exception
@@ -39,6 +39,8 @@ from app.refunds.models import Refund
 from app.security import new_public_token
 from app.timeline.service import record, set_status
 
+_CUSTOMER_FIELDS = ("email", "first_name", "last_name", "phone")
+
 
 async def upsert_customer(
     session: AsyncSession, merchant_id: uuid.UUID, draft: CustomerDraft | None, email: str | None
@@ -55,7 +57,12 @@ async def upsert_customer(
         return None
     customer = await session.scalar(query.limit(1))
     if customer is None:
-        customer = Customer(merchant_id=merchant_id, shopify_customer_id=draft.shopify_customer_id)
+        # With its details: one INSERT, not an INSERT and then an UPDATE.
+        customer = Customer(
+            merchant_id=merchant_id,
+            shopify_customer_id=draft.shopify_customer_id,
+            **{a: getattr(draft, a) for a in _CUSTOMER_FIELDS if getattr(draft, a) is not None},
+        )
         try:
             async with session.begin_nested():
                 session.add(customer)
@@ -64,7 +71,7 @@ async def upsert_customer(
             customer = await session.scalar(query.limit(1))
             if customer is None:
                 raise
-    for attr in ("email", "first_name", "last_name", "phone"):
+    for attr in _CUSTOMER_FIELDS:
         value = getattr(draft, attr)
         if value is not None and customer.redacted_at is None:
             setattr(customer, attr, value)
@@ -132,11 +139,19 @@ class Intake:
     created: bool
 
 
-async def create_order(session: AsyncSession, merchant_id: uuid.UUID, draft: OrderDraft) -> Intake:
+async def create_order(
+    session: AsyncSession,
+    merchant_id: uuid.UUID,
+    draft: OrderDraft,
+    *,
+    enqueue_validation: bool = True,
+) -> Intake:
     """Create the order unless it exists (same Shopify id or merchant reference).
 
     Safe under concurrency: the unique constraints decide, inside a savepoint, and the loser
-    gets the winner's order back with ``created=False``.
+    gets the winner's order back with ``created=False``. A new order in ``received`` gets its
+    ``order.validate`` job, unless ``enqueue_validation=False``: then the caller validates it
+    in this transaction (``app.orders.tasks.validate_and_route``).
     """
     existing = await find_existing(session, merchant_id, draft)
     if existing is not None:
@@ -144,6 +159,7 @@ async def create_order(session: AsyncSession, merchant_id: uuid.UUID, draft: Ord
     customer = await upsert_customer(session, merchant_id, draft.customer, draft.email)
     status = OrderStatus.CANCELLED if draft.cancelled_at else OrderStatus.RECEIVED
     order = Order(
+        id=uuid7(),
         merchant_id=merchant_id,
         source=draft.source,
         shopify_order_id=draft.shopify_order_id,
@@ -172,6 +188,9 @@ async def create_order(session: AsyncSession, merchant_id: uuid.UUID, draft: Ord
         cancelled_at=draft.cancelled_at,
         tracking_token=new_public_token(),
     )
+    # Lines through the relationship: inserted with the order (one statement for all), and
+    # ``order.lines`` is loaded for whoever validates the order in this transaction.
+    order.lines = [_line(order, position, line) for position, line in enumerate(draft.lines)]
     try:
         async with session.begin_nested():
             session.add(order)
@@ -181,8 +200,6 @@ async def create_order(session: AsyncSession, merchant_id: uuid.UUID, draft: Ord
         if existing is None:
             raise
         return Intake(existing, False)
-    for position, line in enumerate(draft.lines):
-        session.add(_line(order, position, line))
     record(
         session,
         order,
@@ -208,7 +225,8 @@ async def create_order(session: AsyncSession, merchant_id: uuid.UUID, draft: Ord
         # Imported here: app.orders.tasks -> app.orders.validation -> this module (a cycle).
         from app.orders.tasks import validate_order
 
-        await enqueue(session, validate_order, order.id)
+        if enqueue_validation:
+            await enqueue(session, validate_order, order.id)
         await publish(
             session,
             order,

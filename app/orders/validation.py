@@ -102,13 +102,17 @@ async def unknown_skus(session: AsyncSession, order: Order) -> list[str]:
     return problems
 
 
-async def validate(session: AsyncSession, order: Order, settings: MerchantSettings) -> Verdict:
+async def validate(
+    session: AsyncSession, order: Order, settings: MerchantSettings, *, fresh: bool = False
+) -> Verdict:
     """Run every check, record each outcome and move the order to its next status.
 
     An earlier failed validation's exceptions-queue entry is closed first: it described the
-    order as it was; if the problem is still there a new entry says so.
+    order as it was; if the problem is still there a new entry says so. (``fresh``: the order
+    was created in this transaction, so it has no entry to close.)
     """
-    await resolve_exceptions(session, order, (VALIDATION_FAILED,))
+    if not fresh:
+        await resolve_exceptions(session, order, (VALIDATION_FAILED,))
     routable = settings.routable_financial_statuses
     payment = check_payment(order.financial_status, routable)
     record(
@@ -128,7 +132,8 @@ async def validate(session: AsyncSession, order: Order, settings: MerchantSettin
         "; ".join(address) or ("shipping address complete" if ships else "nothing to ship"),
         ok=not address,
     )
-    skus = await unknown_skus(session, order)
+    with session.no_autoflush:  # reads the catalog only: the entries above go in one INSERT
+        skus = await unknown_skus(session, order)
     if not [ln for ln in order.lines if ln.quantity > 0]:
         skus.append("order has no lines to fulfil")
     record(

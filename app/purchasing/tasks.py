@@ -37,7 +37,7 @@ from app import limits
 from app.db import DbSession, utcnow
 from app.exceptions.service import open_exception
 from app.jobs.backoff import EARLY, backoff_ms
-from app.jobs.outbox import enqueue
+from app.jobs.outbox import enqueue_many
 from app.jobs.task import TaskContext, task
 from app.purchasing import service
 from app.purchasing.models import POStatus, PurchaseOrder
@@ -95,9 +95,9 @@ def supplier_slots(ctx: TaskContext, supplier: Supplier) -> Iterator[None]:
 
 
 async def place_all(session: DbSession, purchase_orders: Iterable[PurchaseOrder]) -> None:
-    """Enqueue the placement of purchase orders just created, in their transaction."""
-    for po in purchase_orders:
-        await enqueue(session, place, po.id)
+    """Enqueue the placement of purchase orders just created, in their transaction (one
+    statement)."""
+    await enqueue_many(session, place, [[po.id] for po in purchase_orders])
 
 
 @task("purchase_order.place", max_retries=MAX_ATTEMPTS * 4, stale=service.unplaced)
@@ -153,6 +153,10 @@ async def place(ctx: TaskContext, po_id: str) -> None:
         po = await service.load(session, pid, lock=True)
         if po is None or po.status != POStatus.PENDING:
             return
+        # Held here (before any change, which its SELECT would flush on its own): the
+        # session's identity map keeps only referenced objects, and the transition and the
+        # notice both need the order (one SELECT, not two).
+        order = await service.order_of(session, po)
         po.supplier_reference = result.supplier_reference or po.supplier_reference
         po.last_error = None
         po.next_attempt_at = None
@@ -169,7 +173,6 @@ async def place(ctx: TaskContext, po_id: str) -> None:
             attempts=attempt,
         )
         if result.notify_supplier:
-            order = await service.order_of(session, po)
             try:
                 # A notice that cannot be written must not undo the placement it reports.
                 async with session.begin_nested():

@@ -186,7 +186,10 @@ async def plan_input(
     merchant: Merchant,
     lines: Sequence[OrderLine],
     country: str | None,
+    *,
+    fresh: bool = False,
 ) -> PlanInput:
+    """``fresh``: the lines were created in this transaction, so no exclusion names them."""
     rules = await load_rules(session, merchant.id)
     requests = [
         LineRequest(ln.id, ln.sku, ln.quantity, strategy_for(rules, ln.sku, country))
@@ -194,7 +197,7 @@ async def plan_input(
         if ln.quantity > 0
     ]
     offers = await load_offers(session, merchant.id, (ln.sku or "" for ln in lines))
-    exclusions = await load_exclusions(session, (ln.id for ln in lines))
+    exclusions = {} if fresh else await load_exclusions(session, (ln.id for ln in lines))
     tolerance = settings_of(merchant).routing.consolidation_tolerance
     return PlanInput(requests, country, offers, tolerance, exclusions)
 
@@ -204,9 +207,11 @@ async def plan(
     merchant: Merchant,
     lines: Sequence[OrderLine],
     country: str | None,
+    *,
+    fresh: bool = False,
 ) -> RoutingPlan:
     """The decision for these lines, without changing anything."""
-    return (await plan_input(session, merchant, lines, country)).decide()
+    return (await plan_input(session, merchant, lines, country, fresh=fresh)).decide()
 
 
 def _country(order: Order) -> str | None:
@@ -223,12 +228,20 @@ class Routed:
 
 
 async def route_lines(
-    session: AsyncSession, merchant: Merchant, order: Order, lines: Sequence[OrderLine]
+    session: AsyncSession,
+    merchant: Merchant,
+    order: Order,
+    lines: Sequence[OrderLine],
+    *,
+    fresh: bool = False,
 ) -> Routed:
     """Decide, have purchasing create the purchase orders (reserving stock), open an
-    exceptions-queue entry per unroutable line and bring the order's status up to date."""
-    decided = await plan(session, merchant, lines, _country(order))
-    created = await purchasing.create_from_plan(session, order, decided)
+    exceptions-queue entry per unroutable line and bring the order's status up to date.
+
+    ``fresh``: the order and ``lines`` (all of its lines) were created in this transaction: no
+    exclusion, purchase order or earlier routing exists for them, so none is looked up."""
+    decided = await plan(session, merchant, lines, _country(order), fresh=fresh)
+    created = await purchasing.create_from_plan(session, order, decided, fresh=fresh)
     record(
         session,
         order,
@@ -249,20 +262,38 @@ async def route_lines(
             line_id=str(d.line_id),
             candidates=[c.__dict__ for c in d.candidates],
         )
-    await refresh_order_status(session, order)
+    if fresh:
+        # What the queries below would find: these lines, covered by what was just decided.
+        await refresh_order_status(
+            session,
+            order,
+            lines=[ln for ln in lines if ln.quantity > 0],
+            covered={d.line_id for d in decided.routed},
+        )
+    else:
+        await refresh_order_status(session, order)
     return Routed(decided, created)
 
 
-async def refresh_order_status(session: AsyncSession, order: Order) -> None:
-    """routed / partially_routed / needs_attention from where the lines are now."""
-    lines = list(
-        (
-            await session.scalars(
-                select(OrderLine).where(OrderLine.order_id == order.id, OrderLine.quantity > 0)
-            )
-        ).all()
-    )
-    covered = await purchasing.covered_line_ids(session, order.id)
+async def refresh_order_status(
+    session: AsyncSession,
+    order: Order,
+    *,
+    lines: Sequence[OrderLine] | None = None,
+    covered: set[uuid.UUID] | None = None,
+) -> None:
+    """routed / partially_routed / needs_attention from where the lines are now (``lines``
+    with a quantity and the ``covered`` ones, when the caller knows them)."""
+    if lines is None:
+        lines = list(
+            (
+                await session.scalars(
+                    select(OrderLine).where(OrderLine.order_id == order.id, OrderLine.quantity > 0)
+                )
+            ).all()
+        )
+    if covered is None:
+        covered = await purchasing.covered_line_ids(session, order.id)
     missing = [ln for ln in lines if ln.id not in covered]
     if not missing:
         status, reason = OrderStatus.ROUTED, None

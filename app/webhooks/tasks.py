@@ -24,7 +24,9 @@ from app.merchants.models import Merchant, MerchantStatus
 from app.merchants.service import deactivate, get_merchant
 from app.orders import privacy
 from app.orders.drafts import PayloadError, from_shopify
+from app.orders.models import OrderStatus
 from app.orders.service import apply_update, cancel_order, create_order, find_existing
+from app.orders.tasks import validate_and_route
 from app.webhooks import service, topics
 
 log = structlog.get_logger(__name__)
@@ -149,9 +151,13 @@ async def _handle(session: DbSession, merchant: Merchant | None, topic: str, pay
 
     draft = from_shopify(payload)
     if topic == topics.ORDERS_CREATE:
-        intake = await create_order(session, merchant.id, draft)
+        intake = await create_order(session, merchant.id, draft, enqueue_validation=False)
         if intake.created:
-            return f"order {intake.order.id} created"
+            outcome = f"order {intake.order.id} created"
+            if intake.order.status == OrderStatus.RECEIVED:
+                # Validated (and routed) here, in this job's transaction: no job hops.
+                await validate_and_route(session, merchant, intake.order, fresh=True)
+            return outcome
         # A second orders/create for the same order (another subscription, a retry with a new
         # webhook id, or a create arriving after an update or a cancellation already made the
         # order) changes nothing: it can only hold data as old as, or older than, ours.
