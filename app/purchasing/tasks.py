@@ -51,7 +51,10 @@ from connectors.registry import connector_class
 
 log = structlog.get_logger(__name__)
 
-MAX_ATTEMPTS = 8
+#: 12 attempts ride out a supplier down for a quarter of an hour before a person is asked: the
+#: 11 waits step 1 s, 2 s, ... 512 s, 600 s (the cap), each drawn between half and all of its step,
+#: so 13.5 to 27 minutes in all.
+MAX_ATTEMPTS = 12
 BASE_DELAY_MS = 1_000
 MAX_DELAY_MS = 10 * 60_000
 #: A supplier's ``Retry-After`` is honoured up to this; a longer one is taken as this.
