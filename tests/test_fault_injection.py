@@ -106,18 +106,19 @@ class TestWorkerFailure:
     ) -> None:
         import app.orders.service as order_service
 
-        real = order_service.enqueue
+        real = order_service.publish
         failures = 0
 
         async def flaky(*args: Any, **kwargs: Any) -> None:
             nonlocal failures
             if failures == 0:
                 failures += 1
-                # The order row was already flushed in this transaction: it must roll back.
+                # The order and its timeline were already written in this transaction (the
+                # ``order.created`` event comes after them): they must roll back.
                 raise OperationalError("INSERT", {}, Exception("connection reset"))
             await real(*args, **kwargs)
 
-        monkeypatch.setattr(order_service, "enqueue", flaky)
+        monkeypatch.setattr(order_service, "publish", flaky)
         assert await send(client, 1) == [200]
         await eventually(lambda: _equals(orders_count(db), 1), timeout=30)
         assert failures == 1
