@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     #: every queue. Dedicated processes per kind of work (``app.jobs.task.QUEUES``).
     worker_queues: str | None = None
     #: A port on which ``dropship worker`` serves its own Prometheus metrics; unset: none.
-    metrics_port: int | None = None
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     #: When set, ``GET /metrics`` asks for ``Authorization: Bearer <token>``.
     metrics_token: str | None = Field(default=None, repr=False)
     #: Outbound webhooks may go to ``http://`` and loopback (a receiver on this machine, the

@@ -368,3 +368,14 @@ async def test_the_gauges_are_read_from_the_database_when_scraped(
         labels: n for (name, labels), n in samples.items() if name == "dropship_exceptions_open"
     }
     assert opened == {(("kind", "probe_a"),): 2}
+
+
+@pytest.mark.parametrize(("port", "ok"), [(0, False), (1, True), (65535, True), (65536, False)])
+def test_the_worker_metrics_port_is_a_tcp_port(port: int, ok: bool) -> None:
+    from pydantic import ValidationError
+
+    if ok:
+        assert Settings(metrics_port=port).metrics_port == port
+    else:
+        with pytest.raises(ValidationError, match="metrics_port"):
+            Settings(metrics_port=port)

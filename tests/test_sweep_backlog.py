@@ -33,6 +33,16 @@ def broker(settings: Settings) -> dramatiq.Broker:
     return build_broker(settings)
 
 
+@pytest.fixture
+def ctx(settings: Settings, db: Database) -> TaskContext:
+    """What the sweep task gets, with a stale window of ``STALE_AFTER`` seconds."""
+    return TaskContext(
+        settings=settings.model_copy(update={"stale_after": STALE_AFTER}),
+        db=db,
+        box=None,  # type: ignore[arg-type]
+    )
+
+
 def waiting(broker: dramatiq.Broker, seconds_ago: float) -> Message[object]:
     """A ``webhook.process`` message sent ``seconds_ago``, left waiting in the intake queue."""
     sent = int((time.time() - seconds_ago) * 1000)
@@ -67,13 +77,8 @@ async def swept(db: Database, actor: str) -> list[list[object]]:
 
 
 async def test_a_queue_behind_by_more_than_the_window_is_not_swept_until_it_moves(
-    settings: Settings, db: Database, merchant: MerchantHandle, broker: dramatiq.Broker
+    ctx: TaskContext, db: Database, merchant: MerchantHandle, broker: dramatiq.Broker
 ) -> None:
-    ctx = TaskContext(
-        settings=settings.model_copy(update={"stale_after": STALE_AFTER}),
-        db=db,
-        box=None,  # type: ignore[arg-type]
-    )
     delivery_id = await idle_delivery(db, merchant)
 
     old = waiting(broker, 2 * STALE_AFTER)
@@ -92,13 +97,8 @@ async def test_a_queue_behind_by_more_than_the_window_is_not_swept_until_it_move
 
 
 async def test_an_empty_queue_is_swept_at_once(
-    settings: Settings, db: Database, merchant: MerchantHandle, broker: dramatiq.Broker
+    ctx: TaskContext, db: Database, merchant: MerchantHandle, broker: dramatiq.Broker
 ) -> None:
-    ctx = TaskContext(
-        settings=settings.model_copy(update={"stale_after": STALE_AFTER}),
-        db=db,
-        box=None,  # type: ignore[arg-type]
-    )
     delivery_id = await idle_delivery(db, merchant)
     # Another kind's backlog does not hold up the intake sweep.
     old: Message[object] = Message(
@@ -115,10 +115,9 @@ async def test_an_empty_queue_is_swept_at_once(
 
 
 async def test_a_zero_window_sweeps_everything_whatever_waits(
-    settings: Settings, db: Database, merchant: MerchantHandle, broker: dramatiq.Broker
+    ctx: TaskContext, db: Database, merchant: MerchantHandle, broker: dramatiq.Broker
 ) -> None:
     """``sweep(ctx, 0)`` is "recover everything now" (the in-process broker's start)."""
-    ctx = TaskContext(settings=settings, db=db, box=None)  # type: ignore[arg-type]
     delivery_id = await idle_delivery(db, merchant)
     waiting(broker, 2 * STALE_AFTER)
     await sweep(ctx, 0)
