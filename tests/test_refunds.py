@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import dramatiq
+import prometheus_client
 import pytest
 from litestar import Litestar
 from sqlalchemy import select, update
@@ -442,7 +443,10 @@ class TestExactlyOnceAtStripe:
         sim.keys.clear()  # the key was revoked meanwhile: a 401, permanent
         async with db.transaction() as session:
             await session.execute(update(Refund).values(next_attempt_at=None))
+        before = {outcome: _refunds_counted(outcome) for outcome in ("refused", "given_up")}
         await issue(ctx, made["id"])
+        counted = {outcome: _refunds_counted(outcome) - before[outcome] for outcome in before}
+        assert counted == {"refused": 0, "given_up": 1}  # one outcome, counted once
         [row] = await st.refund_rows(db)
         assert (row.status, row.given_up_at is not None) == ("requested", True)
         assert await cases(db, "refund_failed") == []
@@ -845,3 +849,10 @@ class TestPolicyRefunds:
             f"return:{return_id}",
         )
         await st.settled(client, merchant, str(row.id))
+
+
+def _refunds_counted(outcome: str) -> float:
+    return (
+        prometheus_client.REGISTRY.get_sample_value("dropship_refunds_total", {"outcome": outcome})
+        or 0.0
+    )

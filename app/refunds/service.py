@@ -614,21 +614,25 @@ def _give_up(session: AsyncSession, order: Order, refund: Refund, attempt: int, 
     )
 
 
-async def refused(session: AsyncSession, refund_id: uuid.UUID, reason: str, attempt: int) -> None:
+async def refused(
+    session: AsyncSession, refund_id: uuid.UUID, reason: str, attempt: int
+) -> bool | None:
     """Stripe (or our set-up) refused the refund for good. After an attempt that went
     unanswered (``attempt`` > 1: a timeout, a 5xx, a lost job or a crash before the answer was
     recorded) Stripe may hold the refund already, so it is given up, not ``failed``: its amount
-    stays counted until a person (or Stripe's webhook) settles it."""
+    stays counted until a person (or Stripe's webhook) settles it. True if it failed, False if
+    it was given up, None if it was settled already."""
     refund = await _locked(session, refund_id)
     if refund is None or refund.status != RefundStatus.REQUESTED or refund.given_up_at:
-        return
+        return None
     refund.next_attempt_at = None
     if attempt > 1:
         refund.failure_reason = reason
         _give_up(session, await _order(session, refund), refund, attempt, reason)
         await session.flush()
-        return
+        return False
     await apply_state(session, refund, RefundStatus.FAILED, failure_reason=reason)
+    return True
 
 
 async def answered(session: AsyncSession, refund_id: uuid.UUID, answer: RefundDTO) -> None:

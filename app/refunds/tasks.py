@@ -45,10 +45,11 @@ async def issue(ctx: TaskContext, refund_id: str) -> None:
         return
     if claim.credentials is None:
         async with ctx.db.transaction() as session:
-            await service.refused(
+            failed = await service.refused(
                 session, rid, claim.problem or "Stripe is not connected", claim.attempt
             )
-        REFUNDS.labels("refused").inc()
+        if failed:  # a refund given up is counted as such, once
+            REFUNDS.labels("refused").inc()
         return
     try:
         async with StripePayments(claim.credentials, ctx.settings.stripe_api_base) as stripe:
@@ -71,8 +72,9 @@ async def issue(ctx: TaskContext, refund_id: str) -> None:
         return
     except PermanentConnectorError as exc:
         async with ctx.db.transaction() as session:
-            await service.refused(session, rid, exc.message, claim.attempt)
-        REFUNDS.labels("refused").inc()
+            failed = await service.refused(session, rid, exc.message, claim.attempt)
+        if failed:
+            REFUNDS.labels("refused").inc()
         log.warning("refund.refused", refund_id=refund_id, error=exc.message)
         return
     async with ctx.db.transaction() as session:
