@@ -163,7 +163,7 @@ class TestServerCrash:
         accepted = 0
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
-                await eventually(lambda: _up(http), timeout=30)
+                await eventually(lambda: _up(http), timeout=60)  # a cold start on a loaded CI box
 
                 async def one(i: int) -> int:
                     body = json.dumps(order_payload(id=5000 + i, name=f"#{5000 + i}")).encode()
