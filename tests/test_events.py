@@ -12,8 +12,9 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 
-from app.db import Database, DbSession
+from app.db import Database, DbSession, uuid7
 from app.events.models import EventReaction, LifecycleEvent
+from app.jobs.models import OutboxMessage
 from app.jobs.task import REGISTRY, TaskContext
 from app.purchasing.models import Shipment
 from app.settings import Settings
@@ -204,22 +205,44 @@ async def _has(db: Database, order_id: str, type_: str) -> bool:
     return (type_, True) in await published(db, order_id)
 
 
-async def test_a_lost_dispatch_job_is_found_by_the_sweeper(
+async def test_events_of_the_old_code_are_still_dispatched(
     client: Client, db: Database, shop: MerchantHandle, settings: Settings
 ) -> None:
+    """Before the upgrade, publishing wrote the event undispatched and an ``events.dispatch``
+    job: such a job still queued runs (and creates the reactions), and one that was lost is
+    found by the sweeper; an event published now is dispatched already (nothing to sweep)."""
+    order_id, _, _, _ = await shipped(client, shop)
+    await eventually(lambda: _count_probe(4))
     workers = client.app.state.workers
-    with losing_jobs(workers.broker, "events.dispatch") as lost:
-        order_id, _, _, _ = await shipped(client, shop)
-        await eventually(lambda: _published_count(db, order_id, 4))
-        await eventually(lambda: outbox_empty(db))
-    assert len(lost) == 4
-    assert all(not done for _, done in await published(db, order_id))
-    assert SEEN == []
+    oid = uuid.UUID(order_id)
+    queued, lost = uuid7(), uuid7()
+    async with db.transaction() as session:
+        for event_id, type_ in ((queued, "order.delivered"), (lost, "order.cancelled")):
+            session.add(
+                LifecycleEvent(
+                    id=event_id,
+                    merchant_id=shop.id,
+                    order_id=oid,
+                    type=type_,
+                    key=f"{type_}:{order_id}",
+                    data={"order_id": order_id},
+                )
+            )
+        await session.flush()
+        session.add(OutboxMessage(actor="events.dispatch", args=[str(queued)]))
+    workers.relay.wake()
+    await eventually(lambda: _count_probe(5))
+    assert ("probe", "order.delivered", f"order.delivered:{order_id}") in SEEN
+    assert (await published(db, order_id))[-2:] == [
+        ("order.delivered", True),
+        ("order.cancelled", False),
+    ]
     ctx = TaskContext(settings=settings.model_copy(update={"stale_after": 0}), db=db, box=None)  # type: ignore[arg-type]
     await sweep(ctx)
     workers.relay.wake()
-    await eventually(lambda: _all_dispatched(db, order_id, 4))
-    await eventually(lambda: _count_probe(4))
+    await eventually(lambda: _all_dispatched(db, order_id, 6))
+    await eventually(lambda: _count_probe(6))
+    assert ("probe", "order.cancelled", f"order.cancelled:{order_id}") in SEEN
 
 
 async def _count_probe(n: int) -> bool:
@@ -239,7 +262,7 @@ async def _published_count(db: Database, order_id: str, n: int) -> bool:
 async def test_a_lost_reaction_job_is_found_by_the_sweeper(
     client: Client, db: Database, shop: MerchantHandle, settings: Settings
 ) -> None:
-    """The dispatch happened, but the job running one subscriber was lost (Redis restarted):
+    """The event was published, but the job running one subscriber was lost (Redis restarted):
     its reaction stays pending until the sweeper runs it, once."""
     workers = client.app.state.workers
     with losing_jobs(workers.broker, "events.handle") as lost:

@@ -1,9 +1,11 @@
 """Publishing lifecycle events and handing them to their subscribers.
 
-``publish`` runs in the transaction of the change: the event and the job that dispatches it
-commit (or vanish) with it, and a repeated key is a no-op. Dispatching enqueues one job per
-subscriber (``app.jobs.task.subscribe``), so a failing reaction retries alone and never holds
-back the others; each subscriber is idempotent.
+``publish`` runs in the transaction of the change: the event, one pending reaction per
+subscriber (``app.jobs.task.subscribe``) and one ``events.handle`` job per reaction commit (or
+vanish) with it, and a repeated key is a no-op. Subscribers are known statically, so there is no
+dispatch hop: the reactions are one ``INSERT … SELECT`` for a whole batch, filtered there by each
+subscriber's ``when`` (no reaction, no job where it would do nothing). A failing reaction retries
+alone and never holds back the others; each subscriber is idempotent.
 """
 
 from __future__ import annotations
@@ -14,14 +16,79 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Delete, delete, select
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Select,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import insert_for, utcnow, uuid7
 from app.events.models import EventReaction, LifecycleEvent
-from app.jobs.outbox import enqueue, enqueue_many
-from app.jobs.task import StaleWindow
+from app.jobs.outbox import enqueue_many
+from app.jobs.task import REGISTRY, StaleWindow, Subscriber, discover
 from app.orders.models import Order
+
+_discovered = False
+
+
+def subscribers_of(type_: str) -> list[Subscriber]:
+    """Every subscriber of ``type_``, whichever process publishes (the API imports only some
+    domains' tasks modules by itself: discover them all once)."""
+    global _discovered
+    if not _discovered:
+        discover()
+        _discovered = True
+    return REGISTRY.subscribers_of(type_)
+
+
+def _new_id(session: AsyncSession) -> ColumnElement[Any]:
+    """A fresh UUID computed by the database (a reaction row of an INSERT … SELECT); SQLite
+    stores a UUID as 32 hex digits."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.gen_random_uuid()
+    return func.lower(func.hex(func.randomblob(16)))
+
+
+async def add_reactions(
+    session: AsyncSession, events: Sequence[tuple[uuid.UUID, str]]
+) -> list[uuid.UUID]:
+    """The pending reactions of ``events`` (id, type) and their ``events.handle`` jobs, in two
+    statements whatever their number (none for types nobody subscribes to, no outbox INSERT when
+    every filter says no); the reactions' ids."""
+    wanted: dict[str, tuple[Subscriber, list[uuid.UUID]]] = {}
+    for event_id, type_ in events:
+        for subscriber in subscribers_of(type_):
+            wanted.setdefault(subscriber.name, (subscriber, []))[1].append(event_id)
+    if not wanted:
+        return []
+    now = literal(utcnow(), EventReaction.created_at.type)
+    new_id = _new_id(session)
+    selects: list[Select[Any]] = []
+    for name, (subscriber, ids) in sorted(wanted.items()):
+        where = [LifecycleEvent.id == ids[0] if len(ids) == 1 else LifecycleEvent.id.in_(ids)]
+        if subscriber.when is not None:
+            where.append(subscriber.when(LifecycleEvent))
+        selects.append(select(new_id, LifecycleEvent.id, literal(name), now).where(*where))
+    source = selects[0] if len(selects) == 1 else union_all(*selects)
+    result = await session.execute(
+        insert(EventReaction)
+        .from_select(["id", "event_id", "subscriber", "created_at"], source)
+        .returning(EventReaction.id)
+    )
+    ids = list(result.scalars().all())
+    # Imported here: app.events.tasks reads events through this module (a cycle).
+    from app.events.tasks import handle_event
+
+    await enqueue_many(session, handle_event, [[rid] for rid in ids])
+    return ids
 
 
 async def publish(
@@ -44,9 +111,9 @@ async def publish(
     if order_id is not None:
         data.setdefault("order_id", str(order_id))
     event_id = uuid7()
-    insert = insert_for(session)
+    now = utcnow()
     result = await session.execute(
-        insert(LifecycleEvent)
+        insert_for(session)(LifecycleEvent)
         .values(
             id=event_id,
             merchant_id=merchant,
@@ -54,17 +121,16 @@ async def publish(
             type=type_,
             key=key,
             data=data,
-            created_at=utcnow(),
+            created_at=now,
+            # Dispatched as it is published: ``undispatched`` only finds the old code's events.
+            dispatched_at=now,
         )
         .on_conflict_do_nothing(index_elements=["merchant_id", "key"])
         .returning(LifecycleEvent.id)
     )
     if result.scalar_one_or_none() is None:
         return None
-    # Imported here: app.events.tasks reads events through this module (a cycle).
-    from app.events.tasks import dispatch_event
-
-    await enqueue(session, dispatch_event, event_id)
+    await add_reactions(session, [(event_id, type_)])
     return event_id
 
 
@@ -80,22 +146,24 @@ class Publication:
 
 
 async def publish_many(session: AsyncSession, events: Sequence[Publication]) -> int:
-    """``publish`` for a batch, in two statements whatever its size (the tracking poll's hot
-    path); returns how many were new."""
+    """``publish`` for a batch, in at most three statements whatever its size (the tracking
+    poll's hot path); returns how many were new."""
     if not events:
         return 0
     now = utcnow()
+    ids = [uuid7() for _ in events]
     rows = [
         {
-            "id": uuid7(),
+            "id": event_id,
             "merchant_id": e.merchant_id,
             "order_id": e.order_id,
             "type": e.type,
             "key": e.key,
             "data": {"order_id": str(e.order_id), **e.data} if e.order_id else dict(e.data),
             "created_at": now,
+            "dispatched_at": now,
         }
-        for e in events
+        for event_id, e in zip(ids, events, strict=True)
     ]
     result = await session.execute(
         insert_for(session)(LifecycleEvent)
@@ -104,9 +172,8 @@ async def publish_many(session: AsyncSession, events: Sequence[Publication]) -> 
         rows,
     )
     new = list(result.scalars().all())
-    from app.events.tasks import dispatch_event
-
-    await enqueue_many(session, dispatch_event, [[event_id] for event_id in new])
+    types = dict(zip(ids, (e.type for e in events), strict=True))
+    await add_reactions(session, [(event_id, types[event_id]) for event_id in new])
     return len(new)
 
 
@@ -124,34 +191,29 @@ async def event_by_id(session: AsyncSession, event_id: uuid.UUID) -> LifecycleEv
     return await session.get(LifecycleEvent, event_id)
 
 
-async def add_reactions(
-    session: AsyncSession, event: LifecycleEvent, subscribers: Sequence[str]
-) -> list[uuid.UUID]:
-    """One pending reaction per subscriber of the event (one statement); their ids."""
-    ids = [uuid7() for _ in subscribers]
-    rows = [
-        {"id": rid, "event_id": event.id, "subscriber": name, "created_at": utcnow()}
-        for rid, name in zip(ids, subscribers, strict=True)
-    ]
-    if rows:
-        await session.execute(insert_for(session)(EventReaction), rows)
-    return ids
-
-
 async def claim_reaction(
     session: AsyncSession, reaction_id: uuid.UUID
-) -> tuple[EventReaction, LifecycleEvent] | None:
-    """The reaction still to run and its event, the reaction row-locked (two deliveries of its
-    job take turns, the second finds it done)."""
-    reaction: EventReaction | None = await session.scalar(
-        select(EventReaction).where(EventReaction.id == reaction_id).with_for_update()
+) -> tuple[str, LifecycleEvent] | None:
+    """The subscriber of a reaction still to run and its event, in one statement, the reaction
+    row-locked (two deliveries of its job take turns, the second finds it done)."""
+    row = (
+        await session.execute(
+            select(EventReaction.subscriber, LifecycleEvent)
+            .join(LifecycleEvent, LifecycleEvent.id == EventReaction.event_id)
+            .where(EventReaction.id == reaction_id, EventReaction.done_at.is_(None))
+            .with_for_update(of=EventReaction)
+        )
+    ).first()
+    if row is None:  # done already, or its event was deleted (shop redacted)
+        return None
+    return row[0], row[1]
+
+
+async def mark_reaction_done(session: AsyncSession, reaction_id: uuid.UUID) -> None:
+    """One UPDATE, no unit-of-work flush of a loaded row."""
+    await session.execute(
+        update(EventReaction).where(EventReaction.id == reaction_id).values(done_at=utcnow())
     )
-    if reaction is None or reaction.done_at is not None:
-        return None
-    event = await session.get(LifecycleEvent, reaction.event_id)
-    if event is None:
-        return None
-    return reaction, event
 
 
 async def pending_reactions(session: AsyncSession, window: StaleWindow) -> Sequence[uuid.UUID]:

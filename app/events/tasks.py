@@ -1,8 +1,10 @@
-"""``events.dispatch`` hands a published event to each of its subscribers, one job apiece;
-``events.handle`` runs one subscriber for one event in its own transaction.
+"""``events.handle`` runs one subscriber for one event in its own transaction (``publish``
+writes its reaction and job); ``events.dispatch`` is the old hop, kept for events published by
+the code before it (their jobs may still be queued, and the sweeper finds them undispatched).
 
 Both run at least once: the dispatch marks the event under its row lock (a second delivery finds
-it dispatched), and every subscriber is idempotent by its own unique keys.
+it dispatched), a handling marks its reaction done under its row lock, and every subscriber is
+idempotent by its own unique keys.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import structlog
 
 from app.db import DbSession, utcnow
 from app.events import service
-from app.jobs.outbox import enqueue
 from app.jobs.task import REGISTRY, TaskContext, housekeeping, rows_affected, task
 
 log = structlog.get_logger(__name__)
@@ -29,27 +30,24 @@ async def dispatch_event(ctx: TaskContext, event_id: str) -> None:
         event = await service.claim_for_dispatch(session, uuid.UUID(event_id))
         if event is None:
             return
-        names = [s.name for s in REGISTRY.subscribers_of(event.type)]
-        for reaction_id in await service.add_reactions(session, event, names):
-            await enqueue(session, handle_event, reaction_id)
+        await service.add_reactions(session, [(event.id, event.type)])
         event.dispatched_at = utcnow()
 
 
 @task("events.handle", stale=service.pending_reactions)
 async def handle_event(ctx: TaskContext, reaction_id: str) -> None:
     async with ctx.db.transaction() as session:
-        claimed = await service.claim_reaction(session, uuid.UUID(reaction_id))
+        rid = uuid.UUID(reaction_id)
+        claimed = await service.claim_reaction(session, rid)
         if claimed is None:  # done already, or its event was deleted (shop redacted)
             return
-        reaction, event = claimed
-        handler = REGISTRY.subscribers.get(reaction.subscriber)
+        subscriber, event = claimed
+        handler = REGISTRY.subscribers.get(subscriber)
         if handler is None:  # renamed or removed since the event was dispatched
-            log.warning(
-                "events.unknown_subscriber", event_id=str(event.id), subscriber=reaction.subscriber
-            )
+            log.warning("events.unknown_subscriber", event_id=str(event.id), subscriber=subscriber)
         else:
             await handler.fn(ctx, session, event)
-        reaction.done_at = utcnow()
+        await service.mark_reaction_done(session, rid)
 
 
 @housekeeping("events.dispatched")

@@ -145,6 +145,12 @@ Purge = Callable[[AsyncSession, datetime], Awaitable[int]]
 #: ``handler(ctx, session, event)``: react to a lifecycle event (``app.events``) inside the
 #: session's transaction, idempotently (it runs at least once per event).
 Handler = Callable[..., Awaitable[None]]
+#: ``when(event)``: a SQL condition on the ``lifecycle_events`` row ``event`` (the mapped class,
+#: correlated: ``exists().where(Endpoint.merchant_id == event.merchant_id)``) that an event must
+#: meet for the subscriber to get a reaction at all. It is evaluated inside the INSERT of the
+#: reactions (no round trip of its own), so it must be a cheap *necessary* condition: it may let
+#: through an event the handler then ignores, never hold back one it would act on.
+ReactionFilter = Callable[[Any], ColumnElement[bool]]
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,7 @@ class Subscriber:
     name: str
     types: frozenset[str]
     fn: Handler
+    when: ReactionFilter | None = None
 
     def wants(self, type_: str) -> bool:
         return "*" in self.types or type_ in self.types
@@ -263,9 +270,12 @@ class Registry:
 
         return declare
 
-    def subscribe(self, *types: str) -> Callable[[Handler], Handler]:
+    def subscribe(
+        self, *types: str, when: ReactionFilter | None = None
+    ) -> Callable[[Handler], Handler]:
         """Declare ``handler(ctx, session, event)`` a subscriber of the lifecycle events of
-        ``types``: each such event runs it once (at least once) in a job of its own."""
+        ``types``: each such event runs it once (at least once) in a job of its own; with
+        ``when``, only the events meeting that SQL condition (``ReactionFilter``) do."""
         if not types:
             raise ValueError("subscribe: name at least one event type (or '*')")
 
@@ -274,7 +284,7 @@ class Registry:
             known = self.subscribers.get(name)
             if known is not None and known.fn is not fn:
                 raise RuntimeError(f"subscriber {name!r} registered twice")
-            self.subscribers[name] = Subscriber(name, frozenset(types), fn)
+            self.subscribers[name] = Subscriber(name, frozenset(types), fn, when)
             return fn
 
         return declare

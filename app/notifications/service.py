@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, exists, or_, select
 
 from app.db import DbSession, insert_for, utcnow, uuid7
 from app.errors import InvalidInput, NotFound
@@ -374,6 +374,16 @@ def _customer_name(order: Order) -> str | None:
         if address and address.get("name"):
             return str(address["name"])
     return None
+
+
+def may_notify(event: type[LifecycleEvent]) -> ColumnElement[bool]:
+    """The subscriber's reaction filter (evaluated in the INSERT of the reactions): an email is
+    about an order, and a Shopify order's confirmation is Shopify's own (``_skipped_for_shopify``),
+    so its ``order.created`` costs no reaction. ``notify`` decides the rest."""
+    return exists().where(
+        Order.id == event.order_id,
+        or_(event.type != EventType.ORDER_CREATED, Order.source != "shopify"),
+    )
 
 
 def _skipped_for_shopify(kind: str, order: Order, s: MerchantSettings) -> bool:

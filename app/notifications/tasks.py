@@ -13,6 +13,6 @@ from app.jobs.task import TaskContext, subscribe
 from app.notifications import service
 
 
-@subscribe(*service.EVENT_KINDS)
+@subscribe(*service.EVENT_KINDS, when=service.may_notify)
 async def email_customer(ctx: TaskContext, session: DbSession, event: LifecycleEvent) -> None:
     await service.notify(session, ctx.settings, event)

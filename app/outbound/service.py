@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, String, cast, delete, exists, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import limits
@@ -263,6 +263,20 @@ def should_disable(endpoint: WebhookEndpoint, now: datetime) -> bool:
 
 
 # --------------------------------------------------------------------------- deliveries
+
+
+def may_deliver(event: type[LifecycleEvent]) -> ColumnElement[bool]:
+    """The event's merchant has an enabled endpoint that may want its type (the subscriber's
+    reaction filter, evaluated in the INSERT of the reactions): most merchants have none, and
+    their events then cost no reaction and no job. ``events`` is matched as JSON text: a listed
+    name is ``"<type>"`` in it (names are validated identifiers; ``_`` matching any character
+    only lets more through), and ``fan_out`` still checks ``wants``."""
+    events = cast(WebhookEndpoint.events, String)
+    return exists().where(
+        WebhookEndpoint.merchant_id == event.merchant_id,
+        WebhookEndpoint.enabled,
+        events.like('%"*"%') | events.like(literal('%"') + event.type + literal('"%')),
+    )
 
 
 async def fan_out(session: AsyncSession, event: LifecycleEvent) -> list[uuid.UUID]:

@@ -52,7 +52,7 @@ def retry_delay_ms(attempt: int, retry_after: float | None = None) -> int:
     return backoff_ms(attempt, base_ms=BASE_DELAY_MS, cap_ms=MAX_DELAY_MS, floor_ms=floor)
 
 
-@subscribe("*")
+@subscribe("*", when=service.may_deliver)
 async def deliveries_for_event(ctx: TaskContext, session: DbSession, event: LifecycleEvent) -> None:
     """One delivery (and its job) per endpoint that wants the event; idempotent by its key."""
     await service.fan_out(session, event)
