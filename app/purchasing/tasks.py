@@ -134,23 +134,23 @@ async def place(ctx: TaskContext, po_id: str) -> None:
     except dramatiq.RateLimitExceeded:
         delay = int(random.uniform(200, 1200))
         async with ctx.db.transaction() as session:
-            po = await service.load(session, pid, lock=True)
-            if po is not None:
-                po.attempts -= 1  # waiting for a slot is not a failed attempt
-                po.next_attempt_at = utcnow() + timedelta(milliseconds=delay)
+            waiting = await service.load(session, pid, lock=True)
+            if waiting is not None:
+                waiting.attempts -= 1  # waiting for a slot is not a failed attempt
+                waiting.next_attempt_at = utcnow() + timedelta(milliseconds=delay)
         raise dramatiq.Retry("supplier rate limit", delay=delay) from None
     except RetryableConnectorError as exc:
         await _retry_or_dead_letter(ctx, pid, attempt, exc)
         return
     except PermanentConnectorError as exc:
         async with ctx.db.transaction() as session:
-            po = await service.load(session, pid, lock=True)
-            if po is None or po.status != POStatus.PENDING:
+            refused = await service.load(session, pid, lock=True)
+            if refused is None or refused.status != POStatus.PENDING:
                 return
-            po.last_error = exc.message
-            po.next_attempt_at = None
-            await service.transition(session, po, POStatus.FAILED, exc.message)
-            await place_all(session, await routing.placement_failed(session, po, exc.message))
+            refused.last_error = exc.message
+            refused.next_attempt_at = None
+            await service.transition(session, refused, POStatus.FAILED, exc.message)
+            await place_all(session, await routing.placement_failed(session, refused, exc.message))
         log.warning("purchase_order.failed", po_id=po_id, error=exc.message)
         return
 
