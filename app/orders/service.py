@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Select, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import make_transient_to_detached, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.api.pagination import Page, rows_page
-from app.db import utcnow, uuid7
+from app.db import insert_for, utcnow, uuid7
+from app.errors import Conflict
 from app.events.models import EventType
 from app.events.service import publish
 from app.exceptions.service import open_exception
@@ -44,42 +45,67 @@ _CUSTOMER_FIELDS = ("email", "first_name", "last_name", "phone")
 
 async def upsert_customer(
     session: AsyncSession, merchant_id: uuid.UUID, draft: CustomerDraft | None, email: str | None
-) -> Customer | None:
+) -> uuid.UUID | None:
+    """The id of the merchant's customer the draft names, created or brought up to date (a
+    redacted customer keeps its blanks). A Shopify customer is one ``INSERT ... ON CONFLICT DO
+    UPDATE`` (its unique key decides under concurrency, no savepoint); a customer known by
+    email only has no unique key: looked up, else inserted."""
     if draft is None and not email:
         return None
     draft = draft or CustomerDraft(email=email)
-    query = select(Customer).where(Customer.merchant_id == merchant_id)
+    values = {a: getattr(draft, a) for a in _CUSTOMER_FIELDS if getattr(draft, a) is not None}
     if draft.shopify_customer_id is not None:
-        query = query.where(Customer.shopify_customer_id == draft.shopify_customer_id)
-    elif draft.email:
-        query = query.where(Customer.email == draft.email, Customer.shopify_customer_id.is_(None))
-    else:
-        return None
-    customer = await session.scalar(query.limit(1))
-    if customer is None:
-        # With its details: one INSERT, not an INSERT and then an UPDATE.
-        customer = Customer(
+        now = utcnow()
+        insert = insert_for(session)(Customer).values(
+            id=uuid7(),
             merchant_id=merchant_id,
             shopify_customer_id=draft.shopify_customer_id,
-            **{a: getattr(draft, a) for a in _CUSTOMER_FIELDS if getattr(draft, a) is not None},
+            created_at=now,
+            updated_at=now,
+            **values,
         )
-        try:
-            async with session.begin_nested():
-                session.add(customer)
-                await session.flush()
-        except IntegrityError:  # created concurrently by another delivery
-            customer = await session.scalar(query.limit(1))
-            if customer is None:
-                raise
-    for attr in _CUSTOMER_FIELDS:
-        value = getattr(draft, attr)
-        if value is not None and customer.redacted_at is None:
+        table = Customer.__table__.c
+        kept = {
+            a: case(
+                (table.redacted_at.is_(None), func.coalesce(insert.excluded[a], table[a])),
+                else_=table[a],
+            )
+            for a in _CUSTOMER_FIELDS
+        }
+        customer_id: uuid.UUID = (
+            await session.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["merchant_id", "shopify_customer_id"],
+                    set_={**kept, "updated_at": now},
+                ).returning(Customer.id)
+            )
+        ).scalar_one()
+        return customer_id
+    if not draft.email:
+        return None
+    customer = await session.scalar(
+        select(Customer)
+        .where(
+            Customer.merchant_id == merchant_id,
+            Customer.email == draft.email,
+            Customer.shopify_customer_id.is_(None),
+        )
+        .limit(1)
+    )
+    if customer is None:
+        # With its details: one INSERT, not an INSERT and then an UPDATE.
+        customer = Customer(merchant_id=merchant_id, shopify_customer_id=None, **values)
+        session.add(customer)
+        await session.flush()
+    elif customer.redacted_at is None:
+        for attr, value in values.items():
             setattr(customer, attr, value)
-    return customer
+    return customer.id
 
 
 def _line(order: Order, position: int, d: LineDraft) -> OrderLine:
     return OrderLine(
+        id=uuid7(),  # known before the flush: routing names lines by id
         order_id=order.id,
         merchant_id=order.merchant_id,
         position=position,
@@ -153,53 +179,68 @@ async def create_order(
     ``order.validate`` job, unless ``enqueue_validation=False``: then the caller validates it
     in this transaction (``app.orders.tasks.validate_and_route``).
     """
-    existing = await find_existing(session, merchant_id, draft)
-    if existing is not None:
-        return Intake(existing, False)
-    customer = await upsert_customer(session, merchant_id, draft.customer, draft.email)
     status = OrderStatus.CANCELLED if draft.cancelled_at else OrderStatus.RECEIVED
-    order = Order(
-        id=uuid7(),
-        merchant_id=merchant_id,
-        source=draft.source,
-        shopify_order_id=draft.shopify_order_id,
-        shopify_gid=draft.shopify_gid,
-        external_ref=draft.external_ref,
-        name=draft.name,
-        order_number=draft.order_number,
-        customer_id=customer.id if customer else None,
-        email=draft.email,
-        currency=draft.currency,
-        subtotal_price=draft.subtotal_price,
-        total_tax=draft.total_tax,
-        total_shipping=draft.total_shipping,
-        total_discounts=draft.total_discounts,
-        total_price=draft.total_price,
-        financial_status=draft.financial_status,
-        status=status,
-        shipping_address=draft.shipping_address,
-        billing_address=draft.billing_address,
-        shipping_method=draft.shipping_method,
-        stripe_payment_reference=draft.stripe_payment_reference,
-        note=draft.note,
-        customer_locale=draft.customer_locale,
-        source_updated_at=draft.source_updated_at,
-        placed_at=draft.placed_at or utcnow(),
-        cancelled_at=draft.cancelled_at,
-        tracking_token=new_public_token(),
-    )
-    # Lines through the relationship: inserted with the order (one statement for all), and
-    # ``order.lines`` is loaded for whoever validates the order in this transaction.
-    order.lines = [_line(order, position, line) for position, line in enumerate(draft.lines)]
-    try:
-        async with session.begin_nested():
-            session.add(order)
-            await session.flush()
-    except IntegrityError:
+    now = utcnow()
+    values: dict[str, Any] = {
+        "id": uuid7(),
+        "merchant_id": merchant_id,
+        "source": draft.source,
+        "shopify_order_id": draft.shopify_order_id,
+        "shopify_gid": draft.shopify_gid,
+        "external_ref": draft.external_ref,
+        "name": draft.name,
+        "order_number": draft.order_number,
+        "customer_id": None,
+        "email": draft.email,
+        "currency": draft.currency,
+        "subtotal_price": draft.subtotal_price,
+        "total_tax": draft.total_tax,
+        "total_shipping": draft.total_shipping,
+        "total_discounts": draft.total_discounts,
+        "total_price": draft.total_price,
+        "financial_status": draft.financial_status,
+        "status": status,
+        "status_reason": None,
+        "shipping_address": draft.shipping_address,
+        "billing_address": draft.billing_address,
+        "shipping_method": draft.shipping_method,
+        "stripe_payment_reference": draft.stripe_payment_reference,
+        "note": draft.note,
+        "customer_locale": draft.customer_locale,
+        "source_updated_at": draft.source_updated_at,
+        "placed_at": draft.placed_at or now,
+        "cancelled_at": draft.cancelled_at,
+        "cancel_requested_at": None,
+        "tracking_token": new_public_token(),
+        "created_at": now,
+        "updated_at": now,
+    }
+    # The order's row claims it: its unique keys (Shopify id, merchant reference) decide under
+    # concurrency in the INSERT itself (no lookup before, no savepoint); the loser gets the
+    # winner's order back.
+    claimed = (
+        await session.execute(
+            insert_for(session)(Order).values(**values).on_conflict_do_nothing().returning(Order.id)
+        )
+    ).scalar_one_or_none()
+    if claimed is None:
         existing = await find_existing(session, merchant_id, draft, lock=True)
         if existing is None:
-            raise
+            raise Conflict("order exists under another key")
         return Intake(existing, False)
+    # The row as inserted, held by the session as persistent: what changes next (its customer,
+    # the statuses validation and routing give it) goes in one UPDATE at the flush.
+    order = Order(**values)
+    make_transient_to_detached(order)
+    lines = [_line(order, position, line) for position, line in enumerate(draft.lines)]
+    # Loaded for whoever validates the order in this transaction; inserted at the next flush,
+    # all in one statement.
+    set_committed_value(order, "lines", lines)
+    session.add(order)
+    session.add_all(lines)
+    customer_id = await upsert_customer(session, merchant_id, draft.customer, draft.email)
+    if customer_id is not None:
+        order.customer_id = customer_id
     record(
         session,
         order,
@@ -227,15 +268,18 @@ async def create_order(
 
         if enqueue_validation:
             await enqueue(session, validate_order, order.id)
-        await publish(
-            session,
-            order,
-            EventType.ORDER_CREATED,
-            key=f"order.created:{order.id}",
-            name=order.name,
-            source=draft.source,
-        )
-    await session.flush()
+        with session.no_autoflush:  # the lines and entries go with the caller's next flush
+            await publish(
+                session,
+                order,
+                EventType.ORDER_CREATED,
+                key=f"order.created:{order.id}",
+                name=order.name,
+                source=draft.source,
+            )
+    if enqueue_validation:
+        await session.flush()
+    # Else the caller validates (and routes) in this transaction, and flushes once at its end.
     return Intake(order, True)
 
 

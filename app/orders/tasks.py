@@ -13,6 +13,7 @@ from app.merchants.settings import settings_of
 from app.orders import service
 from app.orders.models import Order, OrderStatus
 from app.orders.validation import validate
+from app.purchasing.service import StockConflict
 from app.routing.tasks import route_now, route_order
 
 log = structlog.get_logger(__name__)
@@ -38,23 +39,26 @@ async def validate_and_route(
     ``order.validate``, ``order.route``). Each state change is on the timeline, and commits with
     the jobs that follow it (the placements). ``fresh``: created in this transaction.
 
-    The routing runs in a savepoint: if it fails, the validation stands and the order gets its
-    own ``order.route`` job, which retries as it always did (a stock conflict, a bug). Returns
-    the status reached."""
+    Everything is written in one flush at the end (the order's status in one UPDATE, the
+    timeline in one INSERT). Routing reserves stock before it writes anything else: when stock
+    moved since the decision, the reservation is undone, the validation stands and the order
+    gets its own ``order.route`` job, which retries as it always did. Any other failure fails
+    the whole transaction (the job is retried). Returns the status reached."""
     settings = settings_of(merchant)
-    order_id = order.id  # plain value: a rolled-back savepoint expires the order
-    verdict = await validate(session, order, settings, fresh=fresh)
-    log.info("order.validated", order_id=str(order_id), status=verdict.status)
-    if verdict.status != OrderStatus.READY_TO_ROUTE or not settings.routing.auto_route:
-        return verdict.status
-    if merchant.status != "active":  # as before: the route job finds nothing to do
-        await enqueue(session, route_order, order_id)
-        return verdict.status
-    try:
-        async with session.begin_nested():
-            await route_now(session, merchant, order, fresh=fresh)
-    except Exception as exc:
-        log.warning("order.route_deferred", order_id=str(order_id), error=repr(exc))
-        await enqueue(session, route_order, order_id)
-        return OrderStatus.READY_TO_ROUTE
-    return str(order.status)
+    with session.no_autoflush:
+        verdict = await validate(session, order, settings, fresh=fresh)
+        log.info("order.validated", order_id=str(order.id), status=verdict.status)
+        status = verdict.status
+        if verdict.status != OrderStatus.READY_TO_ROUTE or not settings.routing.auto_route:
+            pass
+        elif merchant.status != "active":  # as before: the route job finds nothing to do
+            await enqueue(session, route_order, order.id)
+        else:
+            try:
+                await route_now(session, merchant, order, fresh=fresh)
+                status = str(order.status)
+            except StockConflict as exc:
+                log.warning("order.route_deferred", order_id=str(order.id), error=repr(exc))
+                await enqueue(session, route_order, order.id)
+    await session.flush()
+    return status

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, case, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 
@@ -75,6 +75,47 @@ async def load(
         query = query.with_for_update(of=PurchaseOrder)
     po: PurchaseOrder | None = (await session.execute(query)).unique().scalar_one_or_none()
     return po
+
+
+async def load_with_supplier(
+    session: AsyncSession, po_id: uuid.UUID
+) -> tuple[PurchaseOrder, Supplier] | None:
+    """``load(lock=True)`` and the purchase order's supplier, in one statement."""
+    row = (
+        (
+            await session.execute(
+                select(PurchaseOrder, Supplier)
+                .join(Supplier, Supplier.id == PurchaseOrder.supplier_id)
+                .where(PurchaseOrder.id == po_id)
+                .options(joinedload(PurchaseOrder.lines))
+                .with_for_update(of=PurchaseOrder)
+            )
+        )
+        .unique()
+        .first()
+    )
+    return None if row is None else (row[0], row[1])
+
+
+async def load_with_order(
+    session: AsyncSession, po_id: uuid.UUID
+) -> tuple[PurchaseOrder, Order] | None:
+    """``load(lock=True)`` and the purchase order's order (the session holds it: the
+    transition's ``order_of`` reads no more), in one statement."""
+    row = (
+        (
+            await session.execute(
+                select(PurchaseOrder, Order)
+                .join(Order, Order.id == PurchaseOrder.order_id)
+                .where(PurchaseOrder.id == po_id)
+                .options(joinedload(PurchaseOrder.lines))
+                .with_for_update(of=PurchaseOrder)
+            )
+        )
+        .unique()
+        .first()
+    )
+    return None if row is None else (row[0], row[1])
 
 
 async def load_for_merchant(
@@ -270,21 +311,29 @@ async def create_from_plan(
             or 0
         )
     )
-    created: list[PurchaseOrder] = []
+    by_supplier = sorted(decided.by_supplier().items())
     reservations: dict[tuple[uuid.UUID, str], int] = {}
     names: dict[tuple[uuid.UUID, str], str] = {}
-    for n, (supplier_id, decisions) in enumerate(sorted(decided.by_supplier().items()), start=1):
+    for supplier_id, decisions in by_supplier:
+        for d in decisions:
+            assert d.offer is not None
+            key = (supplier_id, d.offer.sku)
+            reservations[key] = reservations.get(key, 0) + d.quantity
+            names[key] = d.offer.supplier_name
+    # Stock first, before anything else is written: a conflict leaves nothing to undo but the
+    # reservation itself (no savepoint).
+    await reserve_stock(session, reservations, names)
+    created: list[PurchaseOrder] = []
+    for n, (supplier_id, decisions) in enumerate(by_supplier, start=1):
         po_id = uuid7()
         po_lines = []
         total = Decimal("0")
         for position, d in enumerate(decisions):
             assert d.offer is not None
-            key = (supplier_id, d.offer.sku)
-            reservations[key] = reservations.get(key, 0) + d.quantity
-            names[key] = d.offer.supplier_name
             total += d.offer.unit_cost * d.quantity
             po_lines.append(
                 PurchaseOrderLine(
+                    id=uuid7(),
                     purchase_order_id=po_id,
                     order_line_id=d.line_id,
                     merchant_id=order.merchant_id,
@@ -324,26 +373,70 @@ async def create_from_plan(
             purchase_order_id=str(po.id),
             supplier_id=str(supplier_id),
         )
-    # Reserve stock last and in key order: the hot rows of popular SKUs stay locked only for
-    # the end of the transaction, and concurrent routings lock them in the same order. The
-    # purchase orders, their lines and timeline entries are flushed later, with what the
-    # caller adds (fewer INSERTs): the stock rows do not depend on them.
-    for (supplier_id, sku), quantity in sorted(
-        reservations.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])
-    ):
-        with session.no_autoflush:
-            reserved = await session.execute(
+    return created
+
+
+async def reserve_stock(
+    session: AsyncSession,
+    reservations: dict[tuple[uuid.UUID, str], int],
+    names: dict[tuple[uuid.UUID, str], str],
+) -> None:
+    """Take ``reservations`` (quantity per supplier and SKU) from stock, all or nothing, in one
+    UPDATE. Raises ``StockConflict`` (retryable) when stock moved since the decision: what the
+    UPDATE took is given back first.
+
+    The rows are locked in key order (PostgreSQL: the sub-select's ``FOR UPDATE`` runs on its
+    sorted rows), so concurrent routings of the same SKUs wait for each other, never deadlock."""
+    if not reservations:
+        return
+    keys = sorted(reservations, key=lambda k: (str(k[0]), k[1]))
+
+    def per_key(values: dict[tuple[uuid.UUID, str], int]) -> Any:
+        return case(
+            *(
+                (and_(SupplierProduct.supplier_id == sid, SupplierProduct.sku == sku), q)
+                for (sid, sku), q in values.items()
+            ),
+            else_=0,
+        )
+
+    wanted = tuple_(SupplierProduct.supplier_id, SupplierProduct.sku).in_(keys)
+    locked = (
+        select(SupplierProduct.id)
+        .where(wanted)
+        .order_by(SupplierProduct.supplier_id, SupplierProduct.sku)
+        .with_for_update()
+    )
+    with session.no_autoflush:
+        taken = (
+            await session.execute(
                 update(SupplierProduct)
                 .where(
-                    SupplierProduct.supplier_id == supplier_id,
-                    SupplierProduct.sku == sku,
-                    SupplierProduct.stock >= quantity,
+                    SupplierProduct.id.in_(locked.scalar_subquery()),
+                    SupplierProduct.stock >= per_key(reservations),
                 )
-                .values(stock=SupplierProduct.stock - quantity)
+                .values(stock=SupplierProduct.stock - per_key(reservations))
+                .returning(SupplierProduct.supplier_id, SupplierProduct.sku)
+                .execution_options(synchronize_session=False)
             )
-        if getattr(reserved, "rowcount", 1) != 1:
-            raise StockConflict(f"stock of {sku} at {names[(supplier_id, sku)]} changed")
-    return created
+        ).all()
+        if len(taken) == len(keys):
+            return
+        done = {(row.supplier_id, row.sku) for row in taken}
+        if done:
+            back = {k: q for k, q in reservations.items() if k in done}
+            await session.execute(
+                update(SupplierProduct)
+                .where(
+                    tuple_(SupplierProduct.supplier_id, SupplierProduct.sku).in_(
+                        sorted(back, key=lambda k: (str(k[0]), k[1]))
+                    )
+                )
+                .values(stock=SupplierProduct.stock + per_key(back))
+                .execution_options(synchronize_session=False)
+            )
+    short = next(k for k in keys if k not in done)
+    raise StockConflict(f"stock of {short[1]} at {names[short]} changed")
 
 
 async def order_of(session: AsyncSession, po: PurchaseOrder) -> Order:

@@ -107,12 +107,14 @@ async def place_all(session: DbSession, purchase_orders: Iterable[PurchaseOrder]
 async def place(ctx: TaskContext, po_id: str) -> None:
     pid = uuid.UUID(po_id)
     async with ctx.db.transaction() as session:
-        po = await service.load(session, pid, lock=True)
-        if po is None or po.status != POStatus.PENDING:
+        loaded = await service.load_with_supplier(session, pid)
+        if loaded is None:
+            return
+        po, supplier = loaded
+        if po.status != POStatus.PENDING:
             return
         if po.next_attempt_at is not None and po.next_attempt_at > utcnow() + EARLY:
             return  # backing off: its own retry is scheduled for then
-        supplier = await service.supplier_of(session, po)
         if supplier.status != "active":
             await service.transition(session, po, POStatus.FAILED, "supplier is inactive")
             await place_all(
@@ -132,34 +134,35 @@ async def place(ctx: TaskContext, po_id: str) -> None:
     except dramatiq.RateLimitExceeded:
         delay = int(random.uniform(200, 1200))
         async with ctx.db.transaction() as session:
-            po = await service.load(session, pid, lock=True)
-            if po is not None:
-                po.attempts -= 1  # waiting for a slot is not a failed attempt
-                po.next_attempt_at = utcnow() + timedelta(milliseconds=delay)
+            waiting = await service.load(session, pid, lock=True)
+            if waiting is not None:
+                waiting.attempts -= 1  # waiting for a slot is not a failed attempt
+                waiting.next_attempt_at = utcnow() + timedelta(milliseconds=delay)
         raise dramatiq.Retry("supplier rate limit", delay=delay) from None
     except RetryableConnectorError as exc:
         await _retry_or_dead_letter(ctx, pid, attempt, exc)
         return
     except PermanentConnectorError as exc:
         async with ctx.db.transaction() as session:
-            po = await service.load(session, pid, lock=True)
-            if po is None or po.status != POStatus.PENDING:
+            refused = await service.load(session, pid, lock=True)
+            if refused is None or refused.status != POStatus.PENDING:
                 return
-            po.last_error = exc.message
-            po.next_attempt_at = None
-            await service.transition(session, po, POStatus.FAILED, exc.message)
-            await place_all(session, await routing.placement_failed(session, po, exc.message))
+            refused.last_error = exc.message
+            refused.next_attempt_at = None
+            await service.transition(session, refused, POStatus.FAILED, exc.message)
+            await place_all(session, await routing.placement_failed(session, refused, exc.message))
         log.warning("purchase_order.failed", po_id=po_id, error=exc.message)
         return
 
     async with ctx.db.transaction() as session:
-        po = await service.load(session, pid, lock=True)
-        if po is None or po.status != POStatus.PENDING:
+        # With its order, held here: the session's identity map keeps only referenced
+        # objects, and the transition and the notice both need it (one SELECT for both).
+        held = await service.load_with_order(session, pid)
+        if held is None:
             return
-        # Held here (before any change, which its SELECT would flush on its own): the
-        # session's identity map keeps only referenced objects, and the transition and the
-        # notice both need the order (one SELECT, not two).
-        order = await service.order_of(session, po)
+        po, order = held
+        if po.status != POStatus.PENDING:
+            return
         po.supplier_reference = result.supplier_reference or po.supplier_reference
         po.last_error = None
         po.next_attempt_at = None

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
 from app.jobs.task import StaleWindow, rows_affected
+from app.merchants.models import Merchant
 from app.webhooks.models import WebhookDelivery
 
 #: ``WebhookDelivery.outcome``'s size.
@@ -21,11 +22,17 @@ OUTCOME_MAX = 255
 
 async def load_for_processing(
     session: AsyncSession, delivery_id: uuid.UUID
-) -> WebhookDelivery | None:
-    """The delivery, row-locked so that two runs of its job take turns."""
-    query = select(WebhookDelivery).where(WebhookDelivery.id == delivery_id).with_for_update()
-    delivery: WebhookDelivery | None = await session.scalar(query)
-    return delivery
+) -> tuple[WebhookDelivery, Merchant | None] | None:
+    """The delivery, row-locked so that two runs of its job take turns, and its merchant,
+    loaded in the same statement."""
+    query = (
+        select(WebhookDelivery, Merchant)
+        .outerjoin(Merchant, Merchant.id == WebhookDelivery.merchant_id)
+        .where(WebhookDelivery.id == delivery_id)
+        .with_for_update(of=WebhookDelivery)
+    )
+    row = (await session.execute(query)).first()
+    return None if row is None else (row[0], row[1])
 
 
 async def mark_processed(

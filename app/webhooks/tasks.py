@@ -21,9 +21,9 @@ from app.exceptions.service import open_case
 from app.jobs.errors import is_transient
 from app.jobs.task import StaleWindow, TaskContext, housekeeping, task
 from app.merchants.models import Merchant, MerchantStatus
-from app.merchants.service import deactivate, get_merchant
+from app.merchants.service import deactivate
 from app.orders import privacy
-from app.orders.drafts import PayloadError, from_shopify
+from app.orders.drafts import OrderDraft, PayloadError, from_shopify
 from app.orders.models import OrderStatus
 from app.orders.service import apply_update, cancel_order, create_order, find_existing
 from app.orders.tasks import validate_and_route
@@ -91,16 +91,29 @@ async def _count_failure(ctx: TaskContext, delivery_id: str, exc: Exception) -> 
 
 async def _process(ctx: TaskContext, delivery_id: str) -> None:
     async with ctx.db.transaction() as session:
-        delivery = await service.load_for_processing(session, uuid.UUID(delivery_id))
-        if delivery is None or delivery.processed_at is not None or delivery.source != "shopify":
+        loaded = await service.load_for_processing(session, uuid.UUID(delivery_id))
+        if loaded is None:
+            return
+        delivery, merchant = loaded
+        if delivery.processed_at is not None or delivery.source != "shopify":
             return
         # Plain values: a rolled-back savepoint below expires the ORM objects it touched.
         topic, body, merchant_id = delivery.topic, delivery.payload, delivery.merchant_id
-        merchant = await get_merchant(session, merchant_id) if merchant_id else None
+        draft: OrderDraft | None = None
         try:
             payload = json.loads(body, parse_float=Decimal)
-            async with session.begin_nested():  # a rejection leaves no half-done changes
-                outcome = await _handle(session, merchant, topic, payload)
+            if (
+                topic == topics.ORDERS_CREATE
+                and merchant is not None
+                and merchant.status == MerchantStatus.ACTIVE
+            ):
+                # The hot path: the payload is judged before anything is written, so a
+                # rejection has nothing to undo (no savepoint); a failure after this point is
+                # not a rejection, it fails the run (rolled back, retried).
+                draft = from_shopify(payload)
+            else:
+                async with session.begin_nested():  # a rejection leaves no half-done changes
+                    outcome = await _handle(session, merchant, topic, payload)
         except (PayloadError, ValueError, RecursionError) as exc:
             # Not retryable: the same body fails the same way. Keep the reason, and tell a person
             # when an order is at stake (Shopify got its 200 and will not send it again).
@@ -117,6 +130,8 @@ async def _process(ctx: TaskContext, delivery_id: str) -> None:
                     field=getattr(exc, "field", None),
                     shopify_order_id=_raw_order_id(body),
                 )
+        if draft is not None:
+            outcome = await _handle(session, merchant, topic, payload, draft)
         await service.mark_processed(
             session,
             uuid.UUID(delivery_id),
@@ -127,6 +142,22 @@ async def _process(ctx: TaskContext, delivery_id: str) -> None:
         log.info("webhook.processed", topic=topic, outcome=outcome)
 
 
+async def _create(session: DbSession, merchant: Merchant, draft: OrderDraft) -> str:
+    intake = await create_order(session, merchant.id, draft, enqueue_validation=False)
+    if intake.created:
+        outcome = f"order {intake.order.id} created"
+        if intake.order.status == OrderStatus.RECEIVED:
+            # Validated (and routed) here, in this job's transaction: no job hops.
+            await validate_and_route(session, merchant, intake.order, fresh=True)
+        else:
+            await session.flush()
+        return outcome
+    # A second orders/create for the same order (another subscription, a retry with a new
+    # webhook id, or a create arriving after an update or a cancellation already made the
+    # order) changes nothing: it can only hold data as old as, or older than, ours.
+    return f"order {intake.order.id} exists: unchanged"
+
+
 def _raw_order_id(body: str) -> str | None:
     try:
         value = json.loads(body).get("id")
@@ -135,7 +166,14 @@ def _raw_order_id(body: str) -> str | None:
     return str(value)[:32] if isinstance(value, int | str) else None
 
 
-async def _handle(session: DbSession, merchant: Merchant | None, topic: str, payload: Any) -> str:
+async def _handle(
+    session: DbSession,
+    merchant: Merchant | None,
+    topic: str,
+    payload: Any,
+    draft: OrderDraft | None = None,
+) -> str:
+    """What the delivery changes; ``draft``: the order of ``payload``, parsed already."""
     if merchant is None:
         return "ignored: merchant deleted"
     if topic == topics.APP_UNINSTALLED:
@@ -149,19 +187,9 @@ async def _handle(session: DbSession, merchant: Merchant | None, topic: str, pay
     if merchant.status != MerchantStatus.ACTIVE:
         return "ignored: merchant inactive"
 
-    draft = from_shopify(payload)
+    draft = draft or from_shopify(payload)
     if topic == topics.ORDERS_CREATE:
-        intake = await create_order(session, merchant.id, draft, enqueue_validation=False)
-        if intake.created:
-            outcome = f"order {intake.order.id} created"
-            if intake.order.status == OrderStatus.RECEIVED:
-                # Validated (and routed) here, in this job's transaction: no job hops.
-                await validate_and_route(session, merchant, intake.order, fresh=True)
-            return outcome
-        # A second orders/create for the same order (another subscription, a retry with a new
-        # webhook id, or a create arriving after an update or a cancellation already made the
-        # order) changes nothing: it can only hold data as old as, or older than, ours.
-        return f"order {intake.order.id} exists: unchanged"
+        return await _create(session, merchant, draft)
     if topic == topics.ORDERS_UPDATED:
         existing = await find_existing(session, merchant.id, draft, lock=True)
         if existing is None:  # the create was never seen (e.g. order placed before install)
