@@ -3,6 +3,12 @@ steady webhook rate, beside the ingest-only figure of the same run.
 
     uv run python bench/route.py [--rate 5] [--duration 20] [--worker-threads 8]
                                  [--worker-threads 8,16] [--relay-interval 0.2,0.02] [--profile]
+                                 [--workers 1,2] [--backlog N] [--no-floor] [--floor-jobs 3000]
+
+The floor (bench/floor.py: the same worker running no-op and one-UPDATE jobs) runs first on the
+same servers, and the report ends with the pipeline as ratios to it. ``--backlog N`` adds, per
+configuration, N orders stored with no worker running and then drained (rate, arrival order
+kept: bench/ordering.py). ``--workers`` runs each phase with that many worker processes.
 
 Self-contained, like bench/ingest.py (whose helpers it reuses): a throwaway durable PostgreSQL and
 Redis (tests/support/services.py), migrations, one merchant (auto-route on, the product default),
