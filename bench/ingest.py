@@ -258,7 +258,11 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, processes: 
 def server_env(
     database_url: str, redis_url: str, var_dir: Path, port: int, extra: dict[str, str]
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("DROPSHIP_") and k != "PYTHONDONTWRITEBYTECODE"
+    }
     env.update(
         DROPSHIP_ENV="production",
         DROPSHIP_DATABASE_URL=database_url,
@@ -270,7 +274,12 @@ def server_env(
         DROPSHIP_LOG_FORMAT="json",
         DROPSHIP_VAR_DIR=str(var_dir),
         DROPSHIP_PUBLIC_URL=f"http://127.0.0.1:{port}",
-        PYTHONDONTWRITEBYTECODE="1",
+        # Bytecode cached once for every process the benches start, outside the tree: the venv
+        # ships no .pyc (uv does not compile on install), and with PYTHONDONTWRITEBYTECODE (set
+        # on this box, dropped above) every server, worker and uvicorn child compiled SQLAlchemy,
+        # Litestar & co. from source at each start (tens of CPU seconds on a busy box; uvicorn's
+        # `--processes 2` children then took minutes to serve).
+        PYTHONPYCACHEPREFIX=str(Path(tempfile.gettempdir()) / "dropship-bench-pycache"),
     )
     env.update(extra)
     return env

@@ -3,6 +3,12 @@ steady webhook rate, beside the ingest-only figure of the same run.
 
     uv run python bench/route.py [--rate 5] [--duration 20] [--worker-threads 8]
                                  [--worker-threads 8,16] [--relay-interval 0.2,0.02] [--profile]
+                                 [--workers 1,2] [--backlog N] [--no-floor] [--floor-jobs 3000]
+
+The floor (bench/floor.py: the same worker running no-op and one-UPDATE jobs) runs first on the
+same servers, and the report ends with the pipeline as ratios to it. ``--backlog N`` adds, per
+configuration, N orders stored with no worker running and then drained (rate, arrival order
+kept: bench/ordering.py). ``--workers`` runs each phase with that many worker processes.
 
 Self-contained, like bench/ingest.py (whose helpers it reuses): a throwaway durable PostgreSQL and
 Redis (tests/support/services.py), migrations, one merchant (auto-route on, the product default),
@@ -59,7 +65,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -74,7 +80,7 @@ from app.db import Database  # noqa: E402
 from app.merchants.service import create_merchant  # noqa: E402
 from app.security import SecretBox  # noqa: E402
 from app.suppliers.service import ProductInput, create_supplier, upsert_product  # noqa: E402
-from bench import loadgen  # noqa: E402
+from bench import floor, loadgen, ordering  # noqa: E402
 from bench.ingest import (  # noqa: E402
     PG_EXTRA,
     RESULTS,
@@ -159,6 +165,15 @@ def supplier_server(port: int, latency: float, log: Path) -> Iterator[subprocess
         yield proc
     finally:
         _stop(proc, 10)
+
+
+@contextmanager
+def worker_processes(
+    env: dict[str, str], logs: Sequence[Path]
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``len(logs)`` ``dropship worker`` processes, as many hosts would run them."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(worker_process(env, log)) for log in logs]
 
 
 @contextmanager
@@ -303,13 +318,13 @@ def statements(pg: svc.Postgres, orders: int, top: int = 40) -> dict[str, Any]:
 class Meter:
     """CPU seconds of named process trees, of this process, and of the machine."""
 
-    def __init__(self, roots: dict[str, int]) -> None:
+    def __init__(self, roots: dict[str, Sequence[int]]) -> None:
         self.roots = roots
         self.start_state: dict[str, Any] = {}
 
     def _now(self) -> dict[str, Any]:
         return {
-            **{k: _cpu(_tree(pid)) for k, pid in self.roots.items()},
+            **{k: _cpu([p for r in pids for p in _tree(r)]) for k, pids in self.roots.items()},
             "machine": _machine(),
             "self": time.process_time(),
             "wall": time.monotonic(),
@@ -736,6 +751,7 @@ def run_config(
     *,
     threads: int,
     relay: float,
+    workers: int,
     base_env: dict[str, str],
     pg: svc.Postgres,
     pg_pid: int,
@@ -745,16 +761,21 @@ def run_config(
     supplier_port: int,
     warm: Sequence[WebhookRequest],
     measured: Sequence[WebhookRequest],
+    backlog: Sequence[WebhookRequest],
     tmp: Path,
     stamp: str,
 ) -> dict[str, Any]:
-    name = f"{threads}t-relay{relay:g}"
-    env = dict(base_env, DROPSHIP_WORKER_THREADS=str(threads), DROPSHIP_RELAY_INTERVAL=str(relay))
-    env.update(dict(kv.split("=", 1) for kv in args.worker_env))
-    log = tmp / f"worker-{name}.log"
-    print(f"\n== worker: {threads} threads, relay interval {relay:g} s", flush=True)
-    out: dict[str, Any] = {"worker_threads": threads, "relay_interval_s": relay}
-    with worker_process(env, log) as worker:
+    name = f"{workers}w-{threads}t-relay{relay:g}"
+    env = worker_env(args, base_env, threads, relay)
+    logs = [tmp / f"worker-{name}-{j}.log" for j in range(workers)]
+    log = logs[0]
+    print(
+        f"\n== {workers} worker process(es): {threads} threads, relay interval {relay:g} s",
+        flush=True,
+    )
+    out: dict[str, Any] = {"workers": workers, "worker_threads": threads, "relay_interval_s": relay}
+    with worker_processes(env, logs) as procs:
+        worker = procs[0]
         if warm:
             print(f"  warm-up: {len(warm)} webhooks at {args.rate:g}/s ...", flush=True)
             wres = send(api_port, warm, args.rate)
@@ -765,10 +786,10 @@ def run_config(
         idle = wait_for_quiet(args.quiet_limit, args.quiet_wait) if args.quiet_wait > 0 else None
         meter = Meter(
             {
-                "worker": worker.pid,
-                "api": api_pid,
-                "postgres": pg_pid,
-                "supplier": supplier_proc.pid,
+                "worker": [w.pid for w in procs],
+                "api": [api_pid],
+                "postgres": [pg_pid],
+                "supplier": [supplier_proc.pid],
             }
         )
         spy = None
@@ -795,8 +816,10 @@ def run_config(
             else:
                 out["profile"] = {"error": err}
         supplier = _http_json(supplier_port, "GET", "/stats")
-    analysis = analyze(pg, res, measured, supplier, ramp=args.ramp)
-    analysis["db_statements"] = statements(pg, analysis["checks"]["orders"])
+        analysis = analyze(pg, res, measured, supplier, ramp=args.ramp)
+        analysis["db_statements"] = statements(pg, analysis["checks"]["orders"])
+        if backlog:
+            reset(pg, supplier_port)  # while the workers run, so the outbox empties first
     pos = analysis["checks"]["purchase_orders"]
     for cpu in (cpu_send, cpu_total):
         cpu["worker_us_per_po"] = cpu["worker_s"] / max(1, pos) * 1e6
@@ -829,7 +852,204 @@ def run_config(
     )
     c = analysis["checks"]
     print(f"  checks: {'OK' if c['ok'] else 'FAILED'} " + _fmt(c), flush=True)
+    if backlog:
+        out["backlog"] = run_backlog(
+            args,
+            env=env,
+            workers=workers,
+            pg=pg,
+            pg_pid=pg_pid,
+            api_pid=api_pid,
+            api_port=api_port,
+            supplier_port=supplier_port,
+            reqs=backlog,
+            logs=[tmp / f"worker-{name}-backlog-{j}.log" for j in range(workers)],
+        )
+        steady = out["figures"]["pos_placed_per_s"]
+        out["backlog"]["figures"]["vs_steady"] = (
+            out["backlog"]["figures"]["pos_per_s_middle"] / steady if steady else 0.0
+        )
     return out
+
+
+def worker_env(
+    args: argparse.Namespace, base_env: dict[str, str], threads: int, relay: float
+) -> dict[str, str]:
+    env = dict(base_env, DROPSHIP_WORKER_THREADS=str(threads), DROPSHIP_RELAY_INTERVAL=str(relay))
+    env.update(dict(kv.split("=", 1) for kv in args.worker_env))
+    return env
+
+
+ORDER_DONE = """
+WITH d AS (
+    SELECT (payload::jsonb->>'id')::bigint AS sid, received_at
+    FROM webhook_deliveries WHERE topic = 'orders/create'
+)
+SELECT extract(epoch FROM d.received_at), extract(epoch FROM max(po.placed_at))
+FROM orders o JOIN d ON d.sid = o.shopify_order_id
+JOIN purchase_orders po ON po.order_id = o.id
+GROUP BY o.id, d.received_at
+HAVING count(*) = count(po.placed_at)
+"""
+
+
+def run_backlog(
+    args: argparse.Namespace,
+    *,
+    env: dict[str, str],
+    workers: int,
+    pg: svc.Postgres,
+    pg_pid: int,
+    api_pid: int,
+    api_port: int,
+    supplier_port: int,
+    reqs: Sequence[WebhookRequest],
+    logs: Sequence[Path],
+) -> dict[str, Any]:
+    """Webhooks stored while no worker runs (the API alone), then the workers started: how fast
+    and in which order the backlog drains."""
+    print(
+        f"  backlog: {len(reqs)} webhooks at {args.backlog_rate:g}/s with no worker running ...",
+        flush=True,
+    )
+    res = send(api_port, reqs, args.backlog_rate)
+    accepted = sum(1 for o in res.outcomes.values() if o == loadgen.ACCEPTED)
+    outbox = int(pg.psql("SELECT count(*) FROM outbox", DB_NAME).strip())
+    print(f"  backlog stored: {accepted} orders, {outbox} outbox jobs; workers start", flush=True)
+    t_start = time.time()
+    with worker_processes(env, logs) as procs:
+        t_ready = time.time()  # every worker printed its banner (imported, schema checked)
+        meter = Meter({"worker": [w.pid for w in procs], "api": [api_pid], "postgres": [pg_pid]})
+        meter.start()
+        drained, drain_s = wait_drained(pg, accepted, args.backlog_timeout)
+        cpu = meter.read()
+        supplier = _http_json(supplier_port, "GET", "/stats")
+    analysis = analyze(pg, res, reqs, supplier, ramp=0.0)
+    analysis["checks"]["drained"] = drained
+    analysis["checks"]["ok"] = analysis["checks"]["ok"] and drained
+    placed = [
+        float(v)
+        for v in pg.psql(
+            "SELECT extract(epoch FROM placed_at) FROM purchase_orders WHERE placed_at IS NOT NULL",
+            DB_NAME,
+        ).split()
+    ]
+    pairs = [
+        (float(a), float(b))
+        for a, b in (line.split("|") for line in pg.psql(ORDER_DONE, DB_NAME).splitlines())
+    ]
+    pos = len(placed)
+    last = max(placed, default=t_start)
+    figures = {
+        "orders": accepted,
+        "outbox_jobs_at_start": outbox,
+        "pos_placed": pos,
+        "start_to_ready_s": round(t_ready - t_start, 2),
+        "start_to_last_placed_s": round(last - t_start, 2),
+        "start_to_first_placed_s": round(min(placed, default=t_start) - t_start, 2),
+        "pos_per_s_overall": pos / max(1e-9, last - t_start),
+        "pos_per_s_middle": ordering.middle_rate(placed),
+        "orders_per_s_middle": ordering.middle_rate([b for _, b in pairs]),
+        "order_kept": ordering.order_kept([a for a, _ in pairs], [b - t_start for _, b in pairs]),
+    }
+    cpu["worker_us_per_po"] = cpu["worker_s"] / max(1, pos) * 1e6
+    cpu["worker_cores"] = cpu["worker_s"] / max(1e-9, cpu["wall_s"])
+    c = analysis["checks"]
+    print(f"  backlog checks: {'OK' if c['ok'] else 'FAILED'} " + _fmt(c), flush=True)
+    return {
+        "ingest": analysis["ingest"],
+        "checks": c,
+        "figures": figures,
+        "drain_wait_s": round(drain_s, 2),
+        "cpu": cpu,
+        "worker_log_errors": [count_log_errors(log) for log in logs],
+    }
+
+
+def print_floor_and_ratios(report: dict[str, Any], args: argparse.Namespace) -> None:
+    """The floor of the same run, the backlog drain, and the pipeline as ratios to them."""
+    floors = report["floor"]
+    for f in floors.values():
+        floor.print_floor(f)
+    backlogs = {n: r["backlog"] for n, r in report["runs"].items() if "backlog" in r}
+    if backlogs:
+        print(
+            f"\nbacklog: {args.backlog} webhooks stored at {args.backlog_rate:g}/s with no worker"
+            " running, then the workers started (middle: between 10 % and 90 % of the POs placed)"
+        )
+        head = (
+            f"{'worker config':<22}{'orders':>7}{'ready s':>8}{'first PO s':>11}{'drain s':>9}"
+            f"{'POs/s middle':>13}{'vs steady':>10}{'µs/PO':>7}{'spearman':>9}"
+            f"{'moved >10%':>11}{'same decile':>12}"
+        )
+        print(head)
+        print("-" * len(head))
+        for name, b in backlogs.items():
+            fig, kept = b["figures"], b["figures"]["order_kept"]
+            print(
+                f"{name:<22}{fig['orders']:>7}{fig.get('start_to_ready_s', 0):>8.1f}"
+                f"{fig['start_to_first_placed_s']:>11.1f}"
+                f"{fig['start_to_last_placed_s']:>9.1f}{fig['pos_per_s_middle']:>13.1f}"
+                f"{fig.get('vs_steady', 0):>9.2f}x{b['cpu']['worker_us_per_po']:>7.0f}"
+                f"{kept.get('spearman', 0):>9.3f}{kept.get('moved_far', 0):>11.1%}"
+                f"{kept.get('same_decile', 0):>12.1%}"
+            )
+            med = kept.get("decile_done_median") or []
+            print(
+                "  median s from worker start to an order's last PO placed, by arrival decile: "
+                + " ".join("-" if m is None else f"{m:.1f}" for m in med)
+            )
+        print(
+            "ready, first PO s, drain s: from starting the worker processes to their banner,\n"
+            "to the first PO placed, to the last. vs steady: POs/s middle over the steady\n"
+            "phase's POs placed/s of the same config (the offered rate when that phase kept up:\n"
+            "run it near the ceiling). spearman: rank correlation of arrival and done order\n"
+            "(1 = kept); moved >10%: orders done more than a tenth of the backlog away from\n"
+            "their arrival place."
+        )
+    if not floors:
+        return
+    print("\npipeline / floor of the same run (same worker threads):")
+    head = (
+        f"{'worker config':<22}{'phase':<9}{'POs/s':>8}{'/ no-op':>9}{'/ UPDATE':>9}"
+        f"{'/ Core UPDATE':>14}{'µs/PO':>8}{'x no-op':>9}{'x UPDATE':>9}{'x Core':>8}"
+    )
+    print(head)
+    print("-" * len(head))
+    for name, r in report["runs"].items():
+        f = floors.get(str(r["worker_threads"]))
+        if f is None:
+            continue
+        rows = [("steady", r["figures"]["pos_placed_per_s"], r["cpu_send_and_drain"])]
+        if "backlog" in r:
+            b = r["backlog"]
+            rows.append(("backlog", b["figures"]["pos_per_s_middle"], b["cpu"]))
+        for phase, rate, cpu in rows:
+            per_worker = rate / max(1, r["workers"])  # the floor is one process
+            us = cpu["worker_us_per_po"]
+
+            def ratio(x: float, y: float) -> str:
+                return f"{x / y:.3f}" if y else "-"
+
+            print(
+                f"{name:<22}{phase:<9}{rate:>8.1f}"
+                + "".join(
+                    f"{ratio(per_worker, f[k]['jobs_per_s']):>{w}}"
+                    for k, w in (("noop", 9), ("update", 9), ("update_core", 14))
+                    if k in f
+                )
+                + f"{us:>8.0f}"
+                + "".join(
+                    f"{ratio(us, f[k]['cpu_us_per_job']):>{w}}"
+                    for k, w in (("noop", 9), ("update", 9), ("update_core", 8))
+                    if k in f
+                )
+            )
+    print(
+        "/ no-op etc.: POs placed per second per worker process over the floor's jobs/s (the\n"
+        "steady phase's POs/s is the offered rate when it kept up). x no-op etc.: worker CPU per\n"
+        "PO over the floor's CPU per job: how many floor jobs' worth of CPU one PO costs."
+    )
 
 
 def _fmt(d: dict[str, Any]) -> str:
@@ -842,11 +1062,11 @@ def _fmt(d: dict[str, Any]) -> str:
 def print_report(runs: dict[str, Any], args: argparse.Namespace) -> None:
     print(
         f"\nwebhooks at {args.rate:g}/s for {args.duration:g} s (10% redeliveries), supplier "
-        f"latency {args.latency * 1e3:g} ms, 1 API process, 1 worker process; steady window "
-        f"starts {args.ramp:g} s after the first webhook"
+        f"latency {args.latency * 1e3:g} ms, 1 API process, worker processes per config; steady "
+        f"window starts {args.ramp:g} s after the first webhook"
     )
     head = (
-        f"{'worker config':<18}{'ingest acc/s':>13}{'ingest p50/p95 ms':>19}"
+        f"{'worker config':<22}{'ingest acc/s':>13}{'ingest p50/p95 ms':>19}"
         f"{'POs placed/s':>13}{'vs offered':>11}{'webhook->placed p50/p95/p99 ms':>32}"
         f"{'drain s':>8}{'worker cores':>13}{'µs/PO':>7}"
     )
@@ -857,7 +1077,7 @@ def print_report(runs: dict[str, Any], args: argparse.Namespace) -> None:
         e2e = fig["webhook_to_placed_ms"]
         cpu = r["cpu_send_and_drain"]
         print(
-            f"{name:<18}{ing['accepted_per_s']:>13.1f}"
+            f"{name:<22}{ing['accepted_per_s']:>13.1f}"
             f"{ing['latency_ms']['p50']:>11.1f} / {ing['latency_ms']['p95']:<5.1f}"
             f"{fig['pos_placed_per_s']:>13.1f}{fig['placed_vs_offered']:>10.2f}x"
             f"{e2e.get('p50', 0):>14.0f} / {e2e.get('p95', 0):.0f} / {e2e.get('p99', 0):<6.0f}"
@@ -924,7 +1144,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="0.2",
         help="DROPSHIP_RELAY_INTERVAL (the app default is 0.2 s); a comma list runs each",
     )
+    p.add_argument(
+        "--workers", default="1", help="dropship worker processes; a comma list (1,2) runs each"
+    )
     p.add_argument("--drain-timeout", type=float, default=120.0)
+    p.add_argument(
+        "--backlog",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after each steady phase, N orders stored with no worker running, then drained",
+    )
+    p.add_argument("--backlog-rate", type=float, default=300.0, help="webhooks/s of the backlog")
+    p.add_argument("--backlog-timeout", type=float, default=600.0, help="seconds to drain it")
+    p.add_argument(
+        "--floor-jobs", type=int, default=3000, help="jobs per kind of the floor (bench/floor.py)"
+    )
+    p.add_argument("--no-floor", action="store_true", help="skip the floor")
     p.add_argument(
         "--profile",
         nargs="?",
@@ -955,6 +1191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_on_snapshot(args.code_ref, _without_code_ref(argv), "route.py")
     configs = list(
         itertools.product(
+            [int(x) for x in args.workers.split(",") if x.strip()],
             [int(x) for x in args.worker_threads.split(",") if x.strip()],
             [float(x) for x in args.relay_interval.split(",") if x.strip()],
         )
@@ -968,8 +1205,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "code": _git_state(),
         "config": {
             k: getattr(args, k)
-            for k in ("rate", "duration", "warmup", "ramp", "latency", "worker_env", "server_env")
+            for k in (
+                "rate",
+                "duration",
+                "warmup",
+                "ramp",
+                "latency",
+                "backlog",
+                "backlog_rate",
+                "worker_env",
+                "server_env",
+            )
         },
+        "floor": {},
         "runs": {},
     }
     code = report["code"]
@@ -978,7 +1226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (f", uncommitted changes in {len(code['dirty'])} file(s)" if code["dirty"] else ""),
         flush=True,
     )
-    per = n_warm + n_meas
+    per = n_warm + n_meas + args.backlog
     print(f"generating {per * len(configs)} signed 3-line orders/create webhooks ...", flush=True)
     reqs = generate(per * len(configs), secret=SECRET, lines=3)
     ok = True
@@ -1004,16 +1252,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dict(kv.split("=", 1) for kv in args.server_env),
             )
             asyncio.run(setup_merchant(url, env["DROPSHIP_SECRET_KEY"], supplier_port))
+            if not args.no_floor:
+                # The floor of every thread count measured, on the same servers, before the
+                # pipeline (and with nothing else of ours running).
+                for threads in sorted({t for _, t, _ in configs}):
+                    relay = configs[0][2]
+                    print(f"\n== floor: one worker process, {threads} threads", flush=True)
+                    report["floor"][str(threads)] = floor.measure(
+                        lambda sql: pg.psql(sql, DB_NAME),
+                        worker_env(args, env, threads, relay),
+                        rds.url,
+                        threads=threads,
+                        jobs=args.floor_jobs,
+                        log=tmp / f"floor-{threads}t.log",
+                    )
             with (
                 supplier_server(supplier_port, args.latency, tmp / "supplier.log") as sup,
                 bench_server(api_port, 1, env, tmp / "api.log") as api,
             ):
-                for k, (threads, relay) in enumerate(configs):
+                for k, (workers, threads, relay) in enumerate(configs):
                     chunk = reqs[k * per : (k + 1) * per]
                     run = run_config(
                         args,
                         threads=threads,
                         relay=relay,
+                        workers=workers,
                         base_env=env,
                         pg=pg,
                         pg_pid=pg_pid,
@@ -1022,17 +1285,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         supplier_proc=sup,
                         supplier_port=supplier_port,
                         warm=chunk[:n_warm],
-                        measured=chunk[n_warm:],
+                        measured=chunk[n_warm : n_warm + n_meas],
+                        backlog=chunk[n_warm + n_meas :],
                         tmp=tmp,
                         stamp=stamp,
                     )
-                    report["runs"][f"{threads} thr, relay {relay:g}"] = run
+                    report["runs"][f"{workers}w, {threads} thr, relay {relay:g}"] = run
                     ok = ok and run["checks"]["ok"]
+                    ok = ok and run.get("backlog", {}).get("checks", {}).get("ok", True)
             api_errors = count_log_errors(tmp / "api.log")
             if api_errors:
                 print(f"API server logged errors: {api_errors}")
             report["api_log_errors"] = api_errors
     print_report(report["runs"], args)
+    print_floor_and_ratios(report, args)
     report["ok"] = ok
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"route-{stamp}.json"
