@@ -24,6 +24,7 @@ from tests.support.order_flow import store_delivery
 from tests.support.shopify import order_payload
 from workers.broker import build_broker
 from workers.maintenance import oldest_waiting, sweep
+from workers.relay import OutboxRelay
 
 STALE_AFTER = 120
 
@@ -94,6 +95,28 @@ async def test_a_queue_behind_by_more_than_the_window_is_not_swept_until_it_move
     waiting(broker, 5)
     await sweep(ctx)
     assert await swept(db, "webhook.process") == [[delivery_id]]
+
+
+async def test_a_backlog_relayed_after_the_workers_were_stopped_shows_its_age(
+    ctx: TaskContext, db: Database, merchant: MerchantHandle, broker: dramatiq.Broker
+) -> None:
+    """The workers (and so the relay) were down for twice the window: the jobs relayed when they
+    come back are dated when they became due, so the queue looks as far behind as it is and the
+    first sweep does not send the whole backlog a second time."""
+    delivery_id = await idle_delivery(db, merchant)
+    due = utcnow() - timedelta(seconds=2 * STALE_AFTER)
+    async with db.transaction() as session:
+        session.add(
+            OutboxMessage(
+                id=uuid.uuid4(), actor="webhook.process", args=[delivery_id], available_at=due
+            )
+        )
+    assert await OutboxRelay(db, broker).relay_once() == 1
+    sent = oldest_waiting(broker, "intake")
+    assert sent is not None
+    assert abs((sent - due).total_seconds()) < 0.001
+    await sweep(ctx)
+    assert await swept(db, "webhook.process") == []  # the relayed one was deleted; none re-sent
 
 
 async def test_an_empty_queue_is_swept_at_once(

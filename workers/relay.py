@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
@@ -72,7 +72,12 @@ class OutboxRelay:
         """Send one batch of due jobs; return how many were sent."""
         async with self.db.transaction() as session:
             stmt = (
-                select(OutboxMessage.id, OutboxMessage.actor, OutboxMessage.args)
+                select(
+                    OutboxMessage.id,
+                    OutboxMessage.actor,
+                    OutboxMessage.args,
+                    OutboxMessage.available_at,
+                )
                 .where(OutboxMessage.available_at <= utcnow())
                 .order_by(OutboxMessage.available_at)
                 .limit(self.batch)
@@ -113,7 +118,7 @@ class OutboxRelay:
         unknown: list[Any] = []
         for row in rows:
             try:
-                self._send(row.actor, row.args, str(row.id))
+                self._send(row.actor, row.args, str(row.id), row.available_at)
             except ActorNotFound:
                 unknown.append(row.id)
                 continue
@@ -122,9 +127,12 @@ class OutboxRelay:
             sent.append(row.id)
         return sent, unknown, None
 
-    def _send(self, actor_name: str, args: list[Any], outbox_id: str) -> None:
+    def _send(self, actor_name: str, args: list[Any], outbox_id: str, due: datetime) -> None:
         actor = self.broker.get_actor(actor_name)
-        # The outbox id becomes the message id: a re-sent job is recognisable in logs.
+        # The outbox id becomes the message id: a re-sent job is recognisable in logs. The
+        # message is dated when its job became due, not when it was relayed: after the workers
+        # were stopped, a queue of jobs due long ago shows how far behind it is (the sweeper then
+        # leaves that backlog alone instead of enqueueing it again).
         message: Message[Any] = Message(
             queue_name=actor.queue_name,
             actor_name=actor_name,
@@ -132,5 +140,6 @@ class OutboxRelay:
             kwargs={},
             options={},
             message_id=outbox_id,
+            message_timestamp=int(due.timestamp() * 1000),
         )
         self.broker.enqueue(message)
