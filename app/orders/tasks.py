@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import structlog
@@ -45,7 +46,12 @@ async def validate_and_route(
     gets its own ``order.route`` job, which retries as it always did. Any other failure fails
     the whole transaction (the job is retried). Returns the status reached."""
     settings = settings_of(merchant)
-    with session.no_autoflush:
+    # A fresh order's validation and routing read nothing back they wrote (they are handed what
+    # they decided), so everything waits for one flush at the end. An order stored earlier is
+    # checked against the database (exceptions, lines covered by purchase orders): there each
+    # query sees what was written before it.
+    batched = session.no_autoflush if fresh else contextlib.nullcontext()
+    with batched:
         verdict = await validate(session, order, settings, fresh=fresh)
         log.info("order.validated", order_id=str(order.id), status=verdict.status)
         status = verdict.status
