@@ -311,13 +311,25 @@ class TestList:
         self, client: Client, shop: MerchantHandle, alpha: dict[str, Any]
     ) -> None:
         """Pending: decided but not yet handed over. The supplier neither sees it (in any
-        list, or by id) nor acts on it."""
+        list, or by id) nor acts on it. (A portal purchase order routed by a job is placed as
+        it is created; one the merchant's reroute creates waits for its placement job.)"""
+        r = await client.post(
+            "/api/v1/orders", json=order_body("P-1", lines=[line("GREEN")]), headers=shop.headers
+        )
+        assert r.status_code == 201, r.text
+        order_id = r.json()["id"]
+
+        async def unroutable() -> bool:
+            got = await client.get(f"/api/v1/orders/{order_id}", headers=shop.headers)
+            return bool(got.json()["status"] == "needs_attention")
+
+        await eventually(unroutable)
+        await offer(client, shop, alpha["supplier"]["id"], "GREEN")
         with losing_jobs(client.app.state.workers.broker, "purchase_order.place") as lost:
             r = await client.post(
-                "/api/v1/orders", json=order_body("P-1", lines=[line("RED")]), headers=shop.headers
+                f"/api/v1/orders/{order_id}/reroute", json={}, headers=shop.headers
             )
-            assert r.status_code == 201, r.text
-            order_id = r.json()["id"]
+            assert r.status_code == 200, r.text
 
             async def lost_one() -> bool:
                 return bool(lost)

@@ -29,16 +29,22 @@ async def validate_order(ctx: TaskContext, order_id: str) -> None:
             return
         merchant = await get_merchant(session, order.merchant_id)
         assert merchant is not None  # orders go with their merchant
-        await validate_and_route(session, merchant, order)
+        await validate_and_route(session, merchant, order, ctx=ctx)
 
 
 async def validate_and_route(
-    session: DbSession, merchant: Merchant, order: Order, *, fresh: bool = False
+    session: DbSession,
+    merchant: Merchant,
+    order: Order,
+    *,
+    fresh: bool = False,
+    ctx: TaskContext | None = None,
 ) -> str:
     """Validate an order in ``received`` and, when it is ready and the merchant routes
     automatically, route it in the same transaction (one job where there were three: intake,
     ``order.validate``, ``order.route``). Each state change is on the timeline, and commits with
-    the jobs that follow it (the placements). ``fresh``: created in this transaction.
+    the jobs that follow it (the placements). ``fresh``: created in this transaction; ``ctx``:
+    the job's (portal purchase orders are then placed here, ``route_now``).
 
     Everything is written in one flush at the end (the order's status in one UPDATE, the
     timeline in one INSERT). Routing reserves stock before it writes anything else: when stock
@@ -61,7 +67,7 @@ async def validate_and_route(
             await enqueue(session, route_order, order.id)
         else:
             try:
-                await route_now(session, merchant, order, fresh=fresh)
+                await route_now(session, merchant, order, fresh=fresh, ctx=ctx)
                 status = str(order.status)
             except StockConflict as exc:
                 log.warning("order.route_deferred", order_id=str(order.id), error=repr(exc))

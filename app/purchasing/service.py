@@ -22,7 +22,7 @@ from app.codes import wire_amount
 from app.db import insert_for, utcnow, uuid7
 from app.errors import Conflict, InvalidInput, NotFound, RetryableConflict
 from app.events.models import EventType
-from app.events.service import publish
+from app.events.service import Publication, publish, publish_many
 from app.jobs.task import StaleWindow
 from app.orders.models import Order, OrderStatus
 from app.orders.service import order_by_id
@@ -324,6 +324,7 @@ async def create_from_plan(
     # reservation itself (no savepoint).
     await reserve_stock(session, reservations, names)
     created: list[PurchaseOrder] = []
+    now = utcnow()
     for n, (supplier_id, decisions) in enumerate(by_supplier, start=1):
         po_id = uuid7()
         po_lines = []
@@ -358,6 +359,17 @@ async def create_from_plan(
             total_cost=total,
             ship_to=_ship_to(order),
             shipping_method=order.shipping_method,
+            # Held by the purchase order too: placing it in this transaction (a portal
+            # supplier's) reads them before they are written.
+            lines=po_lines,
+            # What placing it here sets, given to every one: rows naming the same columns are
+            # one INSERT.
+            supplier_reference=None,
+            attempts=0,
+            placed_at=None,
+            accepted_at=None,
+            created_at=now,
+            updated_at=now,
         )
         # No flush per purchase order: the unit of work inserts them all, then all their lines
         # (one statement per table).
@@ -437,6 +449,59 @@ async def reserve_stock(
             )
     short = next(k for k in keys if k not in done)
     raise StockConflict(f"stock of {short[1]} at {names[short]} changed")
+
+
+async def suppliers_by_id(session: AsyncSession, ids: set[uuid.UUID]) -> dict[uuid.UUID, Supplier]:
+    """The suppliers of purchase orders just created, in one statement."""
+    if not ids:
+        return {}
+    found = await session.scalars(select(Supplier).where(Supplier.id.in_(sorted(ids))))
+    return {s.id: s for s in found.all()}
+
+
+async def place_created(
+    session: AsyncSession,
+    order: Order,
+    placements: Sequence[tuple[PurchaseOrder, str, str, dict[str, Any]]],
+) -> None:
+    """:func:`transition` from ``pending`` to ``placed`` or ``accepted`` (status, message, data)
+    for purchase orders created in this transaction and not written yet: their INSERT carries
+    the new status (no UPDATE), their timeline entries join the transaction's one INSERT and
+    their events are published in one batch, whatever their number."""
+    now = utcnow()
+    events = []
+    for po, status, message, data in placements:
+        previous = po.status
+        if previous != POStatus.PENDING or status not in (POStatus.PLACED, POStatus.ACCEPTED):
+            raise Conflict(f"purchase order {po.number} is {previous}: cannot become {status}")
+        po.status = status
+        po.updated_at = now
+        po.placed_at = po.placed_at or now
+        if status == POStatus.ACCEPTED:
+            po.accepted_at = now
+        record(
+            session,
+            order,
+            f"purchase_order.{status}",
+            f"purchase order {po.number}: {previous} -> {status}: {message}",
+            purchase_order_id=str(po.id),
+            previous=previous,
+            **data,
+        )
+        events.append(
+            Publication(
+                merchant_id=order.merchant_id,
+                order_id=order.id,
+                type=EventType.PURCHASE_ORDER_PLACED,
+                key=f"purchase_order.placed:{po.id}",
+                data={
+                    "purchase_order_id": str(po.id),
+                    "number": po.number,
+                    "supplier_id": str(po.supplier_id),
+                },
+            )
+        )
+    await publish_many(session, events)
 
 
 async def order_of(session: AsyncSession, po: PurchaseOrder) -> Order:

@@ -25,7 +25,7 @@ import contextlib
 import math
 import random
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -39,6 +39,7 @@ from app.exceptions.service import open_exception
 from app.jobs.backoff import EARLY, backoff_ms
 from app.jobs.outbox import enqueue_many
 from app.jobs.task import TaskContext, task
+from app.orders.models import Order
 from app.purchasing import service
 from app.purchasing.models import POStatus, PurchaseOrder
 from app.purchasing.notices import queue_supplier_notice
@@ -101,6 +102,82 @@ async def place_all(session: DbSession, purchase_orders: Iterable[PurchaseOrder]
     """Enqueue the placement of purchase orders just created, in their transaction (one
     statement)."""
     await enqueue_many(session, place, [[po.id] for po in purchase_orders])
+
+
+async def place_or_enqueue(
+    ctx: TaskContext, session: DbSession, order: Order, purchase_orders: Sequence[PurchaseOrder]
+) -> None:
+    """For purchase orders just created (not written yet) in the caller's transaction: those of
+    an active pull-based supplier (the portal) are placed here, since placing one only makes it
+    visible to the supplier (status, timeline, event, notice: what ``place`` does, without a
+    job); the others' placement is enqueued (:func:`place_all`). A ``place`` job already queued
+    for one placed here (old code) finds it placed and does nothing."""
+    pos = list(purchase_orders)
+    if not pos:
+        return
+    suppliers = await service.suppliers_by_id(session, {po.supplier_id for po in pos})
+    later: list[PurchaseOrder] = []
+    placements: list[tuple[PurchaseOrder, str, str, dict[str, Any]]] = []
+    notices: list[tuple[PurchaseOrder, Supplier]] = []
+    for po in pos:
+        supplier = suppliers.get(po.supplier_id)
+        if (
+            supplier is None
+            or supplier.status != "active"
+            or not connector_class(supplier.connector).pull_based
+        ):
+            later.append(po)
+            continue
+        connector = connector_class(supplier.connector)(decrypt_config(ctx.box, supplier), ctx.http)
+        try:
+            # Called (it does no I/O) so that its result and its metrics are the job's.
+            result = await connector.place_order(service.to_dto(po))
+        except Exception:
+            log.exception("purchase_order.place_deferred", po_id=str(po.id))
+            later.append(po)
+            continue
+        po.attempts = 1
+        po.supplier_reference = result.supplier_reference or po.supplier_reference
+        status = POStatus.ACCEPTED if result.status == "accepted" else POStatus.PLACED
+        reference = f" (reference {po.supplier_reference})" if po.supplier_reference else ""
+        placements.append(
+            (
+                po,
+                status,
+                f"placed in the supplier portal{reference}",
+                {"supplier_reference": po.supplier_reference, "attempts": 1},
+            )
+        )
+        if result.notify_supplier:
+            notices.append((po, supplier))
+    await service.place_created(session, order, placements)
+    for po, supplier in notices:
+        await _notify(session, ctx, po, supplier, order)
+    for po, status, _, _ in placements:
+        log.info("purchase_order.placed", po_id=str(po.id), status=status, attempts=1)
+    await place_all(session, later)
+
+
+async def _notify(
+    session: DbSession, ctx: TaskContext, po: PurchaseOrder, supplier: Supplier, order: Order
+) -> None:
+    """The supplier's notice; one that cannot be written must not undo the placement it
+    reports. Without a contact email it is only a timeline entry: no savepoint needed."""
+    try:
+        if supplier.contact_email:
+            async with session.begin_nested():
+                await queue_supplier_notice(session, ctx.settings, po, supplier, order)
+        else:
+            await queue_supplier_notice(session, ctx.settings, po, supplier, order)
+    except Exception as exc:
+        log.exception("purchase_order.notice_failed", po_id=str(po.id))
+        record(
+            session,
+            order,
+            "purchase_order.notice_failed",
+            f"{po.number}: the notice to {supplier.name} could not be queued: {exc}",
+            purchase_order_id=str(po.id),
+        )
 
 
 @task("purchase_order.place", max_retries=MAX_ATTEMPTS * 4, stale=service.unplaced)

@@ -271,7 +271,12 @@ async def route_lines(
             covered={d.line_id for d in decided.routed},
         )
     else:
-        await refresh_order_status(session, order)
+        # The purchase orders just created may not be flushed yet (a caller writing in one
+        # flush at the end, ``validate_and_route``): the lines they take count as covered.
+        covered = await purchasing.covered_line_ids(session, order.id)
+        await refresh_order_status(
+            session, order, covered=covered | {d.line_id for d in decided.routed}
+        )
     return Routed(decided, created)
 
 

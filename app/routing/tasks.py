@@ -8,7 +8,7 @@ from app.db import DbSession
 from app.jobs.task import TaskContext, task
 from app.merchants.models import Merchant
 from app.orders.models import Order
-from app.purchasing.tasks import place_all
+from app.purchasing.tasks import place_all, place_or_enqueue
 from app.routing import service
 
 log = structlog.get_logger(__name__)
@@ -28,11 +28,20 @@ async def route_order(ctx: TaskContext, order_id: str) -> None:
 
 
 async def route_now(
-    session: DbSession, merchant: Merchant, order: Order, *, fresh: bool = False
+    session: DbSession,
+    merchant: Merchant,
+    order: Order,
+    *,
+    fresh: bool = False,
+    ctx: TaskContext | None = None,
 ) -> None:
-    """Route a ``ready_to_route`` order in the caller's transaction, placements enqueued."""
+    """Route a ``ready_to_route`` order in the caller's transaction, placements enqueued; in a
+    job (``ctx``), portal purchase orders are placed right here (no job of their own)."""
     routed = await service.route_lines(session, merchant, order, order.lines, fresh=fresh)
-    await place_all(session, routed.purchase_orders)
+    if ctx is None:
+        await place_all(session, routed.purchase_orders)
+    else:
+        await place_or_enqueue(ctx, session, order, routed.purchase_orders)
     _log_routed(str(order.id), routed)
 
 

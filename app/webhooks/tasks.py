@@ -113,7 +113,7 @@ async def _process(ctx: TaskContext, delivery_id: str) -> None:
                 draft = from_shopify(payload)
             else:
                 async with session.begin_nested():  # a rejection leaves no half-done changes
-                    outcome = await _handle(session, merchant, topic, payload)
+                    outcome = await _handle(ctx, session, merchant, topic, payload)
         except (PayloadError, ValueError, RecursionError) as exc:
             # Not retryable: the same body fails the same way. Keep the reason, and tell a person
             # when an order is at stake (Shopify got its 200 and will not send it again).
@@ -131,7 +131,7 @@ async def _process(ctx: TaskContext, delivery_id: str) -> None:
                     shopify_order_id=_raw_order_id(body),
                 )
         if draft is not None:
-            outcome = await _handle(session, merchant, topic, payload, draft)
+            outcome = await _handle(ctx, session, merchant, topic, payload, draft)
         await service.mark_processed(
             session,
             uuid.UUID(delivery_id),
@@ -142,13 +142,15 @@ async def _process(ctx: TaskContext, delivery_id: str) -> None:
         log.info("webhook.processed", topic=topic, outcome=outcome)
 
 
-async def _create(session: DbSession, merchant: Merchant, draft: OrderDraft) -> str:
+async def _create(
+    ctx: TaskContext, session: DbSession, merchant: Merchant, draft: OrderDraft
+) -> str:
     intake = await create_order(session, merchant.id, draft, enqueue_validation=False)
     if intake.created:
         outcome = f"order {intake.order.id} created"
         if intake.order.status == OrderStatus.RECEIVED:
             # Validated (and routed) here, in this job's transaction: no job hops.
-            await validate_and_route(session, merchant, intake.order, fresh=True)
+            await validate_and_route(session, merchant, intake.order, fresh=True, ctx=ctx)
         else:
             await session.flush()
         return outcome
@@ -167,6 +169,7 @@ def _raw_order_id(body: str) -> str | None:
 
 
 async def _handle(
+    ctx: TaskContext,
     session: DbSession,
     merchant: Merchant | None,
     topic: str,
@@ -189,7 +192,7 @@ async def _handle(
 
     draft = draft or from_shopify(payload)
     if topic == topics.ORDERS_CREATE:
-        return await _create(session, merchant, draft)
+        return await _create(ctx, session, merchant, draft)
     if topic == topics.ORDERS_UPDATED:
         existing = await find_existing(session, merchant.id, draft, lock=True)
         if existing is None:  # the create was never seen (e.g. order placed before install)
