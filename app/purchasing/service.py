@@ -77,15 +77,13 @@ async def load(
     return po
 
 
-async def load_with_supplier(
-    session: AsyncSession, po_id: uuid.UUID
-) -> tuple[PurchaseOrder, Supplier] | None:
-    """``load(lock=True)`` and the purchase order's supplier, in one statement."""
+async def _load_locked_with(session: AsyncSession, po_id: uuid.UUID, other: Any, on: Any) -> Any:
+    """``load(lock=True)`` and one related row (``other`` joined ``on``), in one statement."""
     row = (
         (
             await session.execute(
-                select(PurchaseOrder, Supplier)
-                .join(Supplier, Supplier.id == PurchaseOrder.supplier_id)
+                select(PurchaseOrder, other)
+                .join(other, on)
                 .where(PurchaseOrder.id == po_id)
                 .options(joinedload(PurchaseOrder.lines))
                 .with_for_update(of=PurchaseOrder)
@@ -95,6 +93,16 @@ async def load_with_supplier(
         .first()
     )
     return None if row is None else (row[0], row[1])
+
+
+async def load_with_supplier(
+    session: AsyncSession, po_id: uuid.UUID
+) -> tuple[PurchaseOrder, Supplier] | None:
+    """``load(lock=True)`` and the purchase order's supplier, in one statement."""
+    loaded: tuple[PurchaseOrder, Supplier] | None = await _load_locked_with(
+        session, po_id, Supplier, Supplier.id == PurchaseOrder.supplier_id
+    )
+    return loaded
 
 
 async def load_with_order(
@@ -102,20 +110,10 @@ async def load_with_order(
 ) -> tuple[PurchaseOrder, Order] | None:
     """``load(lock=True)`` and the purchase order's order (the session holds it: the
     transition's ``order_of`` reads no more), in one statement."""
-    row = (
-        (
-            await session.execute(
-                select(PurchaseOrder, Order)
-                .join(Order, Order.id == PurchaseOrder.order_id)
-                .where(PurchaseOrder.id == po_id)
-                .options(joinedload(PurchaseOrder.lines))
-                .with_for_update(of=PurchaseOrder)
-            )
-        )
-        .unique()
-        .first()
+    loaded: tuple[PurchaseOrder, Order] | None = await _load_locked_with(
+        session, po_id, Order, Order.id == PurchaseOrder.order_id
     )
-    return None if row is None else (row[0], row[1])
+    return loaded
 
 
 async def load_for_merchant(

@@ -256,19 +256,7 @@ async def place(ctx: TaskContext, po_id: str) -> None:
             attempts=attempt,
         )
         if result.notify_supplier:
-            try:
-                # A notice that cannot be written must not undo the placement it reports.
-                async with session.begin_nested():
-                    await queue_supplier_notice(session, ctx.settings, po, supplier, order)
-            except Exception as exc:
-                log.exception("purchase_order.notice_failed", po_id=po_id)
-                record(
-                    session,
-                    order,
-                    "purchase_order.notice_failed",
-                    f"{po.number}: the notice to {supplier.name} could not be queued: {exc}",
-                    purchase_order_id=str(po.id),
-                )
+            await _notify(session, ctx, po, supplier, order)
     log.info("purchase_order.placed", po_id=po_id, status=status, attempts=attempt)
 
 
