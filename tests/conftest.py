@@ -32,6 +32,31 @@ SHOPIFY_SECRET = "test-shopify-secret"
 OLD_SHOPIFY_SECRET = "previous-shopify-secret"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    global _CONFIG
+    _CONFIG = config
+
+
+_CONFIG: pytest.Config | None = None
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """On CI, print a failure's traceback the moment it happens, not only in the summary at
+    the end, so a run cut short by CI's time limit still shows why a test failed."""
+    if not (report.failed and os.environ.get("CI")) or _CONFIG is None:
+        return
+    writer = _CONFIG.pluginmanager.get_plugin("terminalreporter")
+    if writer is None:
+        return
+    writer.write_line("")
+    writer.write_sep("!", f"FAILED ({report.when}) {report.nodeid}")
+    writer.write_line(report.longreprtext[-20_000:])
+    for name, content in report.sections:
+        if "stderr" in name or "log" in name:
+            writer.write_sep("-", name)
+            writer.write_line(content[-5_000:])
+
+
 def _unavailable(reason: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{reason} (DROPSHIP_TEST_REQUIRE_SERVICES=1)")

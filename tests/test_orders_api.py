@@ -50,7 +50,7 @@ class TestAuthentication:
         ("method", "path"),
         [
             ("GET", ORDERS),
-            ("GET", f"{ORDERS}/{uuid.uuid4()}"),
+            ("GET", f"{ORDERS}/{uuid.UUID(int=1)}"),
             ("POST", ORDERS),
             ("POST", f"{ORDERS}/import"),
             ("GET", EXCEPTIONS),
@@ -281,7 +281,7 @@ class TestListPagination:
             base64.urlsafe_b64encode(b"\xff\xfe").decode(),
             base64.urlsafe_b64encode(b"2026-01-01T00:00:00+00:00|not-a-uuid").decode(),
             # A well-formed cursor with a naive timestamp used to be a 500.
-            base64.urlsafe_b64encode(f"2026-01-01T00:00:00|{uuid.uuid4()}".encode()).decode(),
+            base64.urlsafe_b64encode(f"2026-01-01T00:00:00|{uuid.UUID(int=2)}".encode()).decode(),
         ],
     )
     async def test_garbage_cursor_is_400_naming_cursor(
