@@ -36,3 +36,9 @@ SHOPIFY_BUDGET_WAITS = Counter(
     "yet (retried when it can).",
     ["operation"],
 )
+SHOPIFY_COST_STORE_ERRORS = Counter(
+    "dropship_shopify_cost_store_errors",
+    "Reads and writes of the shops' shared cost buckets (Redis) that failed; the call went on "
+    "without the bucket's advice.",
+    ["op"],
+)

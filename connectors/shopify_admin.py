@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
+import redis
 from shopify_app.graphql.admin_graphql import admin_graphql_request_async
 
 from connectors.base import PermanentConnectorError, RetryableConnectorError
-from connectors.metrics import SHOPIFY_BUDGET_WAITS, SHOPIFY_CALLS
+from connectors.metrics import SHOPIFY_BUDGET_WAITS, SHOPIFY_CALLS, SHOPIFY_COST_STORE_ERRORS
 
 DEFAULT_ADMIN_URL = "https://{shop}/admin/api/{version}"
 SHOP_SUFFIX = ".myshopify.com"
@@ -313,14 +314,24 @@ class RedisCostStore:
     """Buckets shared by every worker through Redis (a sync client, like Dramatiq's rate
     limiters: one GET or SET on a local server). Read-then-write, not atomic: two workers
     may both spend the last points, and Shopify's THROTTLED answer (which costs nothing and is
-    retried later) is the backstop for that rare overlap."""
+    retried later) is the backstop for that rare overlap.
+
+    The bucket is advice, never a reason to fail a call: with Redis unreachable a read finds
+    no bucket (the call goes out, Shopify's THROTTLED still holds it back) and a write is
+    dropped. Above all, the write after a mutation must not turn a fulfillment Shopify made
+    into an error, which would leave it unrecorded until its claim runs out.
+    """
 
     def __init__(self, client: Any, prefix: str = "dropship:shopify:cost:") -> None:
         self.client = client
         self.prefix = prefix
 
     def get(self, shop: str) -> Bucket | None:
-        raw = self.client.get(self.prefix + shop)
+        try:
+            raw = self.client.get(self.prefix + shop)
+        except (redis.RedisError, OSError):
+            SHOPIFY_COST_STORE_ERRORS.labels("get").inc()
+            return None
         if raw is None:
             return None
         try:
@@ -329,7 +340,10 @@ class RedisCostStore:
             return None
 
     def put(self, shop: str, bucket: Bucket) -> None:
-        self.client.set(self.prefix + shop, json.dumps(bucket.__dict__), ex=COST_TTL_S)
+        try:
+            self.client.set(self.prefix + shop, json.dumps(bucket.__dict__), ex=COST_TTL_S)
+        except (redis.RedisError, OSError):
+            SHOPIFY_COST_STORE_ERRORS.labels("put").inc()
 
 
 # --- Calls ------------------------------------------------------------------------------------

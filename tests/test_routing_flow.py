@@ -630,5 +630,8 @@ class TestMerchantControls:
             wait=30,
         )
         assert len(sim.orders) == 3
-        # One per second at most: three placements span at least two window boundaries.
-        assert sim.times[-1] - sim.times[0] >= 1.0
+        # One per second at most: three placements span at least two window boundaries (a
+        # little under a second by arrival, if the first slot was granted at the end of its
+        # second and its request reached the supplier a few milliseconds into the next one;
+        # without the limit, the three arrive within milliseconds).
+        assert sim.times[-1] - sim.times[0] >= 0.9

@@ -15,9 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
+import redis as redis_lib
 import respx
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
 from app.db import Database, utcnow
@@ -52,6 +54,7 @@ from tests.conftest import MerchantHandle, make_merchant
 from tests.support.order_flow import FIXTURE_SKUS, open_exceptions
 from tests.support.portal import offer, portal_supplier
 from tests.support.routing import send_order, wait_pos
+from tests.support.services import free_port
 from tests.support.shopify import order_payload
 from tests.support.shopify_admin import Fo, ShopifyAdminSim, throttled, unauthorized
 from tests.support.wait import eventually
@@ -192,6 +195,33 @@ class TestAdminClient:
             "Invalid fulfillment order line item quantity requested."
         )
         assert sim.fulfillments[ORDER] == []
+
+    async def test_an_unreachable_cost_store_fails_no_call(self, sim: ShopifyAdminSim) -> None:
+        """The shared cost bucket is advice: with its Redis gone, the fulfillment Shopify made
+        comes back as made (not as an error, which left it unrecorded until its claim ran out),
+        and the failed reads and writes of the bucket are counted."""
+        gone = redis_lib.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+        costs = RedisCostStore(gone)
+        api = ShopifyAdmin(admin_http_client(ADMIN_URL), SHOP, TOKEN, VERSION, costs)
+        [fo] = sim.add_order(ORDER, {GREEN: 1})
+        body = {
+            "notifyCustomer": False,
+            "lineItemsByFulfillmentOrder": [
+                {
+                    "fulfillmentOrderId": fo.id,
+                    "fulfillmentOrderLineItems": [{"id": fo.lines[0].id, "quantity": 1}],
+                }
+            ],
+        }
+
+        def errors(op: str) -> float:
+            name = "dropship_shopify_cost_store_errors_total"
+            return REGISTRY.get_sample_value(name, {"op": op}) or 0.0
+
+        before = errors("get"), errors("put")
+        created = await api.create_fulfillment(body)
+        assert [f["id"] for f in sim.fulfillments[ORDER]] == [created["id"]]
+        assert (errors("get") - before[0], errors("put") - before[1]) == (1.0, 1.0)
 
 
 # --- The sync, end to end: Shopify order -> portal supplier -> shipment -> fulfillment ---------

