@@ -188,7 +188,10 @@ class TestOrdersUpdated:
         await wait_status(client, merchant, "ready_to_route", db=db)
         await accepted(client, UPDATED, at(5, cancelled_at="2008-01-10T11:05:00-05:00"))
         order = await wait_status(client, merchant, "cancelled", db=db)
-        assert events(order)[-1] == (
+        # The customer's cancellation email writes its own entries when its job runs,
+        # which may be before this read.
+        own = [e for e in events(order) if not e[0].startswith("email.")]
+        assert own[-1] == (
             "status.cancelled",
             "ready_to_route -> cancelled: cancelled in Shopify",
         )
