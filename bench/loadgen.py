@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import shutil
 import struct
 import subprocess
@@ -346,7 +347,9 @@ def c_generator() -> Path | None:
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
     binary = Path(tempfile.gettempdir()) / f"dropship-openloop-{digest}"
     if not binary.exists():
-        partial = binary.with_suffix(".tmp")
+        # Several processes may build it at once (pytest-xdist collects in each worker): each
+        # builds its own file, and the last rename wins with the same binary.
+        partial = binary.with_name(f"{binary.name}.{os.getpid()}.tmp")
         subprocess.run([cc, "-O2", "-o", str(partial), str(source)], check=True)
         partial.replace(binary)
     return binary

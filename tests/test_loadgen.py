@@ -6,8 +6,12 @@ schedule kept: the answers come in about ``count / rate`` seconds, not as fast a
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +113,25 @@ def test_a_closed_port_is_errors_not_a_hang() -> None:
     )
     assert (res.errors, res.summary()["requests"], len(res.outcomes)) == (20, 0, 20)
     assert set(res.outcomes.values()) == {loadgen.FAILED}
+
+
+def test_processes_building_it_at_once_all_get_it(tmp_path: Path) -> None:
+    """pytest-xdist collects this module in every worker at once: on a fresh machine they all
+    build the generator together, and none may fail (one shared partial file made one worker's
+    rename fail, and the whole run stopped at collection)."""
+    code = "from bench import loadgen; print(loadgen.c_generator())"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(6)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, [err.decode()[-300:] for _, err in outs]
+    built = {out.decode().strip() for out, _ in outs}
+    assert len(built) == 1
+    binary = Path(built.pop())
+    assert binary.parent == tmp_path
+    assert os.access(binary, os.X_OK)
+    assert [p.name for p in tmp_path.iterdir()] == [binary.name]  # no partial left behind
