@@ -68,7 +68,7 @@ def check_limit(limit: int) -> int:
 
 async def rows_page(
     session: AsyncSession,
-    query: Select[tuple[R]],
+    query: Select[R],
     created_at: InstrumentedAttribute[datetime],
     id_: InstrumentedAttribute[uuid.UUID],
     *,

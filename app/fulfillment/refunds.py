@@ -146,7 +146,11 @@ async def _shopify_lines(session: DbSession, order: Order, lines: Sequence[Any])
             OrderLine.shopify_line_id.is_not(None),
         )
     )
-    return {gid("LineItem", sid): wanted[lid] for lid, sid in rows.all() if wanted[lid] > 0}
+    return {
+        gid("LineItem", sid): wanted[lid]
+        for lid, sid in rows.all()
+        if sid is not None and wanted[lid] > 0
+    }
 
 
 async def claim_refund(session: DbSession, box: SecretBox, row_id: uuid.UUID) -> RefundClaim | None:

@@ -217,7 +217,9 @@ async def shipped_lines(session: DbSession, shipment_id: uuid.UUID) -> dict[str,
         .where(ShipmentLine.shipment_id == shipment_id, OrderLine.shopify_line_id.is_not(None))
         .group_by(OrderLine.shopify_line_id)
     )
-    return {gid("LineItem", line_id): int(qty) for line_id, qty in rows.all()}
+    return {
+        gid("LineItem", line_id): int(qty) for line_id, qty in rows.all() if line_id is not None
+    }
 
 
 def tracking_input(shipment: Shipment, company: str | None) -> dict[str, str]:

@@ -121,7 +121,7 @@ class StaleWindow:
     cutoff: datetime
     limit: int
 
-    async def ids(self, session: AsyncSession, query: Select[tuple[Any]]) -> Sequence[Any]:
+    async def ids(self, session: AsyncSession, query: Select[Any]) -> Sequence[Any]:
         """The first ``limit`` ids ``query`` finds."""
         return (await session.scalars(query.limit(self.limit))).all()
 

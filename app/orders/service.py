@@ -145,9 +145,7 @@ async def load_for_change(session: AsyncSession, order_id: uuid.UUID) -> Order |
     return await _with_lines(session, select(Order).where(Order.id == order_id), lock=True)
 
 
-async def _with_lines(
-    session: AsyncSession, query: Select[tuple[Order]], *, lock: bool
-) -> Order | None:
+async def _with_lines(session: AsyncSession, query: Select[Order], *, lock: bool) -> Order | None:
     if lock:
         query = query.with_for_update(of=Order)
     order: Order | None = await session.scalar(query.options(selectinload(Order.lines)))

@@ -389,9 +389,7 @@ async def _returnable(
                 .where(Return.order_id == order.id, Return.status.in_(ReturnStatus.COUNTED))
                 .group_by(ReturnLine.purchase_order_line_id)
             )
-        )
-        .tuples()
-        .all()
+        ).all()
     )
     return [
         (

@@ -7,7 +7,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ForeignKey, LargeBinary, String, UniqueConstraint
+from sqlalchemy import Float, ForeignKey, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, IdMixin, TimestampMixin
@@ -31,8 +31,9 @@ class Supplier(IdMixin, TimestampMixin, Base):
     #: Shipping charged per purchase order: {"US": {"first_item": "4.00", "additional_item":
     #: "1.00"}, "*": {...}}; used for landed cost.
     shipping_rates: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    #: Placement throttles at this supplier (None: no limit).
-    rate_limit_per_second: Mapped[float | None] = mapped_column(default=None)
+    #: Placement throttles at this supplier (None: no limit). ``Float`` as migrated: SQLAlchemy
+    #: 2.1 maps a bare ``float`` to ``Double``.
+    rate_limit_per_second: Mapped[float | None] = mapped_column(Float, default=None)
     max_concurrency: Mapped[int | None] = mapped_column(default=None)
 
 

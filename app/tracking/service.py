@@ -301,8 +301,8 @@ async def apply_updates(
     idle_groups: dict[tuple[int, datetime | None], list[uuid.UUID]] = defaultdict(list)
     for sid, number, status, delivered_at, po_id, po_number, order_id, merchant_id, po_status, \
             idle, moved_at, eta, last_digest, last_event_at, shipment_eta in rows:  # fmt: skip
-        update_ = by_number.get(number)
-        digest = digests.get(number, last_digest)
+        update_ = by_number.get(number or "")  # polled shipments have a number
+        digest = digests.get(number or "", last_digest)
         if digest == last_digest:
             update_ = None  # the same answer as last time: nothing new
         fresh = []
@@ -654,6 +654,8 @@ async def open_late_alerts(session: AsyncSession, now: datetime) -> list[NewAler
             ).limit(limits.MAX_LIST)
         )
         for po_id, mid, order_id, number, placed_at, supplier_name in found.all():
+            if placed_at is None:  # not reached: the query asks placed_at < a time
+                continue
             rows.append(
                 {
                     "id": uuid7(),

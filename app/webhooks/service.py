@@ -49,7 +49,7 @@ async def mark_processed(
 
 async def count_failure(
     session: AsyncSession, delivery_id: uuid.UUID, outcome: str
-) -> Row[tuple[int, uuid.UUID | None, str, str]] | None:
+) -> Row[int, uuid.UUID | None, str, str] | None:
     """Count a failed run, in one statement that never touches a delivery processed meanwhile
     by another run. Returns its ``failures``, ``merchant_id``, ``topic`` and ``payload``, or
     None if it was processed."""
