@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     #: Work older than this with no progress is re-enqueued by the sweeper (seconds).
     stale_after: int = 300
     worker_threads: int = 8
+    #: Longest pause, in milliseconds, of an idle queue's consumer between two polls of Redis
+    #: (a busy queue is read without pause). Shorter answers a quiet queue sooner; each poll is a
+    #: Lua script run, and a worker polls two Redis lists per queue (the queue and its retries).
+    worker_idle_poll_ms: int = Field(default=1000, ge=10, le=10_000)
     #: The queues a worker process consumes, comma-separated (``placement,intake``); unset:
     #: every queue. Dedicated processes per kind of work (``app.jobs.task.QUEUES``).
     worker_queues: str | None = None

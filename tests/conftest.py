@@ -125,6 +125,8 @@ def settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Se
         "var_dir": tmp_path / "var",
         "relay_interval": 0.02,
         "worker_threads": 2,
+        # Tests wait on chains of jobs over mostly idle queues: poll them as often as the relay.
+        "worker_idle_poll_ms": 100,
         "log_format": "console",
     }
     if backend == "sqlite":

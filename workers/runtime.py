@@ -45,7 +45,7 @@ class WorkerRuntime:
         self.worker = dramatiq.Worker(
             self.broker,
             worker_threads=settings.worker_threads,
-            worker_timeout=100,
+            worker_timeout=settings.worker_idle_poll_ms,
             queues=self.queues,
         )
         self._tasks: list[asyncio.Task[None]] = []

@@ -302,6 +302,7 @@ class World:
             DROPSHIP_VAR_DIR=str(self.tmp / "var"),
             DROPSHIP_LOG_LEVEL="WARNING",
             DROPSHIP_RELAY_INTERVAL="0.05",
+            DROPSHIP_WORKER_IDLE_POLL_MS="100",
             DROPSHIP_WORKER_THREADS=str(self.worker_threads),
             DROPSHIP_STALE_AFTER=str(self.stale_after),
             PYTHONPATH=str(REPO),

@@ -21,6 +21,7 @@ def dropship_env(settings: Settings, var_dir: Path, **extra: str) -> dict[str, s
         "DROPSHIP_VAR_DIR": str(var_dir),
         "DROPSHIP_LOG_LEVEL": "WARNING",
         "DROPSHIP_RELAY_INTERVAL": "0.05",
+        "DROPSHIP_WORKER_IDLE_POLL_MS": "100",
         **extra,
     }
     env.pop("DROPSHIP_REDIS_URL", None)
