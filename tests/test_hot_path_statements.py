@@ -168,7 +168,7 @@ async def test_one_webhook_to_placed_purchase_orders(
         total.update(c)
     print("hot path statements by task:", by_task, "total:", dict(total), "jobs:", dict(ran))
     assert {k: ran[k] for k in HOT if ran[k]} == EXPECTED_JOBS
-    assert by_task == EXPECTED_BY_TASK
+    assert by_task == expected_by_task(db.dialect)
     assert sum(total.values()) == EXPECTED_TOTAL
 
 
@@ -206,6 +206,18 @@ EXPECTED_BY_TASK = {
 }
 #: 46 -> 35: the portal placement moved into the routing transaction.
 EXPECTED_TOTAL = 35
+
+
+def expected_by_task(dialect: str) -> dict[str, dict[str, int]]:
+    """On PostgreSQL the customer is taken in by one ``WITH inserted AS (INSERT … ON CONFLICT
+    DO NOTHING) SELECT …`` that reads a returning customer without locking its row; SQLite
+    keeps its ``INSERT … ON CONFLICT DO UPDATE`` (its writers are serialised anyway)."""
+    if dialect != "postgresql":
+        return EXPECTED_BY_TASK
+    process = dict(EXPECTED_BY_TASK["webhook.process"])
+    process["INSERT"] -= 1
+    process["WITH"] = 1
+    return {**EXPECTED_BY_TASK, "webhook.process": dict(sorted(process.items()))}
 
 
 async def test_the_hot_path_compiles_nothing_twice(
