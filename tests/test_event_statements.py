@@ -347,3 +347,93 @@ async def test_an_event_of_the_old_code_is_dispatched_in_a_fixed_number_of_state
         (EventType.ORDER_CREATED, OUTBOUND),
     ]
     assert [actor for actor, _ in await jobs(db)] == ["events.handle"] * 2
+
+
+async def test_deferred_publications_are_written_together_at_the_end(
+    settings: Settings, db: Database
+) -> None:
+    """Inside ``deferred_publications`` each ``publish`` only notes its event; leaving it writes
+    them all in the three statements of one batch, with the ids ``publish`` handed out. A key
+    published twice is one event."""
+    discover()
+    shop = await make_merchant(db, "deferred-shop.myshopify.com")
+    await add_endpoint(db, shop, ["order.created", "purchase_order.placed"])
+    order_id = await make_order(db, shop, "shopify")
+    flow = order_flow(order_id)
+    handed: list[uuid.UUID | None] = []
+    with counting(db) as seen:
+        async with db.transaction() as session, events.deferred_publications(session):
+            for type_, key in [*flow, flow[0]]:
+                handed.append(
+                    await events.publish(
+                        session, None, type_, key=key, merchant_id=shop.id, order_id=order_id
+                    )
+                )
+            assert seen == []  # nothing written yet
+    assert Counter(kind(s) for s in seen) == {"BEGIN": 1, "INSERT": 3, "COMMIT": 1}
+    async with db.sessionmaker() as session:
+        stored = (
+            await session.execute(
+                select(LifecycleEvent.id, LifecycleEvent.key).order_by(LifecycleEvent.id)
+            )
+        ).all()
+    assert {key: event_id for event_id, key in stored} == {
+        key: event_id for (_, key), event_id in zip(flow, handed, strict=False)
+    }
+    assert len(await reactions_of(db, handed[:4])) == 3  # the endpoint's types only
+
+
+async def test_a_deferred_publication_of_a_savepoint_goes_with_it(
+    settings: Settings, db: Database
+) -> None:
+    """An event published inside a savepoint is written there: rolled back, it is gone, while
+    the batch's other events stand."""
+    discover()
+    shop = await make_merchant(db, "savepoint-shop.myshopify.com")
+    order_id = await make_order(db, shop, "shopify")
+    created, routed, placed, _ = order_flow(order_id)
+    async with db.transaction() as session, events.deferred_publications(session):
+        await events.publish(
+            session, None, created[0], key=created[1], merchant_id=shop.id, order_id=order_id
+        )
+        try:
+            async with session.begin_nested():
+                await events.publish(
+                    session,
+                    None,
+                    routed[0],
+                    key=routed[1],
+                    merchant_id=shop.id,
+                    order_id=order_id,
+                )
+                raise RuntimeError("undone")
+        except RuntimeError:
+            pass
+        await events.publish_many(
+            session, [events.Publication(shop.id, order_id, placed[0], placed[1], {})]
+        )
+    async with db.sessionmaker() as session:
+        keys = (await session.scalars(select(LifecycleEvent.key))).all()
+    assert sorted(keys) == sorted([created[1], placed[1]])
+
+
+async def test_deferred_publications_of_failed_work_are_never_written(db: Database) -> None:
+    discover()
+    shop = await make_merchant(db, "failed-shop.myshopify.com")
+    order_id = await make_order(db, shop, "shopify")
+    created = order_flow(order_id)[0]
+    try:
+        async with db.transaction() as session, events.deferred_publications(session):
+            await events.publish(
+                session,
+                None,
+                created[0],
+                key=created[1],
+                merchant_id=shop.id,
+                order_id=order_id,
+            )
+            raise RuntimeError("the work failed")
+    except RuntimeError:
+        pass
+    async with db.transaction() as session:
+        assert await session.scalar(select(func.count()).select_from(LifecycleEvent)) == 0

@@ -11,7 +11,8 @@ alone and never holds back the others; each subscriber is idempotent.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -111,6 +112,12 @@ async def publish(
     if order_id is not None:
         data.setdefault("order_id", str(order_id))
     event_id = uuid7()
+    deferred: list[Publication] | None = session.info.get(_DEFERRED)
+    if deferred is not None and not session.in_nested_transaction():
+        # Written with the others at the end of the batch (``deferred_publications``). Not
+        # from inside a savepoint: one rolled back must take its events with it.
+        deferred.append(Publication(merchant, order_id, type_, key, data, event_id))
+        return event_id
     now = utcnow()
     result = await session.execute(
         insert_for(session)(LifecycleEvent)
@@ -143,15 +150,52 @@ class Publication:
     type: str
     key: str
     data: dict[str, Any]
+    #: Chosen ahead (a deferred ``publish`` hands it to its caller); else one is drawn.
+    id: uuid.UUID | None = None
+
+
+_DEFERRED = "deferred_publications"
+
+
+@asynccontextmanager
+async def deferred_publications(session: AsyncSession) -> AsyncIterator[None]:
+    """Inside, ``publish`` only notes its event; on the way out (the work succeeded) every event
+    noted is written by one ``publish_many``: three statements for the events, reactions and
+    jobs of a whole unit of work (an order taken in, validated, routed and placed in the
+    portal), where each ``publish`` costs up to three. Pending ORM changes are flushed first
+    (an event names rows they insert). Nested use joins the outer batch."""
+    if session.info.get(_DEFERRED) is not None:
+        yield
+        return
+    deferred: list[Publication] = []
+    session.info[_DEFERRED] = deferred
+    try:
+        yield
+    finally:
+        session.info.pop(_DEFERRED, None)
+    if deferred:
+        await session.flush()
+        await publish_many(session, deferred)
 
 
 async def publish_many(session: AsyncSession, events: Sequence[Publication]) -> int:
     """``publish`` for a batch, in at most three statements whatever its size (the tracking
-    poll's hot path); returns how many were new."""
+    poll's hot path); returns how many were new. A key twice in the batch is published once."""
     if not events:
         return 0
+    deferred: list[Publication] | None = session.info.get(_DEFERRED)
+    if deferred is not None and not session.in_nested_transaction():
+        deferred.extend(events)
+        return len(events)
+    seen: set[tuple[uuid.UUID, str]] = set()
+    unique = []
+    for e in events:
+        if (e.merchant_id, e.key) not in seen:
+            seen.add((e.merchant_id, e.key))
+            unique.append(e)
+    events = unique
     now = utcnow()
-    ids = [uuid7() for _ in events]
+    ids = [e.id or uuid7() for e in events]
     rows = [
         {
             "id": event_id,

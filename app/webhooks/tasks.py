@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from app.db import DbSession, utcnow
+from app.events.service import deferred_publications
 from app.exceptions.service import open_case
 from app.jobs.errors import is_transient
 from app.jobs.task import StaleWindow, TaskContext, housekeeping, task
@@ -145,15 +146,18 @@ async def _process(ctx: TaskContext, delivery_id: str) -> None:
 async def _create(
     ctx: TaskContext, session: DbSession, merchant: Merchant, draft: OrderDraft
 ) -> str:
-    intake = await create_order(session, merchant.id, draft, enqueue_validation=False)
-    if intake.created:
-        outcome = f"order {intake.order.id} created"
-        if intake.order.status == OrderStatus.RECEIVED:
-            # Validated (and routed) here, in this job's transaction: no job hops.
-            await validate_and_route(session, merchant, intake.order, fresh=True, ctx=ctx)
-        else:
-            await session.flush()
-        return outcome
+    # The order's events (created, routed, placed in the portal) are written together at the
+    # end: one INSERT each for events, reactions and their jobs.
+    async with deferred_publications(session):
+        intake = await create_order(session, merchant.id, draft, enqueue_validation=False)
+        if intake.created:
+            outcome = f"order {intake.order.id} created"
+            if intake.order.status == OrderStatus.RECEIVED:
+                # Validated (and routed) here, in this job's transaction: no job hops.
+                await validate_and_route(session, merchant, intake.order, fresh=True, ctx=ctx)
+            else:
+                await session.flush()
+            return outcome
     # A second orders/create for the same order (another subscription, a retry with a new
     # webhook id, or a create arriving after an update or a cancellation already made the
     # order) changes nothing: it can only hold data as old as, or older than, ours.
