@@ -4,12 +4,19 @@ Rows are claimed with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so any number of 
 a row is deleted only after the broker accepted its message. If the broker is down the rows stay
 and are sent when it returns; if we crash after sending but before deleting, the job is sent
 again, which idempotent actors absorb.
+
+Jobs of a batching task (``batch`` > 1, e.g. ``webhook.process``) that queued up are sent as one
+message carrying all their ids, oldest first, up to the task's batch size: when a backlog forms,
+one run (one transaction) does the work of many; at a trickle each job is still a message of
+its own, sent the moment it commits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,14 +33,52 @@ from app.jobs.models import OutboxMessage
 log = structlog.get_logger(__name__)
 
 
+@dataclass
+class _Outgoing:
+    """One message to send: the jobs (outbox rows) it carries, their arguments in order."""
+
+    actor: str
+    due: datetime
+    ids: list[Any] = field(default_factory=list)
+    args: list[Any] = field(default_factory=list)
+
+
+def group(rows: Any, batches: Mapping[str, int]) -> list[_Outgoing]:
+    """The messages for ``rows`` (oldest first): one per row, except that the single-argument
+    jobs of a batching actor are carried up to ``batches[actor]`` to a message, in their order.
+    A message goes out at the place of its oldest job."""
+    out: list[_Outgoing] = []
+    open_: dict[str, _Outgoing] = {}
+    for row in rows:
+        size = batches.get(row.actor, 1)
+        if size > 1 and len(row.args) == 1:
+            current = open_.get(row.actor)
+            if current is None or len(current.ids) >= size:
+                current = open_[row.actor] = _Outgoing(row.actor, row.available_at)
+                out.append(current)
+            current.ids.append(row.id)
+            current.args.extend(row.args)
+            continue
+        out.append(_Outgoing(row.actor, row.available_at, [row.id], list(row.args)))
+    return out
+
+
 class OutboxRelay:
     def __init__(
-        self, db: Database, broker: dramatiq.Broker, *, interval: float = 0.2, batch: int = 500
+        self,
+        db: Database,
+        broker: dramatiq.Broker,
+        *,
+        interval: float = 0.2,
+        batch: int = 500,
+        batches: Mapping[str, int] | None = None,
     ) -> None:
         self.db = db
         self.broker = broker
         self.interval = interval
         self.batch = batch
+        #: Batch size by actor, for the tasks that take several jobs per run.
+        self.batches: Mapping[str, int] = batches or {}
         self.sent_total = 0
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -110,26 +155,27 @@ class OutboxRelay:
         return len(sent_ids)
 
     def _send_all(self, rows: Any) -> tuple[list[Any], list[Any], Exception | None]:
-        """Send rows in order; stop at the first broker failure.
+        """Send rows in order (batching jobs grouped, ``group``); stop at the first broker
+        failure.
 
         Returns (sent ids, ids of unknown actors, the failure if any).
         """
         sent: list[Any] = []
         unknown: list[Any] = []
-        for row in rows:
+        for message in group(rows, self.batches):
             try:
-                self._send(row.actor, row.args, str(row.id), row.available_at)
+                self._send(message.actor, message.args, str(message.ids[0]), message.due)
             except ActorNotFound:
-                unknown.append(row.id)
+                unknown.extend(message.ids)
                 continue
             except Exception as exc:
                 return sent, unknown, exc
-            sent.append(row.id)
+            sent.extend(message.ids)
         return sent, unknown, None
 
     def _send(self, actor_name: str, args: list[Any], outbox_id: str, due: datetime) -> None:
         actor = self.broker.get_actor(actor_name)
-        # The outbox id becomes the message id: a re-sent job is recognisable in logs. The
+        # The (first) outbox id becomes the message id: a re-sent job is recognisable in logs. The
         # message is dated when its job became due, not when it was relayed: after the workers
         # were stopped, a queue of jobs due long ago shows how far behind it is (the sweeper then
         # leaves that backlog alone instead of enqueueing it again).

@@ -39,7 +39,12 @@ class WorkerRuntime:
         self.settings = settings
         self.db = db
         self.broker = broker or build_broker(settings)
-        self.relay = OutboxRelay(db, self.broker, interval=settings.relay_interval)
+        self.relay = OutboxRelay(
+            db,
+            self.broker,
+            interval=settings.relay_interval,
+            batches={t.name: t.batch for t in worker_tasks().tasks.values() if t.batch > 1},
+        )
         self.scheduler = Scheduler(db, worker_tasks().periodic())
         # Every actor is declared whatever this process consumes: the relay sends them all.
         self.worker = dramatiq.Worker(

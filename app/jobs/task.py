@@ -216,6 +216,9 @@ class Task:
     stale: StaleQuery | None = None
     #: Enqueued by the scheduler once every so many seconds (with no arguments).
     every_seconds: int | None = None
+    #: Up to how many of its jobs (one id each) the relay may hand to one run, their ids as its
+    #: arguments (``fn(ctx, *ids)``): work that queued up is done in one transaction.
+    batch: int = 1
 
     def __call__(self, ctx: TaskContext, *args: Any) -> Awaitable[Any]:
         return self.fn(ctx, *args)
@@ -238,19 +241,30 @@ class Registry:
         time_limit_s: int = 600,
         every: int | None = None,
         stale: StaleQuery | None = None,
+        batch: int = 1,
     ) -> Callable[[TaskFn], Task]:
         """Declare ``fn(ctx, *ids)`` as the task ``name`` (``"<domain>.<verb>"``), periodic if
         ``every`` (seconds), re-enqueued by the sweeper for what ``stale`` finds, on ``queue``
-        (default: its kind's, ``queue_for(name)``)."""
+        (default: its kind's, ``queue_for(name)``), handed up to ``batch`` queued jobs' ids at
+        once by the relay."""
         if every is not None and every <= 0:
             raise ValueError(f"task {name!r}: every must be a positive number of seconds")
+        if batch < 1:
+            raise ValueError(f"task {name!r}: batch must be at least 1")
 
         def declare(fn: TaskFn) -> Task:
             known = self.tasks.get(name)
             if known is not None and known.fn is not fn:
                 raise RuntimeError(f"task {name!r} registered twice")
             declared = Task(
-                name, fn, queue or queue_for(name), max_retries, time_limit_s * 1000, stale, every
+                name,
+                fn,
+                queue or queue_for(name),
+                max_retries,
+                time_limit_s * 1000,
+                stale,
+                every,
+                batch,
             )
             self.tasks[name] = declared
             return declared

@@ -51,10 +51,41 @@ async def drop_old_payloads(session: DbSession, now: datetime) -> int:
     return await service.drop_old_payloads(session, now, PAYLOAD_RETENTION_DAYS, MAX_FAILURES)
 
 
-@task("webhook.process", stale=_unprocessed)
-async def process_delivery(ctx: TaskContext, delivery_id: str) -> None:
+#: Deliveries one run takes when they queue up (a flash sale): one transaction for all, their
+#: orders' events in one batch. Small enough that a batch's row locks (stock) are held briefly.
+BATCH = 20
+
+
+@task("webhook.process", stale=_unprocessed, batch=BATCH)
+async def process_delivery(ctx: TaskContext, *delivery_ids: str) -> None:
+    """Handle each delivery. Several (queued up, sent as one message by the relay) are handled
+    in one transaction; if that fails, each is handled alone, so one bad delivery neither
+    holds back nor is hidden by the others (the first failure is then raised: the message is
+    retried, and the deliveries handled already find themselves processed)."""
+    if len(delivery_ids) == 1:
+        await _process_one(ctx, delivery_ids[0])
+        return
     try:
-        await _process(ctx, delivery_id)
+        async with ctx.db.transaction() as session, deferred_publications(session):
+            for delivery_id in delivery_ids:
+                await _process_in(ctx, session, delivery_id)
+        return
+    except Exception as exc:
+        log.warning("webhook.batch_split", size=len(delivery_ids), error=repr(exc))
+    failures: list[Exception] = []
+    for delivery_id in delivery_ids:
+        try:
+            await _process_one(ctx, delivery_id)
+        except Exception as exc:
+            failures.append(exc)
+    if failures:
+        raise failures[0]
+
+
+async def _process_one(ctx: TaskContext, delivery_id: str) -> None:
+    try:
+        async with ctx.db.transaction() as session:
+            await _process_in(ctx, session, delivery_id)
     except Exception as exc:
         # Transient trouble (a lost connection, a deadlock) is Dramatiq's to retry and says
         # nothing about this delivery: only failures that would happen again are counted.
@@ -90,57 +121,56 @@ async def _count_failure(ctx: TaskContext, delivery_id: str, exc: Exception) -> 
         log.warning("webhook.failure_not_counted", delivery_id=delivery_id, error=repr(count_exc))
 
 
-async def _process(ctx: TaskContext, delivery_id: str) -> None:
-    async with ctx.db.transaction() as session:
-        loaded = await service.load_for_processing(session, uuid.UUID(delivery_id))
-        if loaded is None:
-            return
-        delivery, merchant = loaded
-        if delivery.processed_at is not None or delivery.source != "shopify":
-            return
-        # Plain values: a rolled-back savepoint below expires the ORM objects it touched.
-        topic, body, merchant_id = delivery.topic, delivery.payload, delivery.merchant_id
-        draft: OrderDraft | None = None
-        try:
-            payload = json.loads(body, parse_float=Decimal)
-            if (
-                topic == topics.ORDERS_CREATE
-                and merchant is not None
-                and merchant.status == MerchantStatus.ACTIVE
-            ):
-                # The hot path: the payload is judged before anything is written, so a
-                # rejection has nothing to undo (no savepoint); a failure after this point is
-                # not a rejection, it fails the run (rolled back, retried).
-                draft = from_shopify(payload)
-            else:
-                async with session.begin_nested():  # a rejection leaves no half-done changes
-                    outcome = await _handle(ctx, session, merchant, topic, payload)
-        except (PayloadError, ValueError, RecursionError) as exc:
-            # Not retryable: the same body fails the same way. Keep the reason, and tell a person
-            # when an order is at stake (Shopify got its 200 and will not send it again).
-            outcome = f"rejected: {exc}"
-            log.warning("webhook.rejected", topic=topic, error=str(exc))
-            if merchant is not None and merchant_id is not None and topic in _ORDER_TOPICS:
-                open_case(
-                    session,
-                    merchant_id,
-                    "webhook_rejected",
-                    f"Shopify {topic} webhook could not be used: {exc}",
-                    delivery_id=delivery_id,
-                    topic=topic,
-                    field=getattr(exc, "field", None),
-                    shopify_order_id=_raw_order_id(body),
-                )
-        if draft is not None:
-            outcome = await _handle(ctx, session, merchant, topic, payload, draft)
-        await service.mark_processed(
-            session,
-            uuid.UUID(delivery_id),
-            outcome,
-            # The redaction request itself names the customer.
-            payload=privacy.REDACTED_BODY if topic in _REDACTION_TOPICS else None,
-        )
-        log.info("webhook.processed", topic=topic, outcome=outcome)
+async def _process_in(ctx: TaskContext, session: DbSession, delivery_id: str) -> None:
+    loaded = await service.load_for_processing(session, uuid.UUID(delivery_id))
+    if loaded is None:
+        return
+    delivery, merchant = loaded
+    if delivery.processed_at is not None or delivery.source != "shopify":
+        return
+    # Plain values: a rolled-back savepoint below expires the ORM objects it touched.
+    topic, body, merchant_id = delivery.topic, delivery.payload, delivery.merchant_id
+    draft: OrderDraft | None = None
+    try:
+        payload = json.loads(body, parse_float=Decimal)
+        if (
+            topic == topics.ORDERS_CREATE
+            and merchant is not None
+            and merchant.status == MerchantStatus.ACTIVE
+        ):
+            # The hot path: the payload is judged before anything is written, so a
+            # rejection has nothing to undo (no savepoint); a failure after this point is
+            # not a rejection, it fails the run (rolled back, retried).
+            draft = from_shopify(payload)
+        else:
+            async with session.begin_nested():  # a rejection leaves no half-done changes
+                outcome = await _handle(ctx, session, merchant, topic, payload)
+    except (PayloadError, ValueError, RecursionError) as exc:
+        # Not retryable: the same body fails the same way. Keep the reason, and tell a person
+        # when an order is at stake (Shopify got its 200 and will not send it again).
+        outcome = f"rejected: {exc}"
+        log.warning("webhook.rejected", topic=topic, error=str(exc))
+        if merchant is not None and merchant_id is not None and topic in _ORDER_TOPICS:
+            open_case(
+                session,
+                merchant_id,
+                "webhook_rejected",
+                f"Shopify {topic} webhook could not be used: {exc}",
+                delivery_id=delivery_id,
+                topic=topic,
+                field=getattr(exc, "field", None),
+                shopify_order_id=_raw_order_id(body),
+            )
+    if draft is not None:
+        outcome = await _handle(ctx, session, merchant, topic, payload, draft)
+    await service.mark_processed(
+        session,
+        uuid.UUID(delivery_id),
+        outcome,
+        # The redaction request itself names the customer.
+        payload=privacy.REDACTED_BODY if topic in _REDACTION_TOPICS else None,
+    )
+    log.info("webhook.processed", topic=topic, outcome=outcome)
 
 
 async def _create(
